@@ -1,0 +1,351 @@
+"""JWT verification for connection and subscription tokens (Centrifugo-compatible).
+
+Pure and synchronous: no sockets, no clock. The caller passes ``now`` (unix seconds) so
+expiry is decided against the same instant the connection logic uses, and tests never
+sleep. Keys are parsed once, at construction, so a bad PEM fails startup (config
+validation builds a :class:`TokenVerifier`) instead of failing every connect later.
+
+Error mapping follows Centrifugo:
+
+* connection token: expired -> ``ClientError 109``; anything else wrong -> ``Disconnect 3500``.
+* subscription token: expired -> ``ClientError 109``; anything else wrong -> ``ClientError 103``.
+
+Order of checks also follows Centrifugo: size, signature, claim types, ``exp``, ``nbf``,
+``aud``/``iss``, then kind-specific claims. So a forged token is reported as invalid even
+when its ``exp`` is in the past, and an expired genuine token is reported as expired.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeAlias
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
+
+from gateway.errors import (
+    DISCONNECT_INVALID_TOKEN,
+    ERROR_PERMISSION_DENIED,
+    ERROR_TOKEN_EXPIRED,
+    ClientError,
+    Disconnect,
+)
+
+if TYPE_CHECKING:
+    from jwt.types import Options
+
+__all__ = [
+    "ConnectCredentials",
+    "SubscribeCredentials",
+    "TokenKeys",
+    "TokenVerifier",
+]
+
+DEFAULT_MAX_TOKEN_SIZE: Final = 16384
+
+_HMAC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
+_RSA_ALGORITHMS: Final = ("RS256", "RS384", "RS512")
+# ES* names a curve as well as a hash (RFC 7518 §3.4), so one EC key serves one alg only.
+_EC_CURVE_ALGORITHM: Final[Mapping[str, str]] = {
+    "secp256r1": "ES256",
+    "secp384r1": "ES384",
+    "secp521r1": "ES512",
+}
+
+# Registered claims are checked by this module (against the injected clock), never by
+# pyjwt (which would read the wall clock and reject ``aud`` when no audience is set).
+_PYJWT_OPTIONS: Final[Options] = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+    "require": [],
+}
+
+
+_VerifyKey: TypeAlias = "bytes | rsa.RSAPublicKey | ec.EllipticCurvePublicKey"
+
+
+class TokenKeys(Protocol):
+    """The key material a verifier needs; ``gateway.config.TokenConfig`` satisfies it.
+
+    Declared as read-only properties so a frozen dataclass matches structurally, and so
+    this module does not import the config module.
+    """
+
+    @property
+    def hmac_secret_key(self) -> str: ...
+
+    @property
+    def rsa_public_key(self) -> str: ...
+
+    @property
+    def ecdsa_public_key(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectCredentials:
+    """What a verified connection token grants."""
+
+    user: str
+    """``sub`` claim; ``""`` is an anonymous user."""
+    expire_at: int | None
+    """When the connection expires (unix seconds), or ``None`` for never."""
+    info: object | None
+    """``info`` claim as decoded JSON; sent to other clients in presence and publications."""
+    channels: tuple[str, ...]
+    """``channels`` claim: server-side subscriptions made at connect."""
+    meta: object | None
+    """``meta`` claim: server-only data, never sent to clients."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeCredentials:
+    """What a verified subscription token grants; the caller checks channel/user/client."""
+
+    user: str
+    channel: str
+    client: str | None
+    expire_at: int | None
+    info: object | None
+    """``info`` claim; becomes the subscriber's ``chan_info``."""
+
+
+class _InvalidToken(Exception):
+    """Internal: the token is unusable. The message is for logs only (it is the cause)."""
+
+
+class _ExpiredToken(Exception):
+    """Internal: the token is genuine and well-formed but its ``exp`` has passed."""
+
+
+class TokenVerifier:
+    """Verifies connection and subscription JWTs against the configured keys.
+
+    The token header's ``alg`` picks the key, but each algorithm family has its own key
+    (HMAC secret, RSA key, EC key) and pyjwt is told to accept only that one algorithm,
+    so a token cannot make the verifier use, say, the RSA public key as an HMAC secret.
+    An algorithm whose key is not configured, and ``none``, are invalid.
+    """
+
+    __slots__ = ("_audience", "_issuer", "_keys", "_max_token_size")
+
+    def __init__(
+        self,
+        keys: TokenKeys,
+        *,
+        max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
+        audience: str | None = None,
+        issuer: str | None = None,
+    ) -> None:
+        """Parse the keys once; raise ``ValueError`` naming the bad setting.
+
+        ``audience``/``issuer``: when set, a token must carry a matching ``aud`` (string
+        or list containing it) / ``iss``; when ``None`` these claims are ignored.
+        """
+        if max_token_size <= 0:
+            raise ValueError(f"max_token_size must be positive, got {max_token_size}")
+        self._max_token_size = max_token_size
+        self._audience = audience
+        self._issuer = issuer
+        self._keys: dict[str, _VerifyKey] = {}
+        if keys.hmac_secret_key:
+            secret = _load_hmac_secret(keys.hmac_secret_key)
+            for alg in _HMAC_ALGORITHMS:
+                self._keys[alg] = secret
+        if keys.rsa_public_key:
+            rsa_key = _load_rsa_key(keys.rsa_public_key)
+            for alg in _RSA_ALGORITHMS:
+                self._keys[alg] = rsa_key
+        if keys.ecdsa_public_key:
+            ec_key, ec_alg = _load_ec_key(keys.ecdsa_public_key)
+            self._keys[ec_alg] = ec_key
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """Algorithms a token may use with this configuration (for startup logs)."""
+        return tuple(self._keys)
+
+    def verify_connect(self, token: str, now: float) -> ConnectCredentials:
+        """Verify a connection token; raise ``ClientError 109`` or ``Disconnect 3500``."""
+        try:
+            claims = self._decode(token)
+            if _str_claim(claims, "channel"):
+                # A subscription token must not double as a connection token.
+                raise _InvalidToken("connection token has a channel claim")
+            credentials = ConnectCredentials(
+                user=_str_claim(claims, "sub") or "",
+                expire_at=_expire_at(claims),
+                info=claims.get("info"),
+                channels=_channels_claim(claims),
+                meta=claims.get("meta"),
+            )
+            self._check_registered_claims(claims, now)
+            return credentials
+        except _ExpiredToken:
+            _raise_expired()
+        except _InvalidToken as exc:
+            raise _fresh_disconnect(DISCONNECT_INVALID_TOKEN) from exc
+
+    def verify_subscribe(self, token: str, now: float) -> SubscribeCredentials:
+        """Verify a subscription token; raise ``ClientError 109`` or ``ClientError 103``."""
+        try:
+            claims = self._decode(token)
+            channel = _str_claim(claims, "channel")
+            if not channel:
+                # Without it a connection token could be replayed as a subscription token.
+                raise _InvalidToken("subscription token has no channel claim")
+            credentials = SubscribeCredentials(
+                user=_str_claim(claims, "sub") or "",
+                channel=channel,
+                client=_str_claim(claims, "client"),
+                expire_at=_expire_at(claims),
+                info=claims.get("info"),
+            )
+            self._check_registered_claims(claims, now)
+            return credentials
+        except _ExpiredToken:
+            _raise_expired()
+        except _InvalidToken as exc:
+            raise _fresh_client_error(ERROR_PERMISSION_DENIED) from exc
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        """Size and signature checks; returns the claims, not yet checked against ``now``."""
+        if not isinstance(token, str) or not token:
+            raise _InvalidToken("empty or non-string token")
+        if len(token) > self._max_token_size:
+            raise _InvalidToken(f"token longer than {self._max_token_size} characters")
+        try:
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg")
+            key = self._keys.get(alg) if isinstance(alg, str) else None
+            if not isinstance(alg, str) or key is None:
+                raise _InvalidToken(f"algorithm {alg!r} is not configured")
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                options=_PYJWT_OPTIONS,
+            )
+        except jwt.PyJWTError as exc:
+            raise _InvalidToken(f"{type(exc).__name__}: {exc}") from exc
+        return claims
+
+    def _check_registered_claims(self, claims: Mapping[str, Any], now: float) -> None:
+        """``exp``, ``nbf``, ``aud``, ``iss``: run after the kind-specific claims parsed,
+        so a malformed token is reported invalid even if it has also expired."""
+        exp = _numeric_claim(claims, "exp")
+        nbf = _numeric_claim(claims, "nbf")
+        if exp is not None and exp <= now:
+            raise _ExpiredToken
+        if nbf is not None and nbf > now:
+            raise _InvalidToken("token not valid yet (nbf)")
+        if self._audience is not None and not _has_audience(claims.get("aud"), self._audience):
+            raise _InvalidToken("audience mismatch")
+        if self._issuer is not None and claims.get("iss") != self._issuer:
+            raise _InvalidToken("issuer mismatch")
+
+
+def _load_hmac_secret(secret: str) -> bytes:
+    try:
+        return HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except jwt.InvalidKeyError as exc:
+        raise ValueError(f"token hmac_secret_key is unusable: {exc}") from exc
+
+
+def _load_public_key(pem: str, setting: str) -> object:
+    """Accept a PEM public key (SPKI/PKCS#1) or an X.509 certificate carrying one."""
+    data = pem.strip().encode("utf-8")
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return x509.load_pem_x509_certificate(data).public_key()
+        return load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"token {setting} is not a valid PEM public key or certificate: {exc}") from exc
+
+
+def _load_rsa_key(pem: str) -> rsa.RSAPublicKey:
+    key = _load_public_key(pem, "rsa_public_key")
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"token rsa_public_key holds a {type(key).__name__}, not an RSA public key")
+    return key
+
+
+def _load_ec_key(pem: str) -> tuple[ec.EllipticCurvePublicKey, str]:
+    key = _load_public_key(pem, "ecdsa_public_key")
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError(f"token ecdsa_public_key holds a {type(key).__name__}, not an EC public key")
+    alg = _EC_CURVE_ALGORITHM.get(key.curve.name)
+    if alg is None:
+        raise ValueError(
+            f"token ecdsa_public_key uses curve {key.curve.name}; "
+            "expected P-256 (ES256), P-384 (ES384) or P-521 (ES512)"
+        )
+    return key, alg
+
+
+def _str_claim(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise _InvalidToken(f"claim {name!r} is not a string")
+
+
+def _numeric_claim(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    # bool is an int subclass; JSON true is not a date.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _InvalidToken(f"claim {name!r} is not a number")
+    return float(value)
+
+
+def _channels_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    value = claims.get("channels")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise _InvalidToken("claim 'channels' is not a list of strings")
+    return tuple(value)
+
+
+def _expire_at(claims: Mapping[str, Any]) -> int | None:
+    """Centrifugo's rule: ``expire_at`` wins when present (<= 0 means never), else ``exp``.
+
+    ``expire_at`` lets a long-lived session outlive the token used to open it. Fractional
+    seconds round up so a token that passed the ``exp`` check never yields a past time.
+    """
+    if "expire_at" in claims and claims["expire_at"] is not None:
+        expire_at = _numeric_claim(claims, "expire_at")
+        return math.ceil(expire_at) if expire_at is not None and expire_at > 0 else None
+    exp = _numeric_claim(claims, "exp")
+    return math.ceil(exp) if exp is not None else None
+
+
+def _has_audience(aud: object, expected: str) -> bool:
+    if isinstance(aud, str):
+        return aud == expected
+    return isinstance(aud, list) and expected in aud
+
+
+def _fresh_client_error(template: ClientError) -> ClientError:
+    """A copy, so the shared constant never accumulates a traceback or a cause."""
+    return replace(template)
+
+
+def _fresh_disconnect(template: Disconnect) -> Disconnect:
+    return replace(template)
+
+
+def _raise_expired() -> NoReturn:
+    raise _fresh_client_error(ERROR_TOKEN_EXPIRED) from None

@@ -1,0 +1,147 @@
+"""The ``shardgate`` command line: serve, check-config, token, owner."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import Config, ConfigError, dev_config, load_config
+
+__all__ = ["main"]
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve", help="run the gateway (supervisor + one worker per core)",
+        description="Run the gateway. Without --config it serves an embedded development default: "
+                    "anonymous connects, permissive channels with history and presence, and a random "
+                    "token secret printed at start.",
+        epilog="example: shardgate serve --config /etc/shardgate/config.toml --workers 4")
+    p.add_argument("--config", help="TOML or JSON file with Centrifugo v6 key names")
+    p.add_argument("--host", help="client and internal listen address (http_server.address)")
+    p.add_argument("--port", type=int, help="client WebSocket port (http_server.port); 0 picks a free one")
+    p.add_argument("--internal-port", type=int, help="internal port for /health (http_server.internal_port)")
+    p.add_argument("--workers", type=int, help="worker processes (shardgate.workers); default: CPU count")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shardgate", description="A sharded WebSocket gateway speaking the Centrifugo client protocol.",
+        epilog="example: shardgate serve --port 8000 --workers 2")
+    parser.add_argument("--version", action="version", version=f"shardgate {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    _serve_parser(sub)
+    check = sub.add_parser("check-config", help="validate a config file without serving",
+                           epilog="example: shardgate check-config config.toml")
+    check.add_argument("file")
+    token = sub.add_parser("token", help="mint a connection or subscription JWT (HMAC)", add_help=False)
+    token.add_argument("args", nargs=argparse.REMAINDER)
+    owner = sub.add_parser("owner", help="which worker slot owns a channel",
+                           epilog="example: shardgate owner chat:lobby --workers 4")
+    owner.add_argument("channel")
+    owner.add_argument("--workers", type=int, help="worker count (default: from --config, else CPU count)")
+    owner.add_argument("--config")
+    return parser
+
+
+def _load(path: str | None) -> tuple[Config, str | None]:
+    """The config and, for the embedded default, the random secret it was made with."""
+    if path:
+        return load_config(path), None
+    secret = secrets.token_urlsafe(32)
+    return dev_config(secret), secret
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.supervisor import Supervisor
+    from tools.token import mint_token
+
+    config, dev_secret = _load(args.config)
+    config = config.with_overrides(address=args.host, port=args.port, internal_port=args.internal_port,
+                                   workers=args.workers)
+    level = (args.log_level or config.shardgate.log_level).upper()
+    logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
+    # picows logs every accepted connection at INFO: far too chatty for a gateway.
+    logging.getLogger("picows").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+    def announce(sup: Supervisor) -> None:
+        host = sup.host if ":" not in sup.host else f"[{sup.host}]"
+        lines = [
+            f"shardgate {__version__} ready: {sup.workers} workers",
+            f"  clients   ws://{host}:{sup.port}/connection/websocket",
+            f"  internal  http://{host}:{sup.internal_port}/health",
+        ]
+        if dev_secret is not None:
+            lines += [
+                "  config    embedded development default (no --config): anonymous connects allowed,",
+                "            every channel allows subscribe/publish/history/presence",
+                f"  secret    {dev_secret}   (random for this run; also the HTTP API key)",
+                f"  token     {mint_token(dev_secret, user='test-user', exp_seconds=24 * 3600)}",
+                f"  mint more shardgate token --secret {dev_secret} --user alice",
+            ]
+        else:
+            lines.append("  mint a test token: shardgate token --config CONFIG --user alice")
+        print("\n".join(lines), flush=True)
+
+    return Supervisor(config, on_ready=announce).run()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    from gateway.auth import TokenVerifier
+
+    for key, keys in (("client.token", config.client.token),
+                      ("client.subscription_token", config.client.subscription_token)):
+        try:
+            TokenVerifier(keys)
+        except ValueError as exc:
+            raise ConfigError(key, str(exc)) from None
+    print(f"{args.file}: ok ({config.worker_count()} workers, "
+          f"{len(config.channel.namespaces)} namespaces)")
+    return 0
+
+
+def _owner(args: argparse.Namespace) -> int:
+    from sharding.hashing import owner
+
+    workers = args.workers
+    if workers is None:
+        workers = load_config(args.config).worker_count() if args.config else Config().worker_count()
+    print(owner(args.channel, workers))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "serve")
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "check-config":
+            return _check_config(args)
+        if args.command == "token":
+            from tools.token import main as token_main
+
+            return token_main(args.args)
+        if args.command == "owner":
+            return _owner(args)
+    except ConfigError as exc:
+        print(f"shardgate: {exc}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

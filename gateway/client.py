@@ -1,0 +1,658 @@
+"""One client connection: protocol state, command dispatch, subscriptions, timers.
+
+The edge (``gateway.ws``) hands complete WebSocket text messages to
+:meth:`Session.on_message` and implements :class:`Transport`. Commands that touch a
+channel go to the channel's owner through :class:`gateway.node.Node`, whose answer
+comes back as a synchronous callback (no task per command). Every write, replies and
+pushes alike, goes through one per-connection queue that is flushed once per loop tick.
+Errors are classified in one place, :meth:`Session._fail`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from gateway import __version__
+from gateway.auth import ConnectCredentials
+from gateway.errors import (
+    DISCONNECT_BAD_REQUEST,
+    DISCONNECT_EXPIRED,
+    DISCONNECT_INVALID_TOKEN,
+    DISCONNECT_NO_PONG,
+    DISCONNECT_NOT_AVAILABLE,
+    DISCONNECT_SLOW,
+    DISCONNECT_STALE,
+    ERROR_ALREADY_SUBSCRIBED,
+    ERROR_BAD_REQUEST,
+    ERROR_INTERNAL,
+    ERROR_LIMIT_EXCEEDED,
+    ERROR_METHOD_NOT_FOUND,
+    ERROR_NOT_AVAILABLE,
+    ERROR_PERMISSION_DENIED,
+    ERROR_UNKNOWN_CHANNEL,
+    ERROR_UNRECOVERABLE_POSITION,
+    UNSUBSCRIBE_EXPIRED,
+    UNSUBSCRIBE_INSUFFICIENT_STATE,
+    ClientError,
+    Disconnect,
+    Unsubscribe,
+    classify,
+)
+from gateway.protocol import (
+    PING,
+    Command,
+    client_info,
+    decode_commands,
+    encode_error,
+    encode_push,
+    encode_reply,
+)
+from gateway.rpc import RpcContext
+
+if TYPE_CHECKING:
+    from gateway.config import ChannelOptions
+    from gateway.node import Node
+
+__all__ = ["Session", "Transport", "State"]
+
+log = logging.getLogger("shardgate.client")
+
+_SUBSCRIBE_FLAG_REJECT_UNRECOVERED = 2
+
+
+class Transport(Protocol):
+    """What a session needs from the WebSocket edge."""
+
+    def send_text(self, data: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def write_buffer_size(self) -> int: ...
+
+
+class State(IntEnum):
+    CONNECTING = 0
+    CONNECTED = 1
+    CLOSED = 2
+
+
+class SubStatus(IntEnum):
+    SUBSCRIBING = 0
+    SUBSCRIBED = 1
+
+
+@dataclass(slots=True)
+class _Sub:
+    status: SubStatus
+    positioned: bool
+    chan_info: Any
+    expire_at: int | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+class Session:
+    """The server side of one Centrifugo connection."""
+
+    def __init__(self, node: Node, transport: Transport) -> None:
+        self.node = node
+        self.transport = transport
+        self.state = State.CONNECTING
+        self.client_id = ""
+        self.user = ""
+        self.conn_info: Any = None
+        self.expire_at: int | None = None
+        self.subs: dict[str, _Sub] = {}
+        self.paused = False
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._connecting = False
+        self._unusable = False
+        self._ping_outstanding = False
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+        self._expire_timer: asyncio.TimerHandle | None = None
+        cfg = node.config.client
+        self._stale_timer: asyncio.TimerHandle | None = node.loop.call_later(
+            cfg.stale_close_delay, self.close, DISCONNECT_STALE) if cfg.stale_close_delay > 0 else None
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue one reply or push; flushed with the others queued this tick."""
+        if self.state is State.CLOSED:
+            return
+        if not self._out:
+            self.node.flusher.mark(self)
+        self._out.append(data)
+        self._out_bytes += len(data) + 1
+        if self._out_bytes + self.transport.write_buffer_size() > self.node.config.client.queue_max_size:
+            self.close(DISCONNECT_SLOW)
+
+    def flush(self) -> None:
+        if not self._out or self.paused or self.state is State.CLOSED and not self._out:
+            return
+        out = self._out
+        self._out = []
+        self._out_bytes = 0
+        self.transport.send_text(out[0] if len(out) == 1 else b"\n".join(out))
+
+    def resume(self) -> None:
+        self.paused = False
+        if self._out:
+            self.node.flusher.mark(self)
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def on_message(self, data: bytes) -> None:
+        """One complete text message from the client."""
+        if self.state is State.CLOSED:
+            return
+        try:
+            commands = decode_commands(data, self.node.config.shardgate.max_commands_per_frame)
+        except Disconnect as exc:
+            self.close(exc)
+            return
+        for cmd in commands:
+            if self.state is State.CLOSED:
+                return
+            self._dispatch(cmd)
+
+    def _dispatch(self, cmd: Command) -> None:
+        method = cmd.method
+        if method == "":
+            if cmd.id:
+                self.close(Disconnect(3501, "bad request: no method"))
+            else:
+                self._on_pong()
+            return
+        if self._unusable:
+            self.close(Disconnect(3501, "bad request: connection unusable"))
+            return
+        if self.state is State.CONNECTING and (method != "connect" or self._connecting):
+            self.close(Disconnect(3501, "bad request: connect first"))
+            return
+        if method != "send" and cmd.id == 0:
+            self.close(Disconnect(3501, "bad request: command without id"))
+            return
+        handler = _HANDLERS.get(method)
+        if handler is None:
+            self.close(Disconnect(3501, f"bad request: unsupported method {method}"))
+            return
+        try:
+            handler(self, cmd)
+        except Exception as exc:  # noqa: BLE001 - one place classifies all handler errors
+            self._fail(cmd, exc)
+
+    def _fail(self, cmd: Command, exc: BaseException) -> None:
+        err = classify(exc)
+        if isinstance(err, Disconnect):
+            self.close(err)
+            return
+        if err is ERROR_INTERNAL and not isinstance(exc, ClientError):
+            log.exception("internal error in %s from client %s", cmd.method, self.client_id, exc_info=exc)
+        if cmd.method == "connect":
+            self._unusable = True
+            self._connecting = False
+        self.node.metrics.reply_error(cmd.method, err.code)
+        self.write(encode_error(cmd.id, err))
+
+    def _reply(self, cmd: Command, result: dict[str, Any]) -> None:
+        self.write(encode_reply(cmd.id, cmd.method, result))
+
+    def _channel(self, cmd: Command) -> str:
+        channel = cmd.body.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise Disconnect(3501, "bad request: channel required")
+        return channel
+
+    def _options(self, channel: str) -> ChannelOptions:
+        cfg = self.node.config
+        if len(channel) > cfg.channel.max_length or not channel.isascii():
+            raise ERROR_BAD_REQUEST
+        opts = cfg.channel_options(channel)
+        if opts is None:
+            raise ERROR_UNKNOWN_CHANNEL
+        return opts
+
+    def _owner_call(self, cmd: Command, channel: str, body: dict[str, Any],
+                    on_result: Callable[[dict[str, Any]], None]) -> None:
+        """Send ``cmd`` to the channel's owner; ``on_result`` runs with its answer."""
+
+        def done(result: dict[str, Any] | None, error: ClientError | None) -> None:
+            if self.state is State.CLOSED:
+                return
+            if error is not None:
+                self._fail(cmd, error)
+                return
+            try:
+                on_result(result or {})
+            except Exception as exc:  # noqa: BLE001
+                self._fail(cmd, exc)
+
+        self.node.request(channel, cmd.method, body, done)
+
+    def _info(self, chan_info: Any = None) -> dict[str, Any]:
+        return client_info(self.user, self.client_id, self.conn_info, chan_info)
+
+    # -- connect, refresh, ping -----------------------------------------------------------------
+
+    def _connect(self, cmd: Command) -> None:
+        node = self.node
+        cfg = node.config.client
+        token = cmd.body.get("token")
+        now = node.clock()
+        if token:
+            if not isinstance(token, str):
+                raise DISCONNECT_INVALID_TOKEN
+            creds = node.verifier.verify_connect(token, now)
+        elif cfg.allow_anonymous_connect_without_token:
+            creds = ConnectCredentials(user="", expire_at=None, info=None, channels=(), meta=None)
+        else:
+            raise Disconnect(3501, "bad request: client credentials not found")
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
+            self._stale_timer = None
+        self.client_id = node.new_client_id()
+        self.user = creds.user
+        self.conn_info = creds.info
+        self.state = State.CONNECTED
+        node.hub.add_client(self)
+        node.metrics.connected()
+        result: dict[str, Any] = {"client": self.client_id, "version": __version__}
+        self._set_expiry(creds.expire_at, now, result)
+        if cfg.ping_interval > 0:
+            result["ping"] = max(1, round(cfg.ping_interval))
+            result["pong"] = True
+            self._schedule_ping(first=True)
+        if cfg.connect_include_server_time:
+            result["time"] = int(now * 1000)
+        self._reply(cmd, result)
+
+    def _set_expiry(self, expire_at: int | None, now: float, result: dict[str, Any]) -> None:
+        self.expire_at = expire_at
+        if self._expire_timer is not None:
+            self._expire_timer.cancel()
+            self._expire_timer = None
+        if expire_at is None:
+            return
+        result["expires"] = True
+        result["ttl"] = max(1, int(expire_at - now))
+        delay = expire_at - now + self.node.config.client.expired_close_delay
+        self._expire_timer = self.node.loop.call_later(max(0.0, delay), self._check_expired)
+
+    def _check_expired(self) -> None:
+        if self.expire_at is not None and self.expire_at <= self.node.clock():
+            self.close(DISCONNECT_EXPIRED)
+
+    def _refresh(self, cmd: Command) -> None:
+        token = cmd.body.get("token")
+        if not isinstance(token, str) or not token:
+            raise Disconnect(3501, "bad request: token required")
+        now = self.node.clock()
+        creds = self.node.verifier.verify_connect(token, now)
+        if creds.user != self.user:
+            raise DISCONNECT_INVALID_TOKEN
+        result: dict[str, Any] = {"client": self.client_id, "version": __version__}
+        self._set_expiry(creds.expire_at, now, result)
+        if creds.info is not None:
+            self.conn_info = creds.info
+        self._reply(cmd, result)
+
+    def _schedule_ping(self, first: bool = False) -> None:
+        interval = self.node.config.client.ping_interval
+        if first:
+            # Spread first pings over [interval/2, interval) like Centrifugo, so a
+            # reconnect storm does not ping in lockstep forever after.
+            delay = interval / 2 + self.node.rng.random() * interval / 2
+        else:
+            delay = interval
+        self._ping_timer = self.node.loop.call_later(delay, self._send_ping)
+
+    def _send_ping(self) -> None:
+        if self.state is not State.CONNECTED:
+            return
+        self.write(PING)
+        if not self._ping_outstanding:
+            self._ping_outstanding = True
+            self._pong_timer = self.node.loop.call_later(
+                self.node.config.client.pong_timeout, self.close, DISCONNECT_NO_PONG)
+        self._schedule_ping()
+
+    def _on_pong(self) -> None:
+        if self.state is not State.CONNECTED or not self._ping_outstanding:
+            self.close(Disconnect(3501, "bad request: unexpected pong"))
+            return
+        self._ping_outstanding = False
+        if self._pong_timer is not None:
+            self._pong_timer.cancel()
+            self._pong_timer = None
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def _subscribe(self, cmd: Command) -> None:
+        node = self.node
+        channel = self._channel(cmd)
+        body = cmd.body
+        if body.get("delta"):
+            raise Disconnect(3501, "bad request: delta not supported")
+        opts = self._options(channel)
+        if channel in self.subs:
+            raise ERROR_ALREADY_SUBSCRIBED
+        limit = node.config.client.channel_limit
+        if limit and len(self.subs) >= limit:
+            raise ERROR_LIMIT_EXCEEDED
+        now = node.clock()
+        chan_info: Any = None
+        expire_at: int | None = None
+        token = body.get("token")
+        if token:
+            if not isinstance(token, str):
+                raise ERROR_PERMISSION_DENIED
+            creds = node.sub_verifier.verify_subscribe(token, now)
+            if creds.channel != channel or creds.user != self.user:
+                raise DISCONNECT_INVALID_TOKEN
+            if creds.client and creds.client != self.client_id:
+                raise DISCONNECT_INVALID_TOKEN
+            chan_info, expire_at = creds.info, creds.expire_at
+        elif not self._may_subscribe(channel, opts):
+            raise ERROR_PERMISSION_DENIED
+        history = opts.history_enabled
+        recoverable = history and (opts.force_recovery or (opts.allow_recovery and bool(body.get("recoverable"))))
+        positioned = recoverable or (history and (
+            opts.force_positioning or (opts.allow_positioning and bool(body.get("positioned")))))
+        recover = recoverable and bool(body.get("recover"))
+        join_leave = opts.join_leave and (opts.force_push_join_leave or bool(body.get("join_leave")))
+        req_offset = body.get("offset") or 0
+        req_epoch = body.get("epoch") or ""
+        if type(req_offset) is not int or req_offset < 0 or not isinstance(req_epoch, str):
+            raise ERROR_BAD_REQUEST
+        sub = _Sub(SubStatus.SUBSCRIBING, positioned, chan_info, expire_at)
+        self.subs[channel] = sub
+        request = {
+            "channel": channel,
+            "info": self._info(chan_info),
+            "positioned": positioned,
+            "recover": recover,
+            "offset": req_offset,
+            "epoch": req_epoch,
+        }
+
+        def on_result(res: dict[str, Any]) -> None:
+            if self.subs.get(channel) is not sub:
+                # Unsubscribed (or resubscribed) while the owner was answering: undo.
+                node.notify(channel, "unsubscribe", {"channel": channel, "client": self.client_id,
+                                                     "user": self.user})
+                return
+            result: dict[str, Any] = {}
+            if expire_at is not None:
+                result["expires"] = True
+                result["ttl"] = max(1, int(expire_at - node.clock()))
+                delay = expire_at - node.clock() + node.config.client.expired_sub_close_delay
+                sub.timer = node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+            epoch = str(res.get("epoch", ""))
+            top = int(res.get("offset", 0))
+            if recoverable:
+                result["recoverable"] = True
+            if positioned:
+                result["positioned"] = True
+                result["epoch"] = epoch
+                result["offset"] = top
+            if recover:
+                result["was_recovering"] = True
+                recovered = bool(res.get("recovered"))
+                node.metrics.recovery(recovered)
+                if recovered:
+                    result["recovered"] = True
+                    result["offset"] = req_offset
+                    pubs = res.get("publications")
+                    if pubs:
+                        result["publications"] = pubs
+                elif int(body.get("flag") or 0) & _SUBSCRIBE_FLAG_REJECT_UNRECOVERED:
+                    del self.subs[channel]
+                    node.notify(channel, "unsubscribe", {"channel": channel, "client": self.client_id,
+                                                         "user": self.user})
+                    raise ERROR_UNRECOVERABLE_POSITION
+            sub.status = SubStatus.SUBSCRIBED
+            node.hub.subscribe(channel, self, join_leave, epoch, top)
+            self._reply(cmd, result)
+
+        def on_error_cleanup(result: dict[str, Any] | None, error: ClientError | None) -> None:
+            if error is not None and self.subs.get(channel) is sub:
+                del self.subs[channel]
+            done(result, error)
+
+        done = self._owner_done(cmd, on_result)
+        node.request(channel, "subscribe", request, on_error_cleanup)
+
+    def _owner_done(self, cmd: Command, on_result: Callable[[dict[str, Any]], None]
+                    ) -> Callable[[dict[str, Any] | None, ClientError | None], None]:
+        def done(result: dict[str, Any] | None, error: ClientError | None) -> None:
+            if self.state is State.CLOSED:
+                return
+            if error is not None:
+                self._fail(cmd, error)
+                return
+            try:
+                on_result(result or {})
+            except Exception as exc:  # noqa: BLE001
+                self._fail(cmd, exc)
+        return done
+
+    def _may_subscribe(self, channel: str, opts: ChannelOptions) -> bool:
+        if channel.startswith("$"):
+            return False
+        if "#" in channel and opts.allow_user_limited_channels:
+            allowed = channel.rsplit("#", 1)[1].split(",")
+            if self.user and self.user in allowed:
+                return True
+        return opts.allow_subscribe_for_client and (bool(self.user) or opts.allow_subscribe_for_anonymous)
+
+    def _check_sub_expired(self, channel: str) -> None:
+        sub = self.subs.get(channel)
+        if sub is not None and sub.expire_at is not None and sub.expire_at <= self.node.clock():
+            self.server_unsubscribe(channel, UNSUBSCRIBE_EXPIRED)
+
+    def _sub_refresh(self, cmd: Command) -> None:
+        channel = self._channel(cmd)
+        sub = self.subs.get(channel)
+        if sub is None or sub.status is not SubStatus.SUBSCRIBED:
+            raise ERROR_PERMISSION_DENIED
+        token = cmd.body.get("token")
+        if not isinstance(token, str) or not token:
+            raise Disconnect(3501, "bad request: token required")
+        now = self.node.clock()
+        creds = self.node.sub_verifier.verify_subscribe(token, now)
+        if creds.channel != channel or creds.user != self.user or (creds.client and creds.client != self.client_id):
+            raise DISCONNECT_INVALID_TOKEN
+        sub.expire_at = creds.expire_at
+        if sub.timer is not None:
+            sub.timer.cancel()
+            sub.timer = None
+        result: dict[str, Any] = {}
+        if creds.expire_at is not None:
+            result["expires"] = True
+            result["ttl"] = max(1, int(creds.expire_at - now))
+            delay = creds.expire_at - now + self.node.config.client.expired_sub_close_delay
+            sub.timer = self.node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+        self._reply(cmd, result)
+
+    def _unsubscribe(self, cmd: Command) -> None:
+        channel = self._channel(cmd)
+        self._drop_sub(channel)
+        self._reply(cmd, {})
+
+    def _drop_sub(self, channel: str) -> bool:
+        sub = self.subs.pop(channel, None)
+        if sub is None:
+            return False
+        if sub.timer is not None:
+            sub.timer.cancel()
+        if sub.status is SubStatus.SUBSCRIBED:
+            self.node.hub.unsubscribe(channel, self)
+            self.node.notify(channel, "unsubscribe", {"channel": channel, "client": self.client_id,
+                                                     "user": self.user})
+        return True
+
+    def server_unsubscribe(self, channel: str, reason: Unsubscribe) -> None:
+        """Drop a subscription and tell the client (a 2xxx unsubscribe push)."""
+        if self._drop_sub(channel):
+            body = orjson.dumps({"code": reason.code, "reason": reason.reason})
+            self.write(encode_push(channel, "unsubscribe", body))
+
+    def on_stream_gap(self, channel: str) -> None:
+        sub = self.subs.get(channel)
+        if sub is not None and sub.positioned:
+            self.server_unsubscribe(channel, UNSUBSCRIBE_INSUFFICIENT_STATE)
+
+    # -- channel commands -----------------------------------------------------------------------
+
+    def _subscribed(self, channel: str) -> bool:
+        sub = self.subs.get(channel)
+        return sub is not None and sub.status is SubStatus.SUBSCRIBED
+
+    def _allowed(self, channel: str, for_subscriber: bool, for_client: bool, for_anonymous: bool) -> bool:
+        if for_subscriber and self._subscribed(channel):
+            return True
+        return for_client and (bool(self.user) or for_anonymous)
+
+    def _publish(self, cmd: Command) -> None:
+        channel = self._channel(cmd)
+        opts = self._options(channel)
+        if not self._allowed(channel, opts.allow_publish_for_subscriber, opts.allow_publish_for_client,
+                             opts.allow_publish_for_anonymous):
+            raise ERROR_PERMISSION_DENIED
+        if "data" not in cmd.body:
+            raise ERROR_BAD_REQUEST
+        sub = self.subs.get(channel)
+        request = {"channel": channel, "data": cmd.body["data"],
+                   "info": self._info(sub.chan_info if sub else None)}
+        self._owner_call(cmd, channel, request, lambda res: self._reply(cmd, {}))
+
+    def _presence(self, cmd: Command) -> None:
+        channel = self._channel(cmd)
+        opts = self._options(channel)
+        if not opts.presence:
+            raise ERROR_NOT_AVAILABLE
+        if not self._allowed(channel, opts.allow_presence_for_subscriber, opts.allow_presence_for_client,
+                             opts.allow_presence_for_anonymous):
+            raise ERROR_PERMISSION_DENIED
+        self._owner_call(cmd, channel, {"channel": channel}, lambda res: self._reply(cmd, res))
+
+    def _history(self, cmd: Command) -> None:
+        channel = self._channel(cmd)
+        opts = self._options(channel)
+        if not opts.history_enabled:
+            raise ERROR_NOT_AVAILABLE
+        if not self._allowed(channel, opts.allow_history_for_subscriber, opts.allow_history_for_client,
+                             opts.allow_history_for_anonymous):
+            raise ERROR_PERMISSION_DENIED
+        body = cmd.body
+        max_limit = self.node.config.client.history_max_publication_limit
+        limit = body.get("limit") or 0
+        if type(limit) is not int:
+            raise ERROR_BAD_REQUEST
+        if limit < 0 or limit > max_limit:
+            limit = max_limit
+        request: dict[str, Any] = {"channel": channel, "limit": limit, "reverse": bool(body.get("reverse"))}
+        since = body.get("since")
+        if since is not None:
+            if not isinstance(since, dict) or type(since.get("offset", 0)) is not int:
+                raise ERROR_BAD_REQUEST
+            if request["reverse"] and not since.get("offset"):
+                raise ERROR_BAD_REQUEST
+            request["since"] = {"offset": since.get("offset", 0), "epoch": str(since.get("epoch") or "")}
+        self._owner_call(cmd, channel, request, lambda res: self._reply(cmd, res))
+
+    # -- rpc and send ---------------------------------------------------------------------------
+
+    def _rpc(self, cmd: Command) -> None:
+        method = cmd.body.get("method", "")
+        handler = self.node.rpc.get(method) if isinstance(method, str) else None
+        if handler is None:
+            raise ERROR_METHOD_NOT_FOUND
+        ctx = RpcContext(self.client_id, self.user, self.conn_info)
+        result = handler(ctx, cmd.body.get("data"))
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(lambda t: self._rpc_done(cmd, t))
+            return
+        self._reply(cmd, {"data": result} if result is not None else {})
+
+    def _rpc_done(self, cmd: Command, task: asyncio.Future[Any]) -> None:
+        if self.state is State.CLOSED:
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._fail(cmd, exc)
+            return
+        result = task.result()
+        self._reply(cmd, {"data": result} if result is not None else {})
+
+    def _send(self, cmd: Command) -> None:
+        handler = self.node.message_handler
+        if handler is None:
+            raise DISCONNECT_NOT_AVAILABLE
+        handler(self, cmd.body.get("data"))
+
+    def push_message(self, data: Any) -> None:
+        """An async ``message`` push to this connection."""
+        self.write(encode_push("", "message", orjson.dumps({"data": data})))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self, disconnect: Disconnect) -> None:
+        """Flush what is queued, send CLOSE with the code, and release everything."""
+        if self.state is State.CLOSED:
+            return
+        if disconnect.code >= 3000 and disconnect.code not in (3000,):
+            self.node.metrics.disconnected(disconnect.code)
+            if disconnect.code not in (3001,):
+                log.info("disconnect client=%s user=%s code=%d reason=%s", self.client_id, self.user,
+                         disconnect.code, disconnect.reason)
+        if disconnect is not DISCONNECT_SLOW:
+            self.flush()
+        self._release()
+        self.transport.close(disconnect.code, disconnect.reason)
+
+    def on_transport_closed(self) -> None:
+        """The socket is gone (client left, or after :meth:`close`)."""
+        self._release()
+
+    def _release(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        was_connected = self.state is State.CONNECTED
+        self.state = State.CLOSED
+        self._out = []
+        self._out_bytes = 0
+        for timer in (self._ping_timer, self._pong_timer, self._expire_timer, self._stale_timer):
+            if timer is not None:
+                timer.cancel()
+        for channel in list(self.subs):
+            self._drop_sub(channel)
+        if was_connected:
+            self.node.hub.remove_client(self)
+            self.node.metrics.disconnected_client()
+
+
+_HANDLERS: dict[str, Callable[[Session, Command], None]] = {
+    "connect": Session._connect,
+    "subscribe": Session._subscribe,
+    "unsubscribe": Session._unsubscribe,
+    "publish": Session._publish,
+    "presence": Session._presence,
+    "presence_stats": Session._presence,
+    "history": Session._history,
+    "rpc": Session._rpc,
+    "send": Session._send,
+    "refresh": Session._refresh,
+    "sub_refresh": Session._sub_refresh,
+}

@@ -1,0 +1,598 @@
+"""Gateway configuration: Centrifugo v6 key names, strict validation.
+
+A config written for Centrifugo (nested tables such as ``client.token`` or
+``channel.namespaces``) should load here as-is, so the key names follow
+Centrifugo v6. Our own knobs live under the ``shardgate`` table.
+
+Validation is strict on purpose: an unknown key or a wrongly typed value is an
+error naming its dotted path (``channel.namespaces[1].history_ttl``), because a
+silently ignored typo in a gateway config shows up much later as a security or
+delivery bug. Everything here is pure and synchronous; the result is a tree of
+frozen dataclasses that can be shared across shards without copying concerns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from gateway.durations import DurationError, parse_duration
+
+__all__ = [
+    "ChannelConfig",
+    "ChannelOptions",
+    "ClientConfig",
+    "Config",
+    "ConfigError",
+    "HttpApiConfig",
+    "HttpServerConfig",
+    "ShardgateConfig",
+    "TokenConfig",
+    "WebSocketConfig",
+    "dev_config",
+    "load_config",
+    "parse_config",
+]
+
+_T = TypeVar("_T")
+
+# Centrifugo's namespace name rule.
+_NAMESPACE_NAME = re.compile(r"[-a-zA-Z0-9_.]{2,}")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_PRIVATE_PREFIX = "$"
+_NAMESPACE_SEPARATOR = ":"
+
+
+class ConfigError(Exception):
+    """An invalid or unreadable configuration; ``key`` is the dotted path or file name.
+
+    The text is kept to one line so it reads well as a single log or CLI error line.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        message = " ".join(str(message).split())
+        super().__init__(key, message)
+        self.key = key
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"config: {self.key}: {self.message}"
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """Per-namespace channel behaviour and permissions (Centrifugo channel options)."""
+
+    presence: bool = False
+    join_leave: bool = False
+    force_push_join_leave: bool = False
+    history_size: int = 0
+    history_ttl: float = 0.0
+    history_meta_ttl: float = 0.0  # 0 = use ChannelConfig.history_meta_ttl
+    force_positioning: bool = False
+    allow_positioning: bool = False
+    force_recovery: bool = False
+    allow_recovery: bool = False
+    allow_subscribe_for_client: bool = False
+    allow_subscribe_for_anonymous: bool = False
+    allow_publish_for_subscriber: bool = False
+    allow_publish_for_client: bool = False
+    allow_publish_for_anonymous: bool = False
+    allow_history_for_subscriber: bool = False
+    allow_history_for_client: bool = False
+    allow_history_for_anonymous: bool = False
+    allow_presence_for_subscriber: bool = False
+    allow_presence_for_client: bool = False
+    allow_presence_for_anonymous: bool = False
+    allow_user_limited_channels: bool = False
+
+    @property
+    def history_enabled(self) -> bool:
+        """History needs both a size and a TTL; either one at 0 means no history."""
+        return self.history_size > 0 and self.history_ttl > 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenConfig:
+    """Keys for verifying JWTs; PEM texts are parsed by ``gateway.auth``, not here."""
+
+    hmac_secret_key: str = ""
+    rsa_public_key: str = ""
+    ecdsa_public_key: str = ""
+
+    @property
+    def configured(self) -> bool:
+        """True when any verification key is set."""
+        return bool(self.hmac_secret_key or self.rsa_public_key or self.ecdsa_public_key)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpServerConfig:
+    address: str = "127.0.0.1"
+    port: int = 8000
+    internal_port: int = 8001
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    token: TokenConfig = TokenConfig()
+    subscription_token: TokenConfig = TokenConfig()  # when not configured, `token` is used
+    allow_anonymous_connect_without_token: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    ping_interval: float = 25.0
+    pong_timeout: float = 8.0
+    channel_limit: int = 128
+    queue_max_size: int = 1048576
+    history_max_publication_limit: int = 300
+    recovery_max_publication_limit: int = 300
+    stale_close_delay: float = 10.0
+    expired_close_delay: float = 25.0
+    expired_sub_close_delay: float = 25.0
+    connect_include_server_time: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    message_size_limit: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class HttpApiConfig:
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    """Channel options: the default (no namespace) plus named namespaces, in file order."""
+
+    without_namespace: ChannelOptions = ChannelOptions()
+    namespaces: tuple[tuple[str, ChannelOptions], ...] = ()
+    max_length: int = 255
+    history_meta_ttl: float = 720 * 3600.0
+    # Derived lookup table so channel_options() is a dict hit on the hot path.
+    _by_name: dict[str, ChannelOptions] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", dict(self.namespaces))
+
+
+@dataclass(frozen=True, slots=True)
+class ShardgateConfig:
+    """Settings specific to shardgate (not Centrifugo), under the ``shardgate`` key."""
+
+    workers: int = 0  # 0 = os.cpu_count()
+    runtime_dir: str = ""  # "" = a fresh temp dir per run
+    cpu_pinning: bool = False
+    graceful_timeout: float = 30.0  # seconds for SIGTERM drain
+    bus_request_timeout: float = 5.0  # seconds a cross-shard request may take
+    max_commands_per_frame: int = 1000
+    rpc_echo: bool = False  # built-in "echo" rpc method and echo of `send`
+    boot_failure_limit: int = 5  # consecutive boot failures of one slot before the supervisor stops
+    log_level: str = "info"  # debug|info|warning|error
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    http_server: HttpServerConfig = HttpServerConfig()
+    client: ClientConfig = ClientConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
+    http_api: HttpApiConfig = HttpApiConfig()
+    channel: ChannelConfig = ChannelConfig()
+    shardgate: ShardgateConfig = ShardgateConfig()
+
+    def namespace_of(self, channel: str) -> str:
+        """The namespace name: text before the first ``:`` once a leading ``$`` is dropped."""
+        if channel.startswith(_PRIVATE_PREFIX):
+            channel = channel[len(_PRIVATE_PREFIX) :]
+        name, sep, _ = channel.partition(_NAMESPACE_SEPARATOR)
+        return name if sep else ""
+
+    def channel_options(self, channel: str) -> ChannelOptions | None:
+        """Options for ``channel``; ``None`` when its namespace is not configured.
+
+        As in Centrifugo, an empty namespace (no ``:``, or a leading ``:``) means
+        the ``without_namespace`` options.
+        """
+        name = self.namespace_of(channel)
+        if not name:
+            return self.channel.without_namespace
+        return self.channel._by_name.get(name)
+
+    def worker_count(self) -> int:
+        """Number of worker processes to run; 0 in the config means one per CPU."""
+        return self.shardgate.workers or os.cpu_count() or 1
+
+    def with_overrides(
+        self,
+        *,
+        address: str | None = None,
+        port: int | None = None,
+        internal_port: int | None = None,
+        workers: int | None = None,
+    ) -> Config:
+        """A copy with CLI flag values applied; ``None`` keeps the configured value.
+
+        Flags get the same range checks as the file so a bad flag fails the same way.
+        """
+        http = self.http_server
+        shard = self.shardgate
+        if address is not None:
+            http = dataclasses.replace(http, address=address)
+        if port is not None:
+            http = dataclasses.replace(http, port=_check_port(port, "http_server.port"))
+        if internal_port is not None:
+            http = dataclasses.replace(
+                http, internal_port=_check_port(internal_port, "http_server.internal_port")
+            )
+        if workers is not None:
+            if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+                raise ConfigError("shardgate.workers", "must be an integer >= 0")
+            shard = dataclasses.replace(shard, workers=workers)
+        return dataclasses.replace(self, http_server=http, shardgate=shard)
+
+
+def _check_port(value: int, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(key, "must be an integer in 0..65535")
+    return value
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Table:
+    """One config table being read: typed getters that remember which keys were used.
+
+    ``finish()`` then reports the first key nobody asked for as unknown, which is
+    how typos are caught without a separate schema.
+    """
+
+    __slots__ = ("_data", "_path", "_seen")
+
+    def __init__(self, data: Mapping[str, object], path: str) -> None:
+        self._data = data
+        self._path = path
+        self._seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def _get(self, name: str) -> object:
+        self._seen.add(name)
+        return self._data.get(name, _MISSING)
+
+    def has(self, name: str) -> bool:
+        return name in self._data
+
+    def get_bool(self, name: str, default: bool) -> bool:
+        value = self._get(name)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), "expected bool")
+        return value
+
+    def get_int(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        value = self._get(name)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.key(name), "expected integer")
+        _check_range(self.key(name), value, minimum, maximum)
+        return value
+
+    def get_str(self, name: str, default: str, *, choices: tuple[str, ...] = ()) -> str:
+        value = self._get(name)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(self.key(name), "expected string")
+        if choices and value not in choices:
+            raise ConfigError(self.key(name), f"must be one of {', '.join(choices)}")
+        return value
+
+    def duration(self, name: str, default: float, *, positive: bool = False) -> float:
+        value = self._get(name)
+        if value is _MISSING:
+            return default
+        try:
+            seconds = parse_duration(value, self.key(name))
+        except DurationError as exc:
+            raise ConfigError(self.key(name), exc.message) from None
+        if positive and seconds <= 0:
+            raise ConfigError(self.key(name), "must be greater than 0")
+        return seconds
+
+    def str_list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._get(name)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(self.key(name), "expected list of strings")
+        return tuple(value)
+
+    def table(self, name: str) -> _Table:
+        value = self._get(name)
+        if value is _MISSING:
+            return _Table({}, self.key(name))
+        return _as_table(value, self.key(name))
+
+    def table_list(self, name: str) -> list[_Table]:
+        value = self._get(name)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list):
+            raise ConfigError(self.key(name), "expected list of tables")
+        return [_as_table(item, f"{self.key(name)}[{i}]") for i, item in enumerate(value)]
+
+    def finish(self) -> None:
+        for name in self._data:
+            if name not in self._seen:
+                raise ConfigError(self.key(str(name)), "unknown key")
+
+
+_MISSING = object()
+
+
+def _as_table(value: object, key: str) -> _Table:
+    if not isinstance(value, Mapping):
+        raise ConfigError(key or "<root>", "expected table")
+    for name in value:
+        if not isinstance(name, str):
+            raise ConfigError(key or "<root>", f"non-string key {name!r}")
+    return _Table(value, key)
+
+
+def _check_range(key: str, value: int, minimum: int | None, maximum: int | None) -> None:
+    if minimum is not None and maximum is not None:
+        if not minimum <= value <= maximum:
+            raise ConfigError(key, f"must be in {minimum}..{maximum}")
+    elif minimum is not None and value < minimum:
+        raise ConfigError(key, f"must be >= {minimum}")
+    elif maximum is not None and value > maximum:
+        raise ConfigError(key, f"must be <= {maximum}")
+
+
+def _read(table: _Table, reader: Callable[[_Table], _T]) -> _T:
+    """Run ``reader`` over ``table`` and then reject any key it did not consume."""
+    result = reader(table)
+    table.finish()
+    return result
+
+
+def _read_token(t: _Table) -> TokenConfig:
+    return TokenConfig(
+        hmac_secret_key=t.get_str("hmac_secret_key", ""),
+        rsa_public_key=t.get_str("rsa_public_key", ""),
+        ecdsa_public_key=t.get_str("ecdsa_public_key", ""),
+    )
+
+
+def _read_http_server(t: _Table) -> HttpServerConfig:
+    d = HttpServerConfig()
+    return HttpServerConfig(
+        address=t.get_str("address", d.address),
+        port=t.get_int("port", d.port, minimum=0, maximum=65535),
+        internal_port=t.get_int("internal_port", d.internal_port, minimum=0, maximum=65535),
+    )
+
+
+def _read_client(t: _Table) -> ClientConfig:
+    d = ClientConfig()
+    cfg = ClientConfig(
+        token=_read(t.table("token"), _read_token),
+        subscription_token=_read(t.table("subscription_token"), _read_token),
+        allow_anonymous_connect_without_token=t.get_bool(
+            "allow_anonymous_connect_without_token", d.allow_anonymous_connect_without_token
+        ),
+        allowed_origins=t.str_list("allowed_origins", d.allowed_origins),
+        ping_interval=t.duration("ping_interval", d.ping_interval),
+        pong_timeout=t.duration("pong_timeout", d.pong_timeout),
+        channel_limit=t.get_int("channel_limit", d.channel_limit, minimum=0),
+        queue_max_size=t.get_int("queue_max_size", d.queue_max_size, minimum=1),
+        history_max_publication_limit=t.get_int(
+            "history_max_publication_limit", d.history_max_publication_limit, minimum=0
+        ),
+        recovery_max_publication_limit=t.get_int(
+            "recovery_max_publication_limit", d.recovery_max_publication_limit, minimum=0
+        ),
+        stale_close_delay=t.duration("stale_close_delay", d.stale_close_delay),
+        expired_close_delay=t.duration("expired_close_delay", d.expired_close_delay),
+        expired_sub_close_delay=t.duration("expired_sub_close_delay", d.expired_sub_close_delay),
+        connect_include_server_time=t.get_bool("connect_include_server_time", d.connect_include_server_time),
+    )
+    # A pong deadline at or past the next ping would declare live clients dead.
+    if cfg.ping_interval != 0 and cfg.ping_interval <= cfg.pong_timeout:
+        raise ConfigError(t.key("pong_timeout"), "must be less than client.ping_interval")
+    return cfg
+
+
+def _read_websocket(t: _Table) -> WebSocketConfig:
+    d = WebSocketConfig()
+    return WebSocketConfig(
+        message_size_limit=t.get_int("message_size_limit", d.message_size_limit, minimum=1)
+    )
+
+
+def _read_http_api(t: _Table) -> HttpApiConfig:
+    return HttpApiConfig(key=t.get_str("key", HttpApiConfig().key))
+
+
+_OPTION_BOOLS = tuple(f.name for f in dataclasses.fields(ChannelOptions) if f.type in ("bool", bool))
+_NEEDS_HISTORY = ("force_recovery", "allow_recovery", "force_positioning", "allow_positioning")
+
+
+def _read_channel_options(t: _Table) -> ChannelOptions:
+    flags = {name: t.get_bool(name, False) for name in _OPTION_BOOLS}
+    size = t.get_int("history_size", 0, minimum=0)
+    ttl = t.duration("history_ttl", 0.0)
+    meta_ttl = t.duration("history_meta_ttl", 0.0)
+    # Half-configured history would silently keep nothing; make it an error instead.
+    if size > 0 and ttl == 0:
+        raise ConfigError(t.key("history_ttl"), "history_size and history_ttl must be set together")
+    if ttl > 0 and size == 0:
+        raise ConfigError(t.key("history_size"), "history_size and history_ttl must be set together")
+    if size == 0:
+        for name in _NEEDS_HISTORY:
+            if flags[name]:
+                raise ConfigError(t.key(name), "requires history_size and history_ttl")
+    return ChannelOptions(history_size=size, history_ttl=ttl, history_meta_ttl=meta_ttl, **flags)
+
+
+def _read_channel(t: _Table) -> ChannelConfig:
+    d = ChannelConfig()
+    without = _read(t.table("without_namespace"), _read_channel_options)
+    namespaces: list[tuple[str, ChannelOptions]] = []
+    seen: set[str] = set()
+    for ns in t.table_list("namespaces"):
+        name_key = ns.key("name")
+        if not ns.has("name"):
+            raise ConfigError(name_key, "required")
+        name = ns.get_str("name", "")
+        if not _NAMESPACE_NAME.fullmatch(name):
+            raise ConfigError(
+                name_key, f"invalid namespace name {name!r} (must match ^[-a-zA-Z0-9_.]{{2,}}$)"
+            )
+        if name in seen:
+            raise ConfigError(name_key, f"duplicate namespace name {name!r}")
+        seen.add(name)
+        namespaces.append((name, _read(ns, _read_channel_options)))
+    return ChannelConfig(
+        without_namespace=without,
+        namespaces=tuple(namespaces),
+        max_length=t.get_int("max_length", d.max_length, minimum=1),
+        history_meta_ttl=t.duration("history_meta_ttl", d.history_meta_ttl),
+    )
+
+
+def _read_shardgate(t: _Table) -> ShardgateConfig:
+    d = ShardgateConfig()
+    return ShardgateConfig(
+        workers=t.get_int("workers", d.workers, minimum=0),
+        runtime_dir=t.get_str("runtime_dir", d.runtime_dir),
+        cpu_pinning=t.get_bool("cpu_pinning", d.cpu_pinning),
+        graceful_timeout=t.duration("graceful_timeout", d.graceful_timeout),
+        bus_request_timeout=t.duration("bus_request_timeout", d.bus_request_timeout, positive=True),
+        max_commands_per_frame=t.get_int("max_commands_per_frame", d.max_commands_per_frame, minimum=1),
+        rpc_echo=t.get_bool("rpc_echo", d.rpc_echo),
+        boot_failure_limit=t.get_int("boot_failure_limit", d.boot_failure_limit, minimum=1),
+        log_level=t.get_str("log_level", d.log_level, choices=_LOG_LEVELS),
+    )
+
+
+def parse_config(data: Mapping[str, object]) -> Config:
+    """Validate a decoded config document and build a :class:`Config`.
+
+    Missing keys take the dataclass defaults; every problem raises
+    :class:`ConfigError` naming the dotted key.
+    """
+    root = _as_table(data, "")
+    config = Config(
+        http_server=_read(root.table("http_server"), _read_http_server),
+        client=_read(root.table("client"), _read_client),
+        websocket=_read(root.table("websocket"), _read_websocket),
+        http_api=_read(root.table("http_api"), _read_http_api),
+        channel=_read(root.table("channel"), _read_channel),
+        shardgate=_read(root.table("shardgate"), _read_shardgate),
+    )
+    root.finish()
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file.
+
+    ``.toml`` is parsed as TOML and ``.json`` as JSON; any other name is tried as
+    JSON and then TOML, since Centrifugo accepts both. Read or parse failures raise
+    :class:`ConfigError` keyed by the file name.
+    """
+    file = Path(path)
+    name = str(file)
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(name, f"cannot read file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(name, f"not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+
+    suffix = file.suffix.lower()
+    data: object
+    if suffix == ".toml":
+        data = _parse_toml(name, text)
+    elif suffix == ".json":
+        data = _parse_json(name, text)
+    else:
+        try:
+            data = _parse_json(name, text)
+        except ConfigError as json_error:
+            try:
+                data = _parse_toml(name, text)
+            except ConfigError as toml_error:
+                raise ConfigError(
+                    name, f"neither JSON ({json_error.message}) nor TOML ({toml_error.message})"
+                ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(name, "expected a table at the top level")
+    return parse_config(data)
+
+
+def _parse_toml(name: str, text: str) -> object:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(name, f"invalid TOML: {exc}") from None
+
+
+def _parse_json(name: str, text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(name, f"invalid JSON: {exc}") from None
+
+
+def dev_config(hmac_secret: str) -> Config:
+    """The embedded config used when ``shardgate serve`` runs without a file.
+
+    Permissive on purpose (anonymous connect, publish from clients, history and
+    recovery everywhere) so a fresh checkout can be tried with any Centrifugo SDK;
+    the HMAC secret doubles as the HTTP API key.
+    """
+    options = ChannelOptions(
+        presence=True,
+        join_leave=True,
+        force_push_join_leave=True,
+        history_size=100,
+        history_ttl=300.0,
+        force_recovery=True,
+        force_positioning=True,
+        allow_subscribe_for_client=True,
+        allow_subscribe_for_anonymous=True,
+        allow_publish_for_client=True,
+        allow_publish_for_subscriber=True,
+        allow_publish_for_anonymous=True,
+        allow_history_for_subscriber=True,
+        allow_history_for_client=True,
+        allow_presence_for_subscriber=True,
+        allow_presence_for_client=True,
+    )
+    return Config(
+        client=ClientConfig(
+            token=TokenConfig(hmac_secret_key=hmac_secret),
+            allow_anonymous_connect_without_token=True,
+        ),
+        http_api=HttpApiConfig(key=hmac_secret),
+        channel=ChannelConfig(without_namespace=options),
+        shardgate=ShardgateConfig(rpc_echo=True),
+    )

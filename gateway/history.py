@@ -1,0 +1,103 @@
+"""Channel streams: offsets under an epoch, bounded history, and recovery math.
+
+Pure and synchronous; time is passed in. Mirrors centrifuge's memstream and
+``isStreamRecovered`` (PROTOCOL.md §1.11): a stream gets a fresh random epoch when it is
+created, so a lost stream (an owner worker restarted) can never be mistaken for the
+old one and clients get ``recovered: false`` instead of a silent gap.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["Stream", "HistoryItem", "new_epoch", "is_recovered"]
+
+_EPOCH_ALPHABET = string.ascii_letters
+
+
+def new_epoch(rng: random.Random) -> str:
+    """Eight random letters, like centrifuge's internal/epoch."""
+    return "".join(rng.choice(_EPOCH_ALPHABET) for _ in range(8))
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    offset: int
+    expires_at: float
+    publication: bytes  # the encoded Publication object, offset included
+
+
+class Stream:
+    """One channel's stream: epoch, top offset and the last ``size`` publications."""
+
+    __slots__ = ("epoch", "top", "size", "ttl", "touched_at", "_items")
+
+    def __init__(self, epoch: str, size: int, ttl: float, now: float) -> None:
+        self.epoch = epoch
+        self.top = 0
+        self.size = size
+        self.ttl = ttl
+        self.touched_at = now
+        self._items: deque[HistoryItem] = deque(maxlen=size)
+
+    def next_offset(self) -> int:
+        return self.top + 1
+
+    def append(self, offset: int, publication: bytes, now: float) -> None:
+        if offset != self.top + 1:
+            raise ValueError(f"offset {offset} does not follow top {self.top}")
+        self.top = offset
+        self.touched_at = now
+        self._items.append(HistoryItem(offset, now + self.ttl, publication))
+
+    def _expire(self, now: float) -> None:
+        items = self._items
+        while items and items[0].expires_at <= now:
+            items.popleft()
+
+    def clear(self) -> None:
+        """Drop publications but keep the position (Centrifugo's history_remove)."""
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def read(self, now: float, *, limit: int, since: int | None = None, reverse: bool = False) -> list[HistoryItem]:
+        """Publications per the history API (PROTOCOL.md §1.11).
+
+        ``limit`` 0 returns nothing (position only); a negative limit means "all retained".
+        Forward: oldest first, after ``since`` when given. Reverse: newest first, before
+        ``since`` when given.
+        """
+        self._expire(now)
+        if limit == 0:
+            return []
+        items = self._items
+        out: list[HistoryItem] = []
+        if not reverse:
+            for item in items:
+                if since is not None and item.offset <= since:
+                    continue
+                out.append(item)
+                if 0 < limit <= len(out):
+                    break
+        else:
+            for item in reversed(items):
+                if since is not None and item.offset >= since:
+                    continue
+                out.append(item)
+                if 0 < limit <= len(out):
+                    break
+        return out
+
+
+def is_recovered(items: list[HistoryItem], req_offset: int, req_epoch: str, epoch: str, top: int) -> bool:
+    """True only when ``items`` provably fill the gap from ``req_offset`` to ``top``."""
+    if req_epoch and req_epoch != epoch:
+        return False
+    if not items:
+        return top == req_offset
+    return items[0].offset == req_offset + 1 and items[-1].offset == top

@@ -1,0 +1,311 @@
+"""The composition root of one worker: hub, owner shard, bus routing, verifiers.
+
+A channel's operations run on its owner slot. When that is this worker they run
+synchronously through :class:`gateway.shard.OwnerShard`; otherwise they travel as a
+REQUEST over the bus and the answer comes back as a REPLY on the same ordered pipe as
+the owner's publications, which is what lets a subscribe reply mark the exact point
+from which this worker's subscriber receives the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.auth import TokenVerifier
+from gateway.config import Config
+from gateway.errors import UNSUBSCRIBE_INSUFFICIENT_STATE, ClientError
+from gateway.hub import Hub
+from gateway.rpc import RpcRegistry, echo
+from gateway.shard import OwnerShard
+from gateway.stats import Stats
+from sharding.envelope import Envelope, Kind
+from sharding.hashing import owner
+from sharding.ids import make_client_id
+
+__all__ = ["Node", "Bus", "Flusher", "ReplyCallback", "ERROR_SHARD_UNAVAILABLE"]
+
+log = logging.getLogger("shardgate.node")
+
+ReplyCallback = Callable[[dict[str, Any] | None, ClientError | None], None]
+
+# A shard that cannot be reached or does not answer in time: temporary, the SDKs retry.
+ERROR_SHARD_UNAVAILABLE = ClientError(100, "internal server error: shard unavailable", temporary=True)
+
+_HELLO_RETRY = 0.02
+_MAX_EXPIRED = 10_000
+
+
+class Bus(Protocol):
+    """Ordered, message-oriented links to the other slots (``sharding.bus`` implements it)."""
+
+    def send(self, slot: int, env: Envelope) -> bool:
+        """Queue ``env`` for ``slot``; False when the peer is not reachable right now."""
+        ...
+
+
+class Flushable(Protocol):
+    def flush(self) -> None: ...
+
+
+class Flusher:
+    """Flush every connection that got output this tick, once, at the end of the tick."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Flushable] = []
+
+    def mark(self, conn: Flushable) -> None:
+        if not self._dirty:
+            self._loop.call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        dirty = self._dirty
+        self._dirty = []
+        for conn in dirty:
+            conn.flush()
+
+
+@dataclass(slots=True)
+class _Pending:
+    deadline: float
+    callback: ReplyCallback
+    slot: int
+    method: str
+    channel: str
+    body: dict[str, Any]
+
+
+class Node:
+    def __init__(self, config: Config, slot: int, workers: int, loop: asyncio.AbstractEventLoop,
+                 clock: Callable[[], float], rng: random.Random | None = None) -> None:
+        self.config = config
+        self.slot = slot
+        self.workers = workers
+        self.loop = loop
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.incarnation = self.rng.getrandbits(32)
+        self.hub = Hub()
+        self.flusher = Flusher(loop)
+        self.metrics = Stats()
+        self.shard = OwnerShard(config, self._fanout, clock, self.rng)
+        self.verifier = TokenVerifier(config.client.token)
+        sub_keys = config.client.subscription_token
+        self.sub_verifier = TokenVerifier(sub_keys) if sub_keys.configured else self.verifier
+        self.rpc = RpcRegistry()
+        self.message_handler: Callable[[Any, Any], None] | None = None
+        if config.shardgate.rpc_echo:
+            self.rpc.register("echo", echo)
+            self.message_handler = lambda session, data: session.push_message(data)
+        self.bus: Bus | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._expired: dict[int, _Pending] = {}  # timed-out subscribes, to undo if they land late
+        self._corr = 0
+        self._peers: dict[int, int] = {}  # slot -> incarnation seen in its HELLO
+        self._hello_unsent: set[int] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.on_peer_change: Callable[[], None] | None = None
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def attach_bus(self, bus: Bus) -> None:
+        """Start talking to the other slots: announce ourselves and begin the timeout sweep."""
+        self.bus = bus
+        self._hello_unsent = {s for s in range(self.workers) if s != self.slot}
+        self._send_hellos()
+        self._schedule_sweep()
+
+    @property
+    def bus_ready(self) -> bool:
+        """Every peer has heard from us and we from every peer."""
+        return not self._hello_unsent and len(self._peers) >= self.workers - 1
+
+    def _send_hellos(self) -> None:
+        assert self.bus is not None
+        for slot in list(self._hello_unsent):
+            if self.bus.send(slot, Envelope(Kind.HELLO, self.slot, corr=self.incarnation)):
+                self._hello_unsent.discard(slot)
+        if self._hello_unsent:
+            self.loop.call_later(_HELLO_RETRY, self._send_hellos)
+        elif self.on_peer_change is not None:
+            self.on_peer_change()
+
+    def new_client_id(self) -> str:
+        return make_client_id(self.slot, self.rng)
+
+    def owner(self, channel: str) -> int:
+        return owner(channel, self.workers)
+
+    # -- requests to channel owners -------------------------------------------------------------
+
+    def request(self, channel: str, method: str, body: dict[str, Any], callback: ReplyCallback) -> None:
+        """Run ``method`` on the channel's owner; ``callback`` gets (result, None) or (None, error)."""
+        slot = self.owner(channel)
+        if slot == self.slot or self.bus is None:
+            try:
+                result = self.shard.handle(method, body, self.slot)
+            except ClientError as exc:
+                callback(None, exc)
+                return
+            except Exception:
+                log.exception("owner operation %s on %r failed", method, channel)
+                callback(None, ClientError(100, "internal server error", temporary=True))
+                return
+            callback(result, None)
+            return
+        self._corr = (self._corr + 1) & 0xFFFFFFFF or 1
+        env = Envelope(Kind.REQUEST, self.slot, corr=self._corr, channel=method, payload=orjson.dumps(body))
+        if not self.bus.send(slot, env):
+            callback(None, ERROR_SHARD_UNAVAILABLE)
+            return
+        deadline = self.clock() + self.config.shardgate.bus_request_timeout
+        self._pending[self._corr] = _Pending(deadline, callback, slot, method, channel, body)
+
+    def notify(self, channel: str, method: str, body: dict[str, Any]) -> None:
+        """A one-way owner operation (no answer)."""
+        slot = self.owner(channel)
+        if slot == self.slot or self.bus is None:
+            try:
+                self.shard.handle(method, body, self.slot)
+            except Exception:
+                log.exception("owner notify %s on %r failed", method, channel)
+            return
+        env = Envelope(Kind.NOTIFY, self.slot, channel=method, payload=orjson.dumps(body))
+        if not self.bus.send(slot, env):
+            self.metrics.bus_dropped += 1
+
+    def _schedule_sweep(self) -> None:
+        interval = min(0.25, self.config.shardgate.bus_request_timeout / 4)
+        self._sweeper = self.loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.clock()
+        expired = [corr for corr, p in self._pending.items() if p.deadline <= now]
+        for corr in expired:
+            pending = self._pending.pop(corr)
+            if pending.method == "subscribe":
+                self._expired[corr] = pending
+                while len(self._expired) > _MAX_EXPIRED:
+                    del self._expired[next(iter(self._expired))]
+            log.warning("request %s on %r to slot %d timed out", pending.method, pending.channel, pending.slot)
+            pending.callback(None, ERROR_SHARD_UNAVAILABLE)
+        self._schedule_sweep()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for pending in self._pending.values():
+            pending.callback(None, ERROR_SHARD_UNAVAILABLE)
+        self._pending.clear()
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def _fanout(self, channel: str, slots: Iterable[int], offset: int, epoch: str, flags: int,
+                data: bytes) -> None:
+        env: Envelope | None = None
+        for slot in slots:
+            if slot == self.slot:
+                self.hub.deliver(channel, data, offset, epoch, flags)
+                continue
+            if self.bus is None:
+                continue
+            if env is None:
+                kind = Kind.PUBLICATION if offset else Kind.DELIVER
+                env = Envelope(kind, self.slot, offset=offset, flags=flags, channel=channel, epoch=epoch,
+                               payload=data)
+            if not self.bus.send(slot, env):
+                # The peer's queue is full or it is down; a positioned subscriber there
+                # will see the gap by offset and resubscribe with recovery.
+                self.metrics.bus_dropped += 1
+
+    # -- bus input ------------------------------------------------------------------------------
+
+    def on_envelope(self, env: Envelope) -> None:
+        kind = env.kind
+        if kind is Kind.PUBLICATION or kind is Kind.DELIVER:
+            self.hub.deliver(env.channel, env.payload, env.offset, env.epoch, env.flags)
+        elif kind is Kind.REQUEST:
+            self._on_request(env)
+        elif kind is Kind.REPLY:
+            self._on_reply(env)
+        elif kind is Kind.NOTIFY:
+            try:
+                self.shard.handle(env.channel, orjson.loads(env.payload), env.origin)
+            except Exception:
+                log.exception("notify %s from slot %d failed", env.channel, env.origin)
+        elif kind is Kind.HELLO:
+            self._on_hello(env)
+
+    def _on_request(self, env: Envelope) -> None:
+        assert self.bus is not None
+        try:
+            result = self.shard.handle(env.channel, orjson.loads(env.payload), env.origin)
+            reply = Envelope(Kind.REPLY, self.slot, corr=env.corr, payload=orjson.dumps(result))
+        except ClientError as exc:
+            reply = Envelope(Kind.REPLY, self.slot, corr=env.corr, flags=1, payload=orjson.dumps(exc.as_dict()))
+        except Exception:
+            log.exception("request %s from slot %d failed", env.channel, env.origin)
+            reply = Envelope(Kind.REPLY, self.slot, corr=env.corr, flags=1,
+                             payload=orjson.dumps({"code": 100, "message": "internal server error",
+                                                   "temporary": True}))
+        if not self.bus.send(env.origin, reply):
+            self.metrics.bus_dropped += 1
+
+    def _on_reply(self, env: Envelope) -> None:
+        pending = self._pending.pop(env.corr, None)
+        body = orjson.loads(env.payload)
+        if pending is None or pending.slot != env.origin:
+            if pending is not None:
+                self._pending[env.corr] = pending
+            elif env.flags == 0:
+                self._compensate_late_reply(env)
+            return
+        if env.flags:
+            err = ClientError(int(body.get("code", 100)), str(body.get("message", "internal server error")),
+                              bool(body.get("temporary", False)))
+            pending.callback(None, err)
+        else:
+            pending.callback(body, None)
+
+    def _compensate_late_reply(self, env: Envelope) -> None:
+        """A subscribe that succeeded after its requester gave up: undo it at the owner."""
+        expired = self._expired.pop(env.corr, None)
+        if expired is not None and expired.method == "subscribe" and expired.slot == env.origin:
+            info = expired.body.get("info") or {}
+            self.notify(expired.channel, "unsubscribe", {"channel": expired.channel,
+                                                         "client": info.get("client", ""),
+                                                         "user": info.get("user", "")})
+
+    def _on_hello(self, env: Envelope) -> None:
+        slot, incarnation = env.origin, env.corr
+        previous = self._peers.get(slot)
+        self._peers[slot] = incarnation
+        if env.flags == 0 and self.bus is not None:
+            # Answer so that a restarted peer learns about us too.
+            self.bus.send(slot, Envelope(Kind.HELLO, self.slot, corr=self.incarnation, flags=1))
+        if previous is not None and previous != incarnation:
+            self._peer_restarted(slot)
+        if self.on_peer_change is not None:
+            self.on_peer_change()
+
+    def _peer_restarted(self, slot: int) -> None:
+        """Slot ``slot`` lost its memory: forget what lived there, resubscribe what it owned."""
+        log.warning("slot %d restarted: dropping its presence, resubscribing its channels", slot)
+        self.shard.forget_slot(slot)
+        for corr, pending in list(self._pending.items()):
+            if pending.slot == slot:
+                del self._pending[corr]
+                pending.callback(None, ERROR_SHARD_UNAVAILABLE)
+        for channel, local in list(self.hub.channels.items()):
+            if self.owner(channel) != slot:
+                continue
+            for sub in list(local.subscribers):
+                sub.server_unsubscribe(channel, UNSUBSCRIBE_INSUFFICIENT_STATE)

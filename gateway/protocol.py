@@ -1,0 +1,149 @@
+"""Centrifugo client protocol, JSON format (PROTOCOL.md §1.2-1.6): frames in, bytes out.
+
+One WebSocket message carries one or more commands separated by ``\\n``; replies and
+pushes go out the same way. ``bytes`` fields (``data``, ``info``) are raw JSON, so they
+are embedded as JSON values, never base64. orjson never emits a raw newline, which keeps
+every encoded message safe to join with ``\\n``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import DISCONNECT_BAD_REQUEST, WS_INVALID_TEXT, ClientError, Disconnect
+
+__all__ = [
+    "METHODS",
+    "PING",
+    "Command",
+    "decode_commands",
+    "encode_reply",
+    "encode_error",
+    "encode_push",
+    "encode_publication",
+    "client_info",
+    "push_prefix",
+]
+
+# Request fields of Command, in proto field order (the first non-null one wins).
+METHODS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+)
+_MAX_ID = 2**32 - 1
+
+PING = b"{}"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: int
+    method: str  # "" for the empty command, which is a pong
+    body: dict[str, Any]
+
+
+def _bad(reason: str) -> Disconnect:
+    return Disconnect(DISCONNECT_BAD_REQUEST.code, reason)
+
+
+def decode_commands(data: bytes, max_commands: int) -> list[Command]:
+    """Decode one WebSocket message into commands.
+
+    Raises:
+        Disconnect: 1007 when a line is not valid UTF-8 (orjson rejects it, so the check
+            runs only on the error path); 3501 for malformed JSON, a non-object command, a bad ``id``, an
+            unknown method or more than ``max_commands`` commands in one message.
+    """
+    lines = data.split(b"\n")
+    if len(lines) > max_commands + 1:
+        raise _bad("too many commands")
+    commands: list[Command] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise WS_INVALID_TEXT from None
+            raise _bad("malformed json") from None
+        if not isinstance(obj, dict):
+            raise _bad("command is not an object")
+        cmd_id = obj.get("id", 0)
+        if type(cmd_id) is not int or not 0 <= cmd_id <= _MAX_ID:
+            raise _bad("bad command id")
+        method = ""
+        body: Any = None
+        for name in METHODS:
+            value = obj.get(name)
+            if value is not None:
+                method, body = name, value
+                break
+        if method == "" and len(obj) > (1 if "id" in obj else 0):
+            raise _bad("unknown method")
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise _bad("request is not an object")
+        commands.append(Command(cmd_id, method, body))
+    if len(commands) > max_commands:
+        raise _bad("too many commands")
+    return commands
+
+
+def encode_reply(cmd_id: int, method: str, result: dict[str, Any]) -> bytes:
+    return orjson.dumps({"id": cmd_id, method: result})
+
+
+def encode_error(cmd_id: int, error: ClientError) -> bytes:
+    return orjson.dumps({"id": cmd_id, "error": error.as_dict()})
+
+
+def push_prefix(channel: str) -> bytes:
+    """``{"push":{"channel":"C",`` -- cached per channel by callers that push often."""
+    return b'{"push":{"channel":' + orjson.dumps(channel) + b","
+
+
+def encode_push(channel: str, kind: str, body: bytes) -> bytes:
+    """A push whose body is already-encoded JSON (``kind`` is pub, join, leave, ...)."""
+    if channel:
+        return push_prefix(channel) + b'"' + kind.encode() + b'":' + body + b"}}"
+    return b'{"push":{"' + kind.encode() + b'":' + body + b"}}"
+
+
+def client_info(user: str, client: str, conn_info: Any = None, chan_info: Any = None) -> dict[str, Any]:
+    """ClientInfo (§1.6): ``user`` and ``client`` are always present."""
+    info: dict[str, Any] = {"user": user, "client": client}
+    if conn_info is not None:
+        info["conn_info"] = conn_info
+    if chan_info is not None:
+        info["chan_info"] = chan_info
+    return info
+
+
+def encode_publication(data: Any, offset: int = 0, info: dict[str, Any] | None = None,
+                       tags: dict[str, str] | None = None) -> bytes:
+    """A Publication object; zero-valued fields are omitted as Go's encoder does."""
+    pub: dict[str, Any] = {"data": data}
+    if info is not None:
+        pub["info"] = info
+    if offset:
+        pub["offset"] = offset
+    if tags:
+        pub["tags"] = tags
+    return orjson.dumps(pub)

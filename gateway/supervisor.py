@@ -1,0 +1,292 @@
+"""The supervisor: a plain synchronous loop modelled on gunicorn's arbiter.
+
+It forks one worker per slot (no asyncio, no zmq here: those are created in the child),
+reaps them, restarts a dead slot under the same slot number with backoff, and stops with
+a clear message when a slot keeps failing before it ever gets ready. Signal handlers
+only enqueue and wake the loop; the loop acts. SIGTERM drains (workers close clients
+with 3001 and exit within ``shardgate.graceful_timeout``), SIGINT/SIGQUIT stop fast.
+Workers die with the supervisor (PR_SET_PDEATHSIG in the child), even on SIGKILL.
+
+The supervisor keeps a bound, non-listening SO_REUSEPORT socket on each port. It
+reserves the port between worker restarts and resolves port 0 to one real port that
+every worker then shares.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.config import Config
+from gateway.worker import EXIT_BOOT_ERROR, WorkerSpec, run_worker
+
+__all__ = ["Supervisor", "reserve_port"]
+
+log = logging.getLogger("shardgate.supervisor")
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
+_FAST_STOP_TIMEOUT = 3.0
+_BACKOFF_MAX = 5.0
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (without listening) with SO_REUSEPORT, to hold the port for the workers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+@dataclass(slots=True)
+class _Slot:
+    number: int
+    pid: int = 0
+    ready: bool = False
+    started_at: float = 0.0
+    boot_failures: int = 0
+    restart_at: float = 0.0
+    exits: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, config: Config, on_ready: Callable[[Supervisor], None] | None = None) -> None:
+        self.config = config
+        self.workers = config.worker_count()
+        self.host = config.http_server.address
+        self.port = config.http_server.port
+        self.internal_port = config.http_server.internal_port
+        self.on_ready = on_ready
+        self.slots = [_Slot(i) for i in range(self.workers)]
+        self._signals: list[int] = []
+        self._stopping: str | None = None  # None, "graceful", "fast"
+        self._announced = False
+        self._runtime_dir = ""
+        self._owns_runtime_dir = False
+        self.exit_code = 0
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+        try:
+            os.write(self._wake_w, b"s")
+        except OSError:
+            pass
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            sig = self._signals.pop(0)
+            if sig == signal.SIGCHLD:
+                continue
+            if sig == signal.SIGTERM:
+                self._begin_stop("graceful")
+            elif sig in (signal.SIGINT, signal.SIGQUIT):
+                self._begin_stop("fast")
+            elif sig == signal.SIGHUP:
+                log.warning("SIGHUP: rolling reload is not available yet; ignored")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._holds = [reserve_port(self.host, self.port)]
+        self.port = self._holds[0].getsockname()[1]
+        self._holds.append(reserve_port(self.host, self.internal_port))
+        self.internal_port = self._holds[1].getsockname()[1]
+        runtime = self.config.shardgate.runtime_dir
+        if runtime:
+            os.makedirs(runtime, mode=0o700, exist_ok=True)
+            self._runtime_dir = runtime
+        else:
+            self._runtime_dir = tempfile.mkdtemp(prefix="shardgate-")
+            self._owns_runtime_dir = True
+        self._ready_r, self._ready_w = os.pipe()
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._ready_r, self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        for sig in _SIGNALS:
+            signal.signal(sig, self._on_signal)
+        self._pid = os.getpid()
+        log.info("supervisor pid %d starting %d workers on %s:%d", self._pid, self.workers, self.host, self.port)
+        try:
+            for slot in self.slots:
+                self._spawn(slot)
+            self._loop()
+        finally:
+            self._cleanup()
+        return self.exit_code
+
+    def _spawn(self, slot: _Slot) -> None:
+        spec = WorkerSpec(self.config, slot.number, self.workers, self.host, self.port, self.internal_port,
+                          self._runtime_dir, self._ready_w, self._pid)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            for fd in (self._ready_r, self._wake_r, self._wake_w):
+                os.close(fd)
+            for hold in self._holds:
+                hold.close()
+            run_worker(spec)
+        slot.pid, slot.ready, slot.started_at = pid, False, time.monotonic()
+        log.info("slot %d: started worker pid %d", slot.number, pid)
+
+    def _loop(self) -> None:
+        buf = b""
+        while True:
+            self._handle_signals()
+            self._reap()
+            if self._stopping is not None:
+                return
+            self._respawn_due()
+            try:
+                readable, _, _ = select.select([self._ready_r, self._wake_r], [], [], 0.5)
+            except InterruptedError:
+                continue
+            if self._wake_r in readable:
+                self._drain(self._wake_r)
+            if self._ready_r in readable:
+                buf += self._drain(self._ready_r)
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    self._on_worker_message(line.decode(errors="replace"))
+
+    @staticmethod
+    def _drain(fd: int) -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _on_worker_message(self, line: str) -> None:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "R":
+            number, pid = int(parts[1]), int(parts[2])
+            slot = self.slots[number]
+            if slot.pid == pid:
+                slot.ready = True
+                slot.boot_failures = 0
+        if not self._announced and all(s.ready for s in self.slots):
+            self._announced = True
+            if self.on_ready is not None:
+                self.on_ready(self)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = next((s for s in self.slots if s.pid == pid), None)
+            if slot is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            slot.pid = 0
+            if self._stopping is not None:
+                continue
+            if code < 0:
+                how = f"killed by signal {-code}" + (" (OOM killer?)" if code == -signal.SIGKILL else "")
+            else:
+                how = f"exited with code {code}"
+            if not slot.ready or code == EXIT_BOOT_ERROR:
+                slot.boot_failures += 1
+            slot.ready = False
+            limit = self.config.shardgate.boot_failure_limit
+            if slot.boot_failures >= limit:
+                log.error("slot %d failed to boot %d times in a row (last: %s); stopping. "
+                          "Check the errors logged above.", slot.number, slot.boot_failures, how)
+                self.exit_code = 1
+                self._begin_stop("fast")
+                return
+            delay = min(_BACKOFF_MAX, 0.1 * (2 ** slot.boot_failures)) if slot.boot_failures else 0.1
+            slot.restart_at = time.monotonic() + delay
+            log.warning("slot %d: worker %d %s; restarting in %.1fs", slot.number, pid, how, delay)
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.pid == 0 and slot.restart_at and now >= slot.restart_at:
+                slot.restart_at = 0.0
+                self._spawn(slot)
+
+    def _begin_stop(self, how: str) -> None:
+        if self._stopping == "fast" or self._stopping == how:
+            return
+        self._stopping = how
+        sig = signal.SIGTERM if how == "graceful" else signal.SIGQUIT
+        log.info("stopping (%s)", how)
+        self._signal_all(sig)
+
+    def _signal_all(self, sig: int) -> None:
+        for slot in self.slots:
+            if slot.pid:
+                try:
+                    os.kill(slot.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def _wait_workers(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(s.pid for s in self.slots) and time.monotonic() < deadline:
+            self._handle_signals()
+            self._reap_quietly()
+            time.sleep(0.02)
+        if any(s.pid for s in self.slots):
+            log.warning("workers did not stop in %.1fs; killing them", timeout)
+            self._signal_all(signal.SIGKILL)
+            deadline = time.monotonic() + 2.0
+            while any(s.pid for s in self.slots) and time.monotonic() < deadline:
+                self._reap_quietly()
+                time.sleep(0.02)
+
+    def _reap_quietly(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                for slot in self.slots:
+                    slot.pid = 0
+                return
+            if pid == 0:
+                return
+            for slot in self.slots:
+                if slot.pid == pid:
+                    slot.pid = 0
+
+    def _cleanup(self) -> None:
+        if self._stopping is None:
+            self._stopping = "fast"
+            self._signal_all(signal.SIGQUIT)
+        timeout = self.config.shardgate.graceful_timeout + 1.0 if self._stopping == "graceful" \
+            else _FAST_STOP_TIMEOUT
+        self._wait_workers(timeout)
+        for hold in self._holds:
+            hold.close()
+        if self._owns_runtime_dir:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+        for fd in (self._ready_r, self._ready_w, self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError as exc:
+                if exc.errno != errno.EBADF:
+                    raise
+        log.info("supervisor stopped")

@@ -1,0 +1,167 @@
+"""Worker process main: everything stateful is created here, after fork.
+
+One uvloop loop, one zmq Context (inside the bus), the picows listeners bound with
+SO_REUSEPORT, the node. The worker tells the supervisor it is ready over an inherited
+pipe, exits when the supervisor dies (PR_SET_PDEATHSIG plus a parent-pid check from the
+loop), drains on SIGTERM (every client gets CLOSE 3001 "shutdown") and stops at once on
+SIGINT/SIGQUIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import uvloop
+
+from gateway.config import Config
+from gateway.errors import DISCONNECT_SHUTDOWN
+from gateway.node import Node
+from gateway.ws import start_client_server, start_internal_server
+from sharding.bus import ZmqBus
+
+__all__ = ["WorkerSpec", "run_worker", "EXIT_BOOT_ERROR"]
+
+log = logging.getLogger("shardgate.worker")
+
+# Reserved exit code: the worker could not start (bind failed, bad config). The supervisor
+# stops instead of respawning forever when a slot keeps exiting with it.
+EXIT_BOOT_ERROR = 3
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    config: Config
+    slot: int
+    workers: int
+    host: str
+    port: int
+    internal_port: int
+    runtime_dir: str
+    ready_fd: int
+    supervisor_pid: int
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent-pid check in the loop still catches it
+
+
+def _pin_cpu(slot: int) -> None:
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[slot % len(cpus)]})
+    except (AttributeError, OSError) as exc:
+        log.warning("cpu pinning failed: %s", exc)
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, loop: asyncio.AbstractEventLoop) -> None:
+        self.spec = spec
+        self.loop = loop
+        self.node = Node(spec.config, spec.slot, spec.workers, loop, time.time, random.Random())
+        self.bus: ZmqBus | None = None
+        self.servers: list[Any] = []
+        self.stopping = asyncio.Event()
+        self.fast = False
+        self._ready_sent = False
+
+    async def start(self) -> None:
+        spec = self.spec
+        if spec.workers > 1:
+            self.bus = ZmqBus(spec.runtime_dir, spec.slot, spec.workers, self.loop, self.node.on_envelope)
+            self.node.on_peer_change = self._maybe_ready
+            self.node.attach_bus(self.bus)
+        self.servers.append(await start_client_server(self.node, spec.host, spec.port))
+        self.servers.append(await start_internal_server(self.node, spec.host, spec.internal_port))
+        for sig in (signal.SIGTERM,):
+            self.loop.add_signal_handler(sig, self.stop, False)
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            self.loop.add_signal_handler(sig, self.stop, True)
+        self.loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        self._watch_parent()
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        if self._ready_sent or (self.bus is not None and not self.node.bus_ready) or len(self.servers) < 2:
+            return
+        self._ready_sent = True
+        os.write(self.spec.ready_fd, f"R {self.spec.slot} {os.getpid()}\n".encode())
+        log.info("slot %d ready", self.spec.slot)
+
+    def _watch_parent(self) -> None:
+        if os.getppid() != self.spec.supervisor_pid:
+            log.warning("supervisor is gone, stopping")
+            self.stop(True)
+            return
+        self.loop.call_later(1.0, self._watch_parent)
+
+    def stop(self, fast: bool) -> None:
+        self.fast = self.fast or fast
+        self.stopping.set()
+
+    async def run(self) -> None:
+        await self.stopping.wait()
+        for server in self.servers:
+            server.close()
+        sessions = list(self.node.hub.clients.values())
+        if not self.fast:
+            for sub in sessions:
+                close = getattr(sub, "close", None)
+                if close is not None:
+                    close(DISCONNECT_SHUTDOWN)
+            deadline = self.loop.time() + self.spec.config.shardgate.graceful_timeout
+            while self.node.hub.clients and self.loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # let the CLOSE frames reach the sockets
+        self.node.close()
+        if self.bus is not None:
+            self.bus.close()
+
+
+async def _main(spec: WorkerSpec) -> int:
+    loop = asyncio.get_running_loop()
+    worker = Worker(spec, loop)
+    try:
+        await worker.start()
+    except Exception as exc:
+        log.error("slot %d failed to start: %s", spec.slot, exc)
+        return EXIT_BOOT_ERROR
+    await worker.run()
+    return 0
+
+
+def run_worker(spec: WorkerSpec) -> NoReturn:
+    """Child side of fork(); never returns to the supervisor's code."""
+    code = 1
+    try:
+        _die_with_parent()
+        if os.getppid() != spec.supervisor_pid:
+            os._exit(0)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        if spec.config.shardgate.cpu_pinning:
+            _pin_cpu(spec.slot)
+        code = uvloop.run(_main(spec))
+    except BaseException:
+        log.exception("slot %d crashed", spec.slot)
+        code = 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -1,0 +1,1 @@
+"""Channel ownership and the inter-worker bus."""

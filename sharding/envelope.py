@@ -1,0 +1,67 @@
+"""Inter-worker messages as ZeroMQ multipart frames.
+
+Frames: ``[header, channel, epoch, payload]``. The header is fixed-size binary so the
+hot path (a publication fanned out to another worker) needs no JSON work: the payload
+is the client push, already encoded once by the channel's owner, and is written as-is
+to every local subscriber.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = ["VERSION", "Kind", "Envelope", "EnvelopeError", "encode", "decode", "FLAG_JOIN_LEAVE"]
+
+VERSION = 1
+_HEADER = struct.Struct("!BBBHIQ")  # version, kind, flags, origin slot, correlation id, offset
+
+# DELIVER flag: only subscribers that asked for join/leave pushes receive it.
+FLAG_JOIN_LEAVE = 1
+
+
+class Kind(IntEnum):
+    HELLO = 1  # a worker (re)started in slot `origin`; payload = its incarnation id
+    REQUEST = 2  # channel = method name, payload = JSON body; answered by REPLY with the same corr
+    REPLY = 3  # flags: 0 = ok, 1 = error; payload = JSON body
+    PUBLICATION = 4  # channel, offset, epoch, payload = encoded client push
+    DELIVER = 5  # channel, payload = encoded client push without a position (join/leave, ...)
+    NOTIFY = 6  # one-way: channel = method name, payload = JSON body
+
+
+class EnvelopeError(ValueError):
+    """A message that is not ours or not this version: dropped and counted, never crashes a worker."""
+
+
+@dataclass(slots=True)
+class Envelope:
+    kind: Kind
+    origin: int
+    corr: int = 0
+    offset: int = 0
+    flags: int = 0
+    channel: str = ""
+    epoch: str = ""
+    payload: bytes = b""
+
+
+def encode(env: Envelope) -> list[bytes]:
+    header = _HEADER.pack(VERSION, env.kind, env.flags, env.origin, env.corr, env.offset)
+    return [header, env.channel.encode("utf-8"), env.epoch.encode("ascii"), env.payload]
+
+
+def decode(frames: list[bytes]) -> Envelope:
+    if len(frames) != 4:
+        raise EnvelopeError(f"expected 4 frames, got {len(frames)}")
+    header, channel, epoch, payload = frames
+    if len(header) != _HEADER.size:
+        raise EnvelopeError("bad header size")
+    version, kind, flags, origin, corr, offset = _HEADER.unpack(header)
+    if version != VERSION:
+        raise EnvelopeError(f"unsupported envelope version {version}")
+    try:
+        return Envelope(Kind(kind), origin, corr, offset, flags, channel.decode("utf-8"),
+                        epoch.decode("ascii"), payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeError(str(exc)) from None

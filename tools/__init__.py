@@ -1,0 +1,1 @@
+"""Ops tools behind the shardgate CLI."""
