@@ -113,6 +113,7 @@ class Session:
         self.paused = False
         self._out: list[bytes] = []
         self._out_bytes = 0
+        self._slow = False
         self._connecting = False
         self._unusable = False
         self._ping_outstanding = False
@@ -126,18 +127,26 @@ class Session:
     # -- output ---------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue one reply or push; flushed with the others queued this tick."""
-        if self.state is State.CLOSED:
+        """Queue one reply or push; flushed with the others queued this tick.
+
+        Never closes synchronously: this runs inside fan-out loops over subscriber
+        dicts, so an overflow only marks the connection and the flush closes it.
+        """
+        if self.state is State.CLOSED or self._slow:
             return
         if not self._out:
             self.node.flusher.mark(self)
         self._out.append(data)
         self._out_bytes += len(data) + 1
         if self._out_bytes + self.transport.write_buffer_size() > self.node.config.client.queue_max_size:
-            self.close(DISCONNECT_SLOW)
+            self._slow = True
+            self._out = [data]  # keep it marked for the flusher, drop the backlog
 
     def flush(self) -> None:
-        if not self._out or self.paused or self.state is State.CLOSED and not self._out:
+        if self._slow:
+            self.close(DISCONNECT_SLOW)
+            return
+        if not self._out or self.paused or self.state is State.CLOSED:
             return
         out = self._out
         self._out = []
@@ -617,7 +626,7 @@ class Session:
             if disconnect.code not in (3001,):
                 log.info("disconnect client=%s user=%s code=%d reason=%s", self.client_id, self.user,
                          disconnect.code, disconnect.reason)
-        if disconnect is not DISCONNECT_SLOW:
+        if not self._slow:
             self.flush()
         self._release()
         self.transport.close(disconnect.code, disconnect.reason)
