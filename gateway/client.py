@@ -124,6 +124,10 @@ class Session:
         self._stale_timer: asyncio.TimerHandle | None = node.loop.call_later(
             cfg.stale_close_delay, self.close, DISCONNECT_STALE) if cfg.stale_close_delay > 0 else None
 
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
     # -- output ---------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
@@ -170,7 +174,7 @@ class Session:
             self.close(exc)
             return
         for cmd in commands:
-            if self.state is State.CLOSED:
+            if self.closed:
                 return
             self._dispatch(cmd)
 
@@ -234,19 +238,7 @@ class Session:
     def _owner_call(self, cmd: Command, channel: str, body: dict[str, Any],
                     on_result: Callable[[dict[str, Any]], None]) -> None:
         """Send ``cmd`` to the channel's owner; ``on_result`` runs with its answer."""
-
-        def done(result: dict[str, Any] | None, error: ClientError | None) -> None:
-            if self.state is State.CLOSED:
-                return
-            if error is not None:
-                self._fail(cmd, error)
-                return
-            try:
-                on_result(result or {})
-            except Exception as exc:  # noqa: BLE001
-                self._fail(cmd, exc)
-
-        self.node.request(channel, cmd.method, body, done)
+        self.node.request(channel, cmd.method, body, self._owner_done(cmd, on_result))
 
     def _info(self, chan_info: Any = None) -> dict[str, Any]:
         return client_info(self.user, self.client_id, self.conn_info, chan_info)
@@ -395,11 +387,6 @@ class Session:
         }
 
         def on_result(res: dict[str, Any]) -> None:
-            if self.subs.get(channel) is not sub:
-                # Unsubscribed (or resubscribed) while the owner was answering: undo.
-                node.notify(channel, "unsubscribe", {"channel": channel, "client": self.client_id,
-                                                     "user": self.user})
-                return
             result: dict[str, Any] = {}
             if expire_at is not None:
                 result["expires"] = True
@@ -425,21 +412,33 @@ class Session:
                     if pubs:
                         result["publications"] = pubs
                 elif int(body.get("flag") or 0) & _SUBSCRIBE_FLAG_REJECT_UNRECOVERED:
-                    del self.subs[channel]
-                    node.notify(channel, "unsubscribe", {"channel": channel, "client": self.client_id,
-                                                         "user": self.user})
                     raise ERROR_UNRECOVERABLE_POSITION
             sub.status = SubStatus.SUBSCRIBED
             node.hub.subscribe(channel, self, join_leave, epoch, top)
             self._reply(cmd, result)
 
-        def on_error_cleanup(result: dict[str, Any] | None, error: ClientError | None) -> None:
-            if error is not None and self.subs.get(channel) is sub:
+        def on_answer(result: dict[str, Any] | None, error: ClientError | None) -> None:
+            if self.subs.get(channel) is not sub:
+                # Unsubscribed, resubscribed or disconnected while the owner was answering:
+                # the owner registered this subscriber, so undo that.
+                if error is None:
+                    node.notify(channel, "unsubscribe", {"channel": channel, "client": self.client_id,
+                                                         "user": self.user})
+                return
+            if error is not None:
                 del self.subs[channel]
-            done(result, error)
+                self._fail(cmd, error)
+                return
+            try:
+                on_result(result or {})
+            except Exception as exc:  # noqa: BLE001 - classified by _fail
+                if self.subs.get(channel) is sub and sub.status is SubStatus.SUBSCRIBING:
+                    del self.subs[channel]
+                    node.notify(channel, "unsubscribe", {"channel": channel, "client": self.client_id,
+                                                         "user": self.user})
+                self._fail(cmd, exc)
 
-        done = self._owner_done(cmd, on_result)
-        node.request(channel, "subscribe", request, on_error_cleanup)
+        node.request(channel, "subscribe", request, on_answer)
 
     def _owner_done(self, cmd: Command, on_result: Callable[[dict[str, Any]], None]
                     ) -> Callable[[dict[str, Any] | None, ClientError | None], None]:

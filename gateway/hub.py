@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.errors import Unsubscribe
+from gateway.errors import Disconnect, Unsubscribe
 from sharding.envelope import FLAG_JOIN_LEAVE
 
 __all__ = ["Hub", "Subscriber", "LocalChannel"]
@@ -30,6 +30,8 @@ class Subscriber(Protocol):
     def on_stream_gap(self, channel: str) -> None: ...
 
     def server_unsubscribe(self, channel: str, reason: Unsubscribe) -> None: ...
+
+    def close(self, disconnect: Disconnect) -> None: ...
 
 
 @dataclass(slots=True)
@@ -54,8 +56,9 @@ class Hub:
         self.users.setdefault(sub.user, set()).add(sub.client_id)
 
     def remove_client(self, sub: Subscriber) -> None:
-        if self.clients.get(sub.client_id) is sub:
-            del self.clients[sub.client_id]
+        if self.clients.get(sub.client_id) is not sub:
+            return
+        del self.clients[sub.client_id]
         ids = self.users.get(sub.user)
         if ids is not None:
             ids.discard(sub.client_id)

@@ -68,12 +68,12 @@ def decode_commands(data: bytes, max_commands: int) -> list[Command]:
             unknown method or more than ``max_commands`` commands in one message.
     """
     lines = data.split(b"\n")
-    if len(lines) > max_commands + 1:
+    if lines[-1] == b"":
+        lines.pop()  # one trailing newline is allowed (protocol decode.go)
+    if len(lines) > max_commands:
         raise _bad("too many commands")
     commands: list[Command] = []
     for line in lines:
-        if not line.strip():
-            continue
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -101,8 +101,6 @@ def decode_commands(data: bytes, max_commands: int) -> list[Command]:
         if not isinstance(body, dict):
             raise _bad("request is not an object")
         commands.append(Command(cmd_id, method, body))
-    if len(commands) > max_commands:
-        raise _bad("too many commands")
     return commands
 
 

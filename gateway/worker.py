@@ -119,10 +119,8 @@ class Worker:
             server.close()
         sessions = list(self.node.hub.clients.values())
         if not self.fast:
-            for sub in sessions:
-                close = getattr(sub, "close", None)
-                if close is not None:
-                    close(DISCONNECT_SHUTDOWN)
+            for session in sessions:
+                session.close(DISCONNECT_SHUTDOWN)
             deadline = self.loop.time() + self.spec.config.shardgate.graceful_timeout
             while self.node.hub.clients and self.loop.time() < deadline:
                 await asyncio.sleep(0.05)

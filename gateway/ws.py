@@ -65,7 +65,7 @@ def origin_allowed(origin: str | None, host: str | None, patterns: tuple[str, ..
     return bool(host) and urlsplit(origin).netloc == (host or "").lower()
 
 
-class ClientConnection(WSListener):  # type: ignore[misc]
+class ClientConnection(WSListener):
     """Bridges one picows connection to one :class:`Session`."""
 
     def __init__(self, node: Node) -> None:
@@ -155,7 +155,7 @@ class ClientConnection(WSListener):  # type: ignore[misc]
     def _on_close(self, transport: WSTransport, frame: WSFrame) -> None:
         reply: Any = WSCloseCode.OK
         if frame.payload_size >= 2:
-            code = int(frame.get_close_code())
+            code = int(frame.get_close_code().value)
             if not _valid_close_code(code):
                 reply = WSCloseCode.PROTOCOL_ERROR
             else:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from typing import cast
 
 import zmq
 
@@ -65,7 +66,7 @@ class ZmqBus:
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
             sock.connect(endpoint(runtime_dir, peer))
             self._push[peer] = sock
-        self._fd = self._pull.getsockopt(zmq.FD)
+        self._fd = cast(int, self._pull.getsockopt(zmq.FD))
         loop.add_reader(self._fd, self._drain)
         loop.call_soon(self._drain)
         self._drain_scheduled = False
@@ -84,7 +85,7 @@ class ZmqBus:
         self._drain_scheduled = False
         pull = self._pull
         for _ in range(_BATCH):
-            if not pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not cast(int, pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 return
             try:
                 frames = pull.recv_multipart(flags=zmq.NOBLOCK)

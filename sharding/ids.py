@@ -9,6 +9,7 @@ and tests can prove which worker a connection sits on.
 from __future__ import annotations
 
 import random
+import re
 
 __all__ = ["make_client_id", "slot_of_client"]
 
@@ -21,11 +22,10 @@ def make_client_id(slot: int, rng: random.Random) -> str:
             f"{0x8000 | ((r >> 22) & 0x3FFF):04x}-{slot:04x}{r & 0x3FFFFF:08x}")
 
 
+_SHAPE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-([0-9a-fA-F]{4})[0-9a-fA-F]{8}")
+
+
 def slot_of_client(client_id: str) -> int | None:
-    parts = client_id.split("-")
-    if len(parts) != 5 or len(parts[4]) != 12:
-        return None
-    try:
-        return int(parts[4][:4], 16)
-    except ValueError:
-        return None
+    """The slot named in one of our ids; None for anything else."""
+    match = _SHAPE.fullmatch(client_id)
+    return int(match.group(1), 16) if match else None

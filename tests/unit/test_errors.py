@@ -53,7 +53,7 @@ def test_retired_codes_unused() -> None:
 
 
 def test_unsubscribe_codes() -> None:
-    assert errors.UNSUBSCRIBE_SERVER == Unsubscribe(2000, "server unsubscribe")
+    assert (errors.UNSUBSCRIBE_SERVER.code, errors.UNSUBSCRIBE_SERVER.reason) == (2000, "server unsubscribe")
     assert errors.UNSUBSCRIBE_INSUFFICIENT_STATE.code == 2500
     for value in vars(errors).values():
         if isinstance(value, Unsubscribe):
@@ -62,7 +62,8 @@ def test_unsubscribe_codes() -> None:
 
 def test_client_error_as_dict() -> None:
     assert ERROR_UNKNOWN_CHANNEL.as_dict() == {"code": 102, "message": "unknown channel"}
-    assert ERROR_TOO_MANY_REQUESTS.as_dict() == {"code": 111, "message": "too many requests", "temporary": True}
+    assert ERROR_TOO_MANY_REQUESTS.as_dict() == {
+        "code": 111, "message": "too many requests", "temporary": True}
     assert ERROR_INTERNAL.as_dict() == {"code": 100, "message": "internal server error", "temporary": True}
 
 

@@ -75,11 +75,6 @@ def test_slot_is_first_four_hex_digits_of_last_group() -> None:
     assert slot_of_client("00000000-0000-4000-8000-ABCD00000000") == 0xABCD
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slot_of_client uses int(s, 16), which accepts a sign, '_' separators and surrounding "
-    "whitespace, so non-hex foreign ids such as '...-+12300000000' are routed to slot 0x123",
-)
 @pytest.mark.parametrize(
     "client_id",
     [

@@ -92,8 +92,14 @@ def test_trailing_newline_within_limit() -> None:
     assert len(decode_commands(b'{"id":1,"ping":{}}\n', 1)) == 1
 
 
-def test_blank_and_whitespace_lines_ignored() -> None:
-    cmds = decode_commands(b'{"id":1,"ping":{}}\n  \n{"id":2,"ping":{}}\r\n', MAX)
+def test_blank_line_between_commands_is_bad_request() -> None:
+    # Centrifugo's decoder: exactly one \n between commands, at most one at the end.
+    assert _disconnect(b'{"id":1,"ping":{}}\n  \n{"id":2,"ping":{}}', MAX).code == 3501
+    assert _disconnect(b'{"id":1,"ping":{}}\n\n', MAX).code == 3501
+
+
+def test_carriage_return_is_json_whitespace() -> None:
+    cmds = decode_commands(b'{"id":1,"ping":{}}\r\n{"id":2,"ping":{}}\r\n', MAX)
     assert [c.id for c in cmds] == [1, 2]
 
 
@@ -200,7 +206,8 @@ def test_request_must_be_object(value: bytes) -> None:
 
 
 def test_first_non_null_method_wins() -> None:
-    (cmd,) = decode_commands(b'{"id":1,"connect":null,"subscribe":{"channel":"x"},"publish":{"channel":"y"}}', MAX)
+    data = b'{"id":1,"connect":null,"subscribe":{"channel":"x"},"publish":{"channel":"y"}}'
+    (cmd,) = decode_commands(data, MAX)
     assert cmd == Command(1, "subscribe", {"channel": "x"})
 
 

@@ -369,7 +369,8 @@ def test_history_meta_ttl_gives_new_epoch(shard: OwnerShard, clock: FakeClock) -
     clock.now += 50
     assert pub(shard, 2, channel=chan)["epoch"] == old["epoch"]
     clock.now += 101
-    res = sub(shard, "c1", origin=0, channel=chan, positioned=True, recover=True, epoch=old["epoch"], offset=2)
+    res = sub(shard, "c1", origin=0, channel=chan, positioned=True, recover=True, epoch=old["epoch"],
+              offset=2)
     assert res["recovered"] is False
     assert res["epoch"] != old["epoch"]
     assert res["offset"] == 0
@@ -438,10 +439,12 @@ def test_unsubscribe_removes_presence_and_emits_leave(shard: OwnerShard, fanout:
     pres = shard.handle("presence", {"channel": CH}, 0)["presence"]
     assert set(pres) == {"c2"}
     (ch, slots, offset, epoch, flags, data) = fanout.calls[-1]
+    assert ch == CH
     assert slots == [1]  # slot 0 has no subscriber left
     assert flags & FLAG_JOIN_LEAVE and offset == 0 and epoch == ""
     # The leave carries the info registered at subscribe time.
-    assert orjson.loads(data) == {"push": {"channel": CH, "leave": {"info": {"user": "alice", "client": "c1"}}}}
+    leave = {"info": {"user": "alice", "client": "c1"}}
+    assert orjson.loads(data) == {"push": {"channel": CH, "leave": leave}}
 
 
 def test_unsubscribe_interest_counts(shard: OwnerShard, fanout: FakeFanout) -> None:
@@ -497,7 +500,8 @@ def test_presence_stats_counts_distinct_users(shard: OwnerShard) -> None:
 
 
 def test_presence_keeps_extra_info(shard: OwnerShard) -> None:
-    shard.handle("subscribe", {"channel": CH, "info": info("c1", "u", conn_info={"a": 1}, chan_info={"b": 2})}, 0)
+    body = {"channel": CH, "info": info("c1", "u", conn_info={"a": 1}, chan_info={"b": 2})}
+    shard.handle("subscribe", body, 0)
     pres = shard.handle("presence", {"channel": CH}, 0)["presence"]
     assert pres == {"c1": {"user": "u", "client": "c1", "conn_info": {"a": 1}, "chan_info": {"b": 2}}}
 
