@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from gateway import __version__
+from gateway import __version__, subscription
 from gateway.auth import ConnectCredentials
 from gateway.errors import (
-    DISCONNECT_BAD_REQUEST,
     DISCONNECT_EXPIRED,
     DISCONNECT_INVALID_TOKEN,
     DISCONNECT_NO_PONG,
@@ -38,7 +37,6 @@ from gateway.errors import (
     ERROR_NOT_AVAILABLE,
     ERROR_PERMISSION_DENIED,
     ERROR_UNKNOWN_CHANNEL,
-    ERROR_UNRECOVERABLE_POSITION,
     UNSUBSCRIBE_EXPIRED,
     UNSUBSCRIBE_INSUFFICIENT_STATE,
     ClientError,
@@ -64,8 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["Session", "Transport", "State"]
 
 log = logging.getLogger("shardgate.client")
-
-_SUBSCRIBE_FLAG_REJECT_UNRECOVERED = 2
 
 
 class Transport(Protocol):
@@ -201,7 +197,7 @@ class Session:
             return
         try:
             handler(self, cmd)
-        except Exception as exc:  # noqa: BLE001 - one place classifies all handler errors
+        except Exception as exc:
             self._fail(cmd, exc)
 
     def _fail(self, cmd: Command, exc: BaseException) -> None:
@@ -309,12 +305,9 @@ class Session:
 
     def _schedule_ping(self, first: bool = False) -> None:
         interval = self.node.config.client.ping_interval
-        if first:
-            # Spread first pings over [interval/2, interval) like Centrifugo, so a
-            # reconnect storm does not ping in lockstep forever after.
-            delay = interval / 2 + self.node.rng.random() * interval / 2
-        else:
-            delay = interval
+        # Spread first pings over [interval/2, interval) like Centrifugo, so a reconnect
+        # storm does not ping in lockstep forever after.
+        delay = interval / 2 + self.node.rng.random() * interval / 2 if first else interval
         self._ping_timer = self.node.loop.call_later(delay, self._send_ping)
 
     def _send_ping(self) -> None:
@@ -365,80 +358,55 @@ class Session:
             chan_info, expire_at = creds.info, creds.expire_at
         elif not self._may_subscribe(channel, opts):
             raise ERROR_PERMISSION_DENIED
-        history = opts.history_enabled
-        recoverable = history and (opts.force_recovery or (opts.allow_recovery and bool(body.get("recoverable"))))
-        positioned = recoverable or (history and (
-            opts.force_positioning or (opts.allow_positioning and bool(body.get("positioned")))))
-        recover = recoverable and bool(body.get("recover"))
-        join_leave = opts.join_leave and (opts.force_push_join_leave or bool(body.get("join_leave")))
-        req_offset = body.get("offset") or 0
-        req_epoch = body.get("epoch") or ""
-        if type(req_offset) is not int or req_offset < 0 or not isinstance(req_epoch, str):
-            raise ERROR_BAD_REQUEST
-        sub = _Sub(SubStatus.SUBSCRIBING, positioned, chan_info, expire_at)
+        params = subscription.plan(channel, opts, body, chan_info=chan_info, expire_at=expire_at)
+
+        def on_subscribed(result: dict[str, Any] | None, error: ClientError | None) -> None:
+            if error is not None:
+                self._fail(cmd, error)
+            else:
+                self._reply(cmd, result or {})
+
+        self._start_subscription(params, on_subscribed)
+
+    def _start_subscription(self, params: subscription.SubscribeParams,
+                            done: Callable[[dict[str, Any] | None, ClientError | None], None]) -> None:
+        """Ask the owner, then join the local fan-out at exactly the answered position."""
+        node = self.node
+        channel = params.channel
+        sub = _Sub(SubStatus.SUBSCRIBING, params.positioned, params.chan_info, params.expire_at)
         self.subs[channel] = sub
-        request = {
-            "channel": channel,
-            "info": self._info(chan_info),
-            "positioned": positioned,
-            "recover": recover,
-            "offset": req_offset,
-            "epoch": req_epoch,
-        }
+        undo = {"channel": channel, "client": self.client_id, "user": self.user}
 
-        def on_result(res: dict[str, Any]) -> None:
-            result: dict[str, Any] = {}
-            if expire_at is not None:
-                result["expires"] = True
-                result["ttl"] = max(1, int(expire_at - node.clock()))
-                delay = expire_at - node.clock() + node.config.client.expired_sub_close_delay
-                sub.timer = node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
-            epoch = str(res.get("epoch", ""))
-            top = int(res.get("offset", 0))
-            if recoverable:
-                result["recoverable"] = True
-            if positioned:
-                result["positioned"] = True
-                result["epoch"] = epoch
-                result["offset"] = top
-            if recover:
-                result["was_recovering"] = True
-                recovered = bool(res.get("recovered"))
-                node.metrics.recovery(recovered)
-                if recovered:
-                    result["recovered"] = True
-                    result["offset"] = req_offset
-                    pubs = res.get("publications")
-                    if pubs:
-                        result["publications"] = pubs
-                elif int(body.get("flag") or 0) & _SUBSCRIBE_FLAG_REJECT_UNRECOVERED:
-                    raise ERROR_UNRECOVERABLE_POSITION
-            sub.status = SubStatus.SUBSCRIBED
-            node.hub.subscribe(channel, self, join_leave, epoch, top)
-            self._reply(cmd, result)
-
-        def on_answer(result: dict[str, Any] | None, error: ClientError | None) -> None:
+        def on_answer(answer: dict[str, Any] | None, error: ClientError | None) -> None:
             if self.subs.get(channel) is not sub:
                 # Unsubscribed, resubscribed or disconnected while the owner was answering:
                 # the owner registered this subscriber, so undo that.
                 if error is None:
-                    node.notify(channel, "unsubscribe", {"channel": channel, "client": self.client_id,
-                                                         "user": self.user})
+                    node.notify(channel, "unsubscribe", undo)
                 return
             if error is not None:
                 del self.subs[channel]
-                self._fail(cmd, error)
+                done(None, error)
                 return
+            answer = answer or {}
             try:
-                on_result(result or {})
-            except Exception as exc:  # noqa: BLE001 - classified by _fail
-                if self.subs.get(channel) is sub and sub.status is SubStatus.SUBSCRIBING:
-                    del self.subs[channel]
-                    node.notify(channel, "unsubscribe", {"channel": channel, "client": self.client_id,
-                                                         "user": self.user})
-                self._fail(cmd, exc)
+                result = subscription.result(params, answer, node.clock())
+            except ClientError as exc:
+                del self.subs[channel]
+                node.notify(channel, "unsubscribe", undo)
+                done(None, exc)
+                return
+            if params.expire_at is not None:
+                delay = params.expire_at - node.clock() + node.config.client.expired_sub_close_delay
+                sub.timer = node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+            node.metrics.subscribed(params.recover, bool(answer.get("recovered")))
+            sub.status = SubStatus.SUBSCRIBED
+            node.hub.subscribe(channel, self, params.join_leave, str(answer.get("epoch", "")),
+                               int(answer.get("offset", 0)))
+            done(result, None)
 
-        node.request(channel, "subscribe", request, on_answer)
+        node.request(channel, "subscribe", subscription.owner_request(params, self._info(params.chan_info)),
+                     on_answer)
 
     def _owner_done(self, cmd: Command, on_result: Callable[[dict[str, Any]], None]
                     ) -> Callable[[dict[str, Any] | None, ClientError | None], None]:
@@ -450,7 +418,7 @@ class Session:
                 return
             try:
                 on_result(result or {})
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._fail(cmd, exc)
         return done
 

@@ -33,7 +33,7 @@ class HistoryItem:
 class Stream:
     """One channel's stream: epoch, top offset and the last ``size`` publications."""
 
-    __slots__ = ("epoch", "top", "size", "ttl", "touched_at", "_items")
+    __slots__ = ("_items", "epoch", "size", "top", "touched_at", "ttl")
 
     def __init__(self, epoch: str, size: int, ttl: float, now: float) -> None:
         self.epoch = epoch

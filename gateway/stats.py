@@ -18,6 +18,7 @@ class Stats:
         self.disconnects: Counter[int] = Counter()
         self.reply_errors: Counter[tuple[str, int]] = Counter()
         self.recovered: Counter[bool] = Counter()
+        self.subscriptions_accepted = 0
         self.bus_dropped = 0
         self.bus_bad_envelopes = 0
 
@@ -34,5 +35,7 @@ class Stats:
     def reply_error(self, method: str, code: int) -> None:
         self.reply_errors[(method, code)] += 1
 
-    def recovery(self, recovered: bool) -> None:
-        self.recovered[recovered] += 1
+    def subscribed(self, recovering: bool, recovered: bool) -> None:
+        self.subscriptions_accepted += 1
+        if recovering:
+            self.recovered[recovered] += 1

@@ -14,6 +14,7 @@ every worker then shares.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -80,10 +81,8 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signals.append(signum)
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._wake_w, b"s")
-        except OSError:
-            pass
 
     def _handle_signals(self) -> None:
         while self._signals:
@@ -239,10 +238,8 @@ class Supervisor:
     def _signal_all(self, sig: int) -> None:
         for slot in self.slots:
             if slot.pid:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, sig)
-                except ProcessLookupError:
-                    pass
 
     def _wait_workers(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

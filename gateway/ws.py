@@ -35,7 +35,6 @@ from gateway.client import Session
 from gateway.errors import (
     DISCONNECT_INAPPROPRIATE_PROTOCOL,
     WS_MESSAGE_TOO_BIG,
-    WS_PROTOCOL_ERROR,
     Disconnect,
 )
 from gateway.node import Node

@@ -16,6 +16,7 @@ is edge-triggered, so the reader drains until ``EVENTS`` shows no input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -108,10 +109,8 @@ class ZmqBus:
             self._loop.call_soon(self._drain)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._loop.remove_reader(self._fd)
-        except Exception:  # noqa: BLE001 - the loop may already be closed
-            pass
         for sock in self._push.values():
             sock.close(linger=0)
         self._pull.close(linger=0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -194,7 +195,7 @@ class RawWS:
                 continue
             if op == OP_CLOSE:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                raise AssertionError(f"server closed with {code} {payload[2:]!r} while a message was expected")
+                raise AssertionError(f"server closed with {code} {payload[2:]!r}; a message was expected")
             parts.append(payload)
             if fin:
                 return b"".join(parts)
@@ -208,9 +209,9 @@ class RawWS:
         seen = Closed(None, "")
         while True:
             try:
-                fin, op, payload = await self.recv_frame(timeout)
+                _fin, op, payload = await self.recv_frame(timeout)
             except asyncio.IncompleteReadError as exc:
-                raise AssertionError(f"connection dropped without a CLOSE frame; saw {seen.messages!r}") from exc
+                raise AssertionError(f"dropped without a CLOSE frame; saw {seen.messages!r}") from exc
             if op == OP_CLOSE:
                 if len(payload) >= 2:
                     seen.code = struct.unpack("!H", payload[:2])[0]
@@ -234,10 +235,8 @@ class RawWS:
 
     async def aclose(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(self.writer.wait_closed(), scaled(2))
-        except (OSError, asyncio.TimeoutError):
-            pass
 
 
 class JsonClient:
@@ -335,7 +334,7 @@ class JsonClient:
                 await self._pump(remaining)
         except ConnectionClosed as exc:
             if exc.rcvd is None:
-                raise AssertionError(f"connection closed without a CLOSE frame from the server: {exc!r}") from exc
+                raise AssertionError(f"closed without a CLOSE frame from the server: {exc!r}") from exc
             return exc.rcvd.code, exc.rcvd.reason
 
     async def aclose(self) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from sharding.ids import slot_of_client
-from tests.conftest import SECRET, Gateway, scaled
+from tests.conftest import SECRET, Gateway
 from tests.integration.rawclient import (
     OP_BINARY,
     OP_CONT,
@@ -457,7 +457,8 @@ async def test_other_path_404(gateway: Gateway) -> None:
 
 
 async def test_foreign_origin_403(gateway: Gateway) -> None:
-    resp, raw = await RawWS.handshake_only(gateway.url, firefox_headers(gateway, origin_host="evil.example.com"))
+    headers = firefox_headers(gateway, origin_host="evil.example.com")
+    resp, raw = await RawWS.handshake_only(gateway.url, headers)
     assert raw is None
     assert resp.status == 403, resp
 
@@ -595,7 +596,7 @@ async def test_pre_connect_hostility_leaves_every_worker_serving(gateway: Gatewa
             for _ in range(rounds):
                 assert await make() == expected, name
             await publisher.publish("news", {"case": name})
-            for slot, c in controls.items():
+            for c in controls.values():
                 await c.wait_publication("news", {"case": name})
 
         assert sorted(gateway.worker_pids()) == pids_before

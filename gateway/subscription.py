@@ -1,0 +1,107 @@
+"""Subscription planning and results, pure (PROTOCOL.md §1.11).
+
+Which features a subscription gets (positioned, recoverable, join/leave pushes) follows
+from the namespace options and what the client asked for; the SubscribeResult follows
+from the owner's answer. Both client-side subscribes and server-side ones (the
+connection token's ``channels`` claim) go through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import ChannelOptions
+from gateway.errors import ERROR_BAD_REQUEST, ERROR_UNRECOVERABLE_POSITION
+
+__all__ = ["SubscribeParams", "plan", "result"]
+
+_FLAG_REJECT_UNRECOVERED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeParams:
+    channel: str
+    positioned: bool
+    recoverable: bool
+    recover: bool
+    offset: int
+    epoch: str
+    join_leave: bool
+    reject_unrecovered: bool
+    chan_info: Any = None
+    expire_at: int | None = None
+
+
+def plan(channel: str, opts: ChannelOptions, request: dict[str, Any], *, chan_info: Any = None,
+         expire_at: int | None = None) -> SubscribeParams:
+    """Decide the subscription's features from the namespace and the request.
+
+    Raises:
+        ClientError: 107 for a malformed recovery position.
+    """
+    history = opts.history_enabled
+    recoverable = history and (opts.force_recovery or (opts.allow_recovery and bool(request.get("recoverable"))))
+    positioned = recoverable or (history and (
+        opts.force_positioning or (opts.allow_positioning and bool(request.get("positioned")))))
+    offset = request.get("offset") or 0
+    epoch = request.get("epoch") or ""
+    flag = request.get("flag") or 0
+    if type(offset) is not int or offset < 0 or not isinstance(epoch, str) or type(flag) is not int:
+        raise ERROR_BAD_REQUEST
+    return SubscribeParams(
+        channel=channel,
+        positioned=positioned,
+        recoverable=recoverable,
+        recover=recoverable and bool(request.get("recover")),
+        offset=offset,
+        epoch=epoch,
+        join_leave=opts.join_leave and (opts.force_push_join_leave or bool(request.get("join_leave"))),
+        reject_unrecovered=bool(flag & _FLAG_REJECT_UNRECOVERED),
+        chan_info=chan_info,
+        expire_at=expire_at,
+    )
+
+
+def owner_request(params: SubscribeParams, info: dict[str, Any]) -> dict[str, Any]:
+    """The body sent to the channel's owner."""
+    return {
+        "channel": params.channel,
+        "info": info,
+        "positioned": params.positioned,
+        "recover": params.recover,
+        "offset": params.offset,
+        "epoch": params.epoch,
+    }
+
+
+def result(params: SubscribeParams, answer: dict[str, Any], now: float) -> dict[str, Any]:
+    """The SubscribeResult for the client, from the owner's answer.
+
+    When recovered, ``offset`` is the client's own offset and the missed publications
+    follow, so the SDK advances through them with no special case.
+
+    Raises:
+        ClientError: 112 when recovery failed and the client asked to be told (flag 2).
+    """
+    out: dict[str, Any] = {}
+    if params.expire_at is not None:
+        out["expires"] = True
+        out["ttl"] = max(1, int(params.expire_at - now))
+    if params.recoverable:
+        out["recoverable"] = True
+    if params.positioned:
+        out["positioned"] = True
+        out["epoch"] = str(answer.get("epoch", ""))
+        out["offset"] = int(answer.get("offset", 0))
+    if params.recover:
+        out["was_recovering"] = True
+        if answer.get("recovered"):
+            out["recovered"] = True
+            out["offset"] = params.offset
+            pubs = answer.get("publications")
+            if pubs:
+                out["publications"] = pubs
+        elif params.reject_unrecovered:
+            raise ERROR_UNRECOVERABLE_POSITION
+    return out
