@@ -11,6 +11,7 @@ Errors are classified in one place, :meth:`Session._fail`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -23,7 +24,9 @@ import orjson
 from gateway import __version__, subscription
 from gateway.auth import ConnectCredentials
 from gateway.errors import (
+    DISCONNECT_CHANNEL_LIMIT,
     DISCONNECT_EXPIRED,
+    DISCONNECT_INTERNAL,
     DISCONNECT_INVALID_TOKEN,
     DISCONNECT_NO_PONG,
     DISCONNECT_NOT_AVAILABLE,
@@ -110,6 +113,7 @@ class Session:
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._slow = False
+        self._held: list[bytes] | None = None  # pushes held until the connect reply
         self._connecting = False
         self._unusable = False
         self._ping_outstanding = False
@@ -133,6 +137,9 @@ class Session:
         dicts, so an overflow only marks the connection and the flush closes it.
         """
         if self.state is State.CLOSED or self._slow:
+            return
+        if self._held is not None and not data.startswith(b'{"id":'):
+            self._held.append(data)
             return
         if not self._out:
             self.node.flusher.mark(self)
@@ -271,7 +278,62 @@ class Session:
             self._schedule_ping(first=True)
         if cfg.connect_include_server_time:
             result["time"] = int(now * 1000)
-        self._reply(cmd, result)
+        if creds.channels:
+            self._server_side_subscribe(cmd, creds.channels, result)
+        else:
+            self._reply(cmd, result)
+
+    def _server_side_subscribe(self, cmd: Command, channels: tuple[str, ...], result: dict[str, Any]) -> None:
+        """Subscribe the token's ``channels`` claim, then reply to connect with ``subs``.
+
+        Pushes for those channels can arrive before every owner has answered; they are
+        held back until the connect reply is written, because an SDK only routes a push
+        for a server-side channel it learned about from that reply.
+        """
+        node = self.node
+        limit = node.config.client.channel_limit
+        if limit and len(channels) > limit:
+            raise DISCONNECT_CHANNEL_LIMIT
+        recovery = cmd.body.get("subs")
+        if not isinstance(recovery, dict):
+            recovery = {}
+        plans = []
+        for channel in dict.fromkeys(channels):
+            opts = node.config.channel_options(channel)
+            if opts is None or len(channel) > node.config.channel.max_length or not channel.isascii():
+                log.warning("client %s: skipping server-side channel %r (unknown or invalid)", self.client_id,
+                            channel)
+                continue
+            request = recovery.get(channel)
+            plans.append(subscription.plan(channel, opts, request if isinstance(request, dict) else {}))
+        subs: dict[str, Any] = {}
+        waiting = len(plans)
+        self._held = []
+
+        def on_subscribed(channel: str, sub_result: dict[str, Any] | None, error: ClientError | None) -> None:
+            nonlocal waiting
+            if self.closed:
+                return
+            if error is not None:
+                log.warning("client %s: server-side subscribe to %r failed: %s", self.client_id, channel, error)
+                self.close(DISCONNECT_INTERNAL)
+                return
+            subs[channel] = sub_result or {}
+            waiting -= 1
+            if waiting == 0:
+                if subs:
+                    result["subs"] = subs
+                held, self._held = self._held, None
+                self._reply(cmd, result)
+                for data in held or ():
+                    self.write(data)
+
+        if not plans:
+            self._held = None
+            self._reply(cmd, result)
+            return
+        for params in plans:
+            self._start_subscription(params, functools.partial(on_subscribed, params.channel))
 
     def _set_expiry(self, expire_at: int | None, now: float, result: dict[str, Any]) -> None:
         self.expire_at = expire_at

@@ -248,3 +248,44 @@ def test_base_config_is_valid() -> None:
     from gateway.config import parse_config
 
     parse_config(base_config())
+
+
+async def test_server_side_subscriptions_from_token(gateway: Gateway) -> None:
+    """The connection token's ``channels`` claim subscribes on connect (connect ``subs``);
+    publications arrive as server-side publications, and recover after a reconnect."""
+    from centrifuge import (
+        Client,
+        ClientEventHandler,
+        ServerPublicationContext,
+        ServerSubscribedContext,
+    )
+
+    channel = channel_owned_by(1)
+    pubs: list[tuple[str, int, object]] = []
+    subscribed: list[ServerSubscribedContext] = []
+
+    class Events(ClientEventHandler):  # type: ignore[misc]
+        async def on_subscribed(self, ctx: ServerSubscribedContext) -> None:
+            subscribed.append(ctx)
+
+        async def on_publication(self, ctx: ServerPublicationContext) -> None:
+            pubs.append((ctx.channel, ctx.pub.offset, ctx.pub.data))
+
+    client = Client(gateway.url, events=Events(), token=token("srv", channels=[channel]), timeout=5,
+                    min_reconnect_delay=0.05, max_reconnect_delay=0.5)
+    publisher, _ = await connect_on_slot(gateway.url, 0, user="pub")
+    try:
+        await client.connect()
+        await wait_for(lambda: bool(subscribed), what="server-side subscribed")
+        assert subscribed[0].channel == channel and subscribed[0].recoverable
+        await publisher.publish(channel, {"k": 1})
+        await wait_for(lambda: len(pubs) == 1, what="server-side publication")
+        assert pubs[0] == (channel, 1, {"k": 1})
+        await client.disconnect()
+        await publisher.publish(channel, {"k": 2})
+        await client.connect()
+        await wait_for(lambda: len(subscribed) == 2 and len(pubs) == 2, what="recovered server-side publication")
+        assert subscribed[-1].was_recovering and subscribed[-1].recovered
+        assert pubs[1] == (channel, 2, {"k": 2})
+    finally:
+        await disconnect_all(client, publisher)
