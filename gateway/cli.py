@@ -66,6 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
     config, dev_secret = _load(args.config)
     config = config.with_overrides(address=args.host, port=args.port, internal_port=args.internal_port,
                                    workers=args.workers)
+    _check_loadable(config)
     level = (args.log_level or config.shardgate.log_level).upper()
     logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
     # picows logs every accepted connection at INFO: far too chatty for a gateway.
@@ -93,9 +94,10 @@ def _serve(args: argparse.Namespace) -> int:
     return Supervisor(config, on_ready=announce).run()
 
 
-def _check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+def _check_loadable(config: Config) -> None:
+    """What validation alone cannot see: key material that parses, handlers that import."""
     from gateway.auth import TokenVerifier
+    from gateway.rpc import load_handler
 
     for key, keys in (("client.token", config.client.token),
                       ("client.subscription_token", config.client.subscription_token)):
@@ -103,6 +105,16 @@ def _check_config(args: argparse.Namespace) -> int:
             TokenVerifier(keys)
         except ValueError as exc:
             raise ConfigError(key, str(exc)) from None
+    for method, target in config.shardgate.rpc_handlers:
+        try:
+            load_handler(target)
+        except ValueError as exc:
+            raise ConfigError(f"shardgate.rpc_handlers.{method}", str(exc)) from None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    _check_loadable(config)
     print(f"{args.file}: ok ({config.worker_count()} workers, "
           f"{len(config.channel.namespaces)} namespaces)")
     return 0

@@ -177,6 +177,7 @@ class ShardgateConfig:
     bus_request_timeout: float = 5.0  # seconds a cross-shard request may take
     max_commands_per_frame: int = 1000
     rpc_echo: bool = False  # built-in "echo" rpc method and echo of `send`
+    rpc_handlers: tuple[tuple[str, str], ...] = ()  # (rpc method, "package.module:function")
     boot_failure_limit: int = 5  # consecutive boot failures of one slot before the supervisor stops
     log_level: str = "info"  # debug|info|warning|error
 
@@ -273,6 +274,10 @@ class _Table:
 
     def has(self, name: str) -> bool:
         return name in self._data
+
+    def names(self) -> list[str]:
+        """Every key of a free-form table (its keys are data, not settings)."""
+        return [str(name) for name in self._data]
 
     def get_bool(self, name: str, default: bool) -> bool:
         value = self._get(name)
@@ -477,6 +482,20 @@ def _read_channel(t: _Table) -> ChannelConfig:
     )
 
 
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def _read_rpc_handlers(t: _Table) -> tuple[tuple[str, str], ...]:
+    """``[shardgate.rpc_handlers] method = "package.module:function"``."""
+    handlers = []
+    for method in t.names():
+        target = t.get_str(method, "")
+        if not _IMPORT_PATH.fullmatch(target):
+            raise ConfigError(t.key(method), 'expected "package.module:function"')
+        handlers.append((method, target))
+    return tuple(handlers)
+
+
 def _read_shardgate(t: _Table) -> ShardgateConfig:
     d = ShardgateConfig()
     return ShardgateConfig(
@@ -487,6 +506,7 @@ def _read_shardgate(t: _Table) -> ShardgateConfig:
         bus_request_timeout=t.duration("bus_request_timeout", d.bus_request_timeout, positive=True),
         max_commands_per_frame=t.get_int("max_commands_per_frame", d.max_commands_per_frame, minimum=1),
         rpc_echo=t.get_bool("rpc_echo", d.rpc_echo),
+        rpc_handlers=_read_rpc_handlers(t.table("rpc_handlers")),
         boot_failure_limit=t.get_int("boot_failure_limit", d.boot_failure_limit, minimum=1),
         log_level=t.get_str("log_level", d.log_level, choices=_LOG_LEVELS),
     )

@@ -22,7 +22,7 @@ from gateway.auth import TokenVerifier
 from gateway.config import Config
 from gateway.errors import UNSUBSCRIBE_INSUFFICIENT_STATE, ClientError
 from gateway.hub import Hub
-from gateway.rpc import RpcRegistry, echo
+from gateway.rpc import RpcRegistry, echo, load_handler
 from gateway.shard import OwnerShard
 from gateway.stats import Stats
 from sharding.envelope import Envelope, Kind
@@ -102,6 +102,8 @@ class Node:
         self.sub_verifier = TokenVerifier(sub_keys) if sub_keys.configured else self.verifier
         self.rpc = RpcRegistry()
         self.message_handler: Callable[[Any, Any], None] | None = None
+        for method, target in config.shardgate.rpc_handlers:
+            self.rpc.register(method, load_handler(target))
         if config.shardgate.rpc_echo:
             self.rpc.register("echo", echo)
             self.message_handler = lambda session, data: session.push_message(data)

@@ -7,11 +7,12 @@ to answer an error. An unknown method is error 104, as in Centrifugo.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RpcContext", "RpcHandler", "RpcRegistry", "echo"]
+__all__ = ["RpcContext", "RpcHandler", "RpcRegistry", "echo", "load_handler"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,21 @@ class RpcRegistry:
 
     def __contains__(self, method: object) -> bool:
         return method in self._handlers
+
+
+def load_handler(target: str) -> RpcHandler:
+    """Import ``"package.module:function"``; ValueError with a clear message otherwise."""
+    module_name, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load rpc handler {target!r}: {exc}") from None
+    if not callable(obj):
+        raise ValueError(f"rpc handler {target!r} is not callable")
+    handler: RpcHandler = obj
+    return handler
 
 
 def echo(ctx: RpcContext, data: Any) -> Any:

@@ -25,6 +25,8 @@ import pytest
 # Every timeout in the suite is multiplied by this (slow CI machines: SHARDGATE_TEST_SCALE=3).
 SCALE = float(os.environ.get("SHARDGATE_TEST_SCALE", "1"))
 
+ROOT = Path(__file__).resolve().parent.parent
+
 SECRET = "shardgate-test-secret-0123456789abcdef"
 API_KEY = "shardgate-test-api-key"
 
@@ -101,7 +103,7 @@ class Gateway:
             [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
              "--port", "0", "--internal-port", "0", "--workers", str(workers)],
             stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=workdir,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
         threading.Thread(target=self._read_stdout, daemon=True).start()
         self._known_pids: set[int] = set()
 

@@ -221,3 +221,57 @@ async def test_other_paths_404(gateway: Gateway, path: str) -> None:
     with pytest.raises(websockets.exceptions.InvalidStatus) as err:
         await websockets.connect(url)
     assert err.value.response.status_code == 404
+
+
+async def _recv_json(ws: ClientConnection) -> dict[str, object]:
+    data = json.loads(await asyncio.wait_for(ws.recv(), scaled(5)))
+    assert isinstance(data, dict)
+    return data
+
+
+async def test_connection_expiry_refresh_and_3005(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(base_config(client={"token": {"hmac_secret_key": SECRET}, "expired_close_delay": "300ms"}))
+    ws = await websockets.connect(gw.url, ping_interval=None)
+    await ws.send(json.dumps({"id": 1, "connect": {"token": mint_token(SECRET, user="u", exp_seconds=1)}}))
+    reply = await _recv_json(ws)
+    assert reply["connect"]["expires"] is True and reply["connect"]["ttl"] == 1  # type: ignore[index]
+    # A refresh with a longer token extends the connection...
+    await ws.send(json.dumps({"id": 2, "refresh": {"token": mint_token(SECRET, user="u", exp_seconds=2)}}))
+    reply = await _recv_json(ws)
+    assert reply["refresh"]["expires"] is True and reply["refresh"]["ttl"] in (1, 2)  # type: ignore[index]
+    # ...a refresh for another user is an invalid token...
+    other = await websockets.connect(gw.url, ping_interval=None)
+    await other.send(json.dumps({"id": 1, "connect": {"token": mint_token(SECRET, user="u", exp_seconds=60)}}))
+    await _recv_json(other)
+    await other.send(json.dumps({"id": 2, "refresh": {"token": mint_token(SECRET, user="intruder")}}))
+    assert await close_code(other) == (3500, "invalid token")
+    # ...and without another refresh the connection ends 3005 after the grace period.
+    assert await close_code(ws, timeout=6) == (3005, "connection expired")
+
+
+async def test_subscription_expiry_sub_refresh_and_2501(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(base_config(client={"token": {"hmac_secret_key": SECRET},
+                                             "expired_sub_close_delay": "300ms"}))
+    ws, _ = await raw_connect(gw.url, user="u")
+    sub_token = mint_token(SECRET, user="u", channel="$exp", exp_seconds=1)
+    await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "$exp", "token": sub_token}}))
+    reply = await _recv_json(ws)
+    assert reply["subscribe"]["expires"] is True  # type: ignore[index]
+    await ws.send(json.dumps({"id": 3, "sub_refresh": {"channel": "$exp",
+                                                       "token": mint_token(SECRET, user="u", channel="$exp",
+                                                                           exp_seconds=2)}}))
+    reply = await _recv_json(ws)
+    assert reply["sub_refresh"]["expires"] is True  # type: ignore[index]
+    push = await asyncio.wait_for(ws.recv(), scaled(6))
+    assert json.loads(push) == {"push": {"channel": "$exp", "unsubscribe": {"code": 2501,
+                                                                            "reason": "subscription expired"}}}
+    await ws.close()
+
+
+def test_check_config_rejects_unloadable_rpc_handler(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"shardgate": {"rpc_handlers": {"x": "no_such_module_here:fn"}}}))
+    res = subprocess.run([sys.executable, "-m", "gateway", "check-config", str(cfg)], capture_output=True,
+                         text=True, timeout=scaled(30))
+    assert res.returncode == 2
+    assert "shardgate.rpc_handlers.x" in res.stderr and "no_such_module_here" in res.stderr

@@ -110,7 +110,7 @@ async def test_recovery_after_reconnect(gateway: Gateway) -> None:
     channel = channel_owned_by(1)
     publisher, _ = await connect_on_slot(gateway.url, 0, user="pub")
     client, _ = await connect(gateway.url, user="sub")
-    sub, events = await subscribe(client, channel)
+    _, events = await subscribe(client, channel)
     try:
         for k in range(3):
             await publisher.publish(channel, {"k": k})
@@ -289,3 +289,27 @@ async def test_server_side_subscriptions_from_token(gateway: Gateway) -> None:
         assert pubs[1] == (channel, 2, {"k": 2})
     finally:
         await disconnect_all(client, publisher)
+
+
+async def test_rpc_handlers_from_config(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    handlers = {"whoami": "tests.integration.rpc_handlers:whoami",
+                "add": "tests.integration.rpc_handlers:slow_add",
+                "refuse": "tests.integration.rpc_handlers:refuse",
+                "crash": "tests.integration.rpc_handlers:crash"}
+    gw = gateway_factory(base_config(shardgate={"rpc_handlers": handlers, "rpc_echo": False}))
+    client, _ = await connect(gw.url, user="ann", token=token("ann", info={"plan": "pro"}))
+    try:
+        who = await client.rpc("whoami", [1])
+        assert who.data == {"user": "ann", "client": client.client_id, "info": {"plan": "pro"}, "got": [1]}
+        assert (await client.rpc("add", {"numbers": [1, 2, 3]})).data == {"sum": 6}
+        with pytest.raises(ReplyError) as err:
+            await client.rpc("refuse", None)
+        assert (err.value.code, err.value.message) == (403, "not for you")
+        with pytest.raises(ReplyError) as err:
+            await client.rpc("crash", None)
+        assert err.value.code == 100 and "handler bug" not in err.value.message
+        with pytest.raises(ReplyError) as err:
+            await client.rpc("echo", None)  # the built-in echo is off unless rpc_echo is set
+        assert err.value.code == 104
+    finally:
+        await disconnect_all(client)
