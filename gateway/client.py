@@ -113,8 +113,8 @@ class Session:
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._slow = False
+        self._queue_max = node.config.client.queue_max_size
         self._held: list[bytes] | None = None  # pushes held until the connect reply
-        self._connecting = False
         self._unusable = False
         self._ping_outstanding = False
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -134,7 +134,8 @@ class Session:
         """Queue one reply or push; flushed with the others queued this tick.
 
         Never closes synchronously: this runs inside fan-out loops over subscriber
-        dicts, so an overflow only marks the connection and the flush closes it.
+        dicts, so an overflow only marks the connection and the flush closes it. The
+        socket's own write buffer is added in at flush time, once per tick.
         """
         if self.state is State.CLOSED or self._slow:
             return
@@ -145,12 +146,12 @@ class Session:
             self.node.flusher.mark(self)
         self._out.append(data)
         self._out_bytes += len(data) + 1
-        if self._out_bytes + self.transport.write_buffer_size() > self.node.config.client.queue_max_size:
+        if self._out_bytes > self._queue_max:
             self._slow = True
-            self._out = [data]  # keep it marked for the flusher, drop the backlog
 
     def flush(self) -> None:
-        if self._slow:
+        if self._slow or (self._out and self._out_bytes + self.transport.write_buffer_size() > self._queue_max):
+            self._slow = True
             self.close(DISCONNECT_SLOW)
             return
         if not self._out or self.paused or self.state is State.CLOSED:
@@ -192,7 +193,11 @@ class Session:
         if self._unusable:
             self.close(Disconnect(3501, "bad request: connection unusable"))
             return
-        if self.state is State.CONNECTING and (method != "connect" or self._connecting):
+        if method == "connect":
+            if self.state is not State.CONNECTING:
+                self.close(Disconnect(3501, "bad request: client already authenticated"))
+                return
+        elif self.state is State.CONNECTING:
             self.close(Disconnect(3501, "bad request: connect first"))
             return
         if method != "send" and cmd.id == 0:
@@ -216,7 +221,6 @@ class Session:
             log.exception("internal error in %s from client %s", cmd.method, self.client_id, exc_info=exc)
         if cmd.method == "connect":
             self._unusable = True
-            self._connecting = False
         self.node.metrics.reply_error(cmd.method, err.code)
         self.write(encode_error(cmd.id, err))
 

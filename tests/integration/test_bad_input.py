@@ -83,14 +83,8 @@ async def test_bad_request_closes_3501(gateway: Gateway, connected: bool, messag
         await c.aclose()
 
 
-SECOND_CONNECT_BUG = (
-    "server bug: Session._dispatch only rejects connect while CONNECTING (and _connecting is "
-    "never set), so a connect on a CONNECTED session runs _connect again: new client id, user "
-    "switched to the new token's, hub.add_client twice, a second ping timer -- instead of 3501"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=SECOND_CONNECT_BUG)
 async def test_second_connect_closes_3501(gateway: Gateway) -> None:
     c = await json_client(gateway)
     try:
@@ -102,7 +96,6 @@ async def test_second_connect_closes_3501(gateway: Gateway) -> None:
         await c.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason=SECOND_CONNECT_BUG)
 async def test_second_connect_in_same_message_closes_3501(gateway: Gateway) -> None:
     c = await json_client(gateway)
     try:
