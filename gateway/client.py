@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from gateway import __version__, subscription
+from gateway import __version__, commands, subscription
 from gateway.auth import ConnectCredentials
 from gateway.errors import (
     DISCONNECT_CHANNEL_LIMIT,
@@ -29,15 +29,12 @@ from gateway.errors import (
     DISCONNECT_INTERNAL,
     DISCONNECT_INVALID_TOKEN,
     DISCONNECT_NO_PONG,
-    DISCONNECT_NOT_AVAILABLE,
     DISCONNECT_SLOW,
     DISCONNECT_STALE,
     ERROR_ALREADY_SUBSCRIBED,
     ERROR_BAD_REQUEST,
     ERROR_INTERNAL,
     ERROR_LIMIT_EXCEEDED,
-    ERROR_METHOD_NOT_FOUND,
-    ERROR_NOT_AVAILABLE,
     ERROR_PERMISSION_DENIED,
     ERROR_UNKNOWN_CHANNEL,
     UNSUBSCRIBE_EXPIRED,
@@ -56,7 +53,6 @@ from gateway.protocol import (
     encode_push,
     encode_reply,
 )
-from gateway.rpc import RpcContext
 
 if TYPE_CHECKING:
     from gateway.config import ChannelOptions
@@ -173,11 +169,13 @@ class Session:
         if self.state is State.CLOSED:
             return
         try:
-            commands = decode_commands(data, self.node.config.shardgate.max_commands_per_frame)
+            commands = decode_commands(data, self.node.config.shardgate.max_commands_per_frame, time.perf_counter())
         except Disconnect as exc:
             self.close(exc)
             return
+        stats = self.node.metrics
         for cmd in commands:
+            stats.received(cmd.method or "pong", len(data))
             if self.closed:
                 return
             self._dispatch(cmd)
@@ -210,9 +208,9 @@ class Session:
         try:
             handler(self, cmd)
         except Exception as exc:
-            self._fail(cmd, exc)
+            self.fail(cmd, exc)
 
-    def _fail(self, cmd: Command, exc: BaseException) -> None:
+    def fail(self, cmd: Command, exc: BaseException) -> None:
         err = classify(exc)
         if isinstance(err, Disconnect):
             self.close(err)
@@ -221,19 +219,27 @@ class Session:
             log.exception("internal error in %s from client %s", cmd.method, self.client_id, exc_info=exc)
         if cmd.method == "connect":
             self._unusable = True
-        self.node.metrics.reply_error(cmd.method, err.code)
-        self.write(encode_error(cmd.id, err))
+        stats = self.node.metrics
+        stats.reply_error(cmd.method, err.code)
+        data = encode_error(cmd.id, err)
+        stats.sent("error", len(data))
+        stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)
+        self.write(data)
 
-    def _reply(self, cmd: Command, result: dict[str, Any]) -> None:
-        self.write(encode_reply(cmd.id, cmd.method, result))
+    def reply(self, cmd: Command, result: dict[str, Any]) -> None:
+        data = encode_reply(cmd.id, cmd.method, result)
+        stats = self.node.metrics
+        stats.sent("reply", len(data))
+        stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)
+        self.write(data)
 
-    def _channel(self, cmd: Command) -> str:
+    def channel_of(self, cmd: Command) -> str:
         channel = cmd.body.get("channel")
         if not isinstance(channel, str) or not channel:
             raise Disconnect(3501, "bad request: channel required")
         return channel
 
-    def _options(self, channel: str) -> ChannelOptions:
+    def options_for(self, channel: str) -> ChannelOptions:
         cfg = self.node.config
         if len(channel) > cfg.channel.max_length or not channel.isascii():
             raise ERROR_BAD_REQUEST
@@ -242,12 +248,12 @@ class Session:
             raise ERROR_UNKNOWN_CHANNEL
         return opts
 
-    def _owner_call(self, cmd: Command, channel: str, body: dict[str, Any],
+    def owner_call(self, cmd: Command, channel: str, body: dict[str, Any],
                     on_result: Callable[[dict[str, Any]], None]) -> None:
         """Send ``cmd`` to the channel's owner; ``on_result`` runs with its answer."""
         self.node.request(channel, cmd.method, body, self._owner_done(cmd, on_result))
 
-    def _info(self, chan_info: Any = None) -> dict[str, Any]:
+    def client_info(self, chan_info: Any = None) -> dict[str, Any]:
         return client_info(self.user, self.client_id, self.conn_info, chan_info)
 
     # -- connect, refresh, ping -----------------------------------------------------------------
@@ -285,7 +291,7 @@ class Session:
         if creds.channels:
             self._server_side_subscribe(cmd, creds.channels, result)
         else:
-            self._reply(cmd, result)
+            self.reply(cmd, result)
 
     def _server_side_subscribe(self, cmd: Command, channels: tuple[str, ...], result: dict[str, Any]) -> None:
         """Subscribe the token's ``channels`` claim, then reply to connect with ``subs``.
@@ -328,13 +334,13 @@ class Session:
                 if subs:
                     result["subs"] = subs
                 held, self._held = self._held, None
-                self._reply(cmd, result)
+                self.reply(cmd, result)
                 for data in held or ():
                     self.write(data)
 
         if not plans:
             self._held = None
-            self._reply(cmd, result)
+            self.reply(cmd, result)
             return
         for params in plans:
             self._start_subscription(params, functools.partial(on_subscribed, params.channel))
@@ -367,7 +373,7 @@ class Session:
         self._set_expiry(creds.expire_at, now, result)
         if creds.info is not None:
             self.conn_info = creds.info
-        self._reply(cmd, result)
+        self.reply(cmd, result)
 
     def _schedule_ping(self, first: bool = False) -> None:
         interval = self.node.config.client.ping_interval
@@ -380,6 +386,7 @@ class Session:
         if self.state is not State.CONNECTED:
             return
         self.write(PING)
+        self.node.metrics.sent("ping", len(PING))
         if not self._ping_outstanding:
             self._ping_outstanding = True
             self._pong_timer = self.node.loop.call_later(
@@ -399,11 +406,11 @@ class Session:
 
     def _subscribe(self, cmd: Command) -> None:
         node = self.node
-        channel = self._channel(cmd)
+        channel = self.channel_of(cmd)
         body = cmd.body
         if body.get("delta"):
             raise Disconnect(3501, "bad request: delta not supported")
-        opts = self._options(channel)
+        opts = self.options_for(channel)
         if channel in self.subs:
             raise ERROR_ALREADY_SUBSCRIBED
         limit = node.config.client.channel_limit
@@ -428,9 +435,9 @@ class Session:
 
         def on_subscribed(result: dict[str, Any] | None, error: ClientError | None) -> None:
             if error is not None:
-                self._fail(cmd, error)
+                self.fail(cmd, error)
             else:
-                self._reply(cmd, result or {})
+                self.reply(cmd, result or {})
 
         self._start_subscription(params, on_subscribed)
 
@@ -471,7 +478,7 @@ class Session:
                                int(answer.get("offset", 0)))
             done(result, None)
 
-        node.request(channel, "subscribe", subscription.owner_request(params, self._info(params.chan_info)),
+        node.request(channel, "subscribe", subscription.owner_request(params, self.client_info(params.chan_info)),
                      on_answer)
 
     def _owner_done(self, cmd: Command, on_result: Callable[[dict[str, Any]], None]
@@ -480,12 +487,12 @@ class Session:
             if self.state is State.CLOSED:
                 return
             if error is not None:
-                self._fail(cmd, error)
+                self.fail(cmd, error)
                 return
             try:
                 on_result(result or {})
             except Exception as exc:
-                self._fail(cmd, exc)
+                self.fail(cmd, exc)
         return done
 
     def _may_subscribe(self, channel: str, opts: ChannelOptions) -> bool:
@@ -503,7 +510,7 @@ class Session:
             self.server_unsubscribe(channel, UNSUBSCRIBE_EXPIRED)
 
     def _sub_refresh(self, cmd: Command) -> None:
-        channel = self._channel(cmd)
+        channel = self.channel_of(cmd)
         sub = self.subs.get(channel)
         if sub is None or sub.status is not SubStatus.SUBSCRIBED:
             raise ERROR_PERMISSION_DENIED
@@ -524,12 +531,12 @@ class Session:
             result["ttl"] = max(1, int(creds.expire_at - now))
             delay = creds.expire_at - now + self.node.config.client.expired_sub_close_delay
             sub.timer = self.node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
-        self._reply(cmd, result)
+        self.reply(cmd, result)
 
     def _unsubscribe(self, cmd: Command) -> None:
-        channel = self._channel(cmd)
+        channel = self.channel_of(cmd)
         self._drop_sub(channel)
-        self._reply(cmd, {})
+        self.reply(cmd, {})
 
     def _drop_sub(self, channel: str) -> bool:
         sub = self.subs.pop(channel, None)
@@ -549,6 +556,59 @@ class Session:
             body = orjson.dumps({"code": reason.code, "reason": reason.reason})
             self.write(encode_push(channel, "unsubscribe", body))
 
+    def server_subscribe(self, channel: str, request: dict[str, Any]) -> None:
+        """A subscription made by the server API: the client learns of it from a push."""
+        node = self.node
+        if self.state is not State.CONNECTED or channel in self.subs:
+            return
+        opts = node.config.channel_options(channel)
+        if opts is None or len(channel) > node.config.channel.max_length or not channel.isascii():
+            log.warning("client %s: server subscribe to unknown or invalid channel %r", self.client_id, channel)
+            return
+        limit = node.config.client.channel_limit
+        if limit and len(self.subs) >= limit:
+            self.close(DISCONNECT_CHANNEL_LIMIT)
+            return
+        since = request.get("recover_since")
+        wanted: dict[str, Any] = {}
+        if isinstance(since, dict):
+            wanted = {"recover": True, "offset": since.get("offset") or 0, "epoch": since.get("epoch") or ""}
+        expire_at = request.get("expire_at")
+        try:
+            params = subscription.plan(channel, opts, wanted, chan_info=request.get("info"),
+                                       expire_at=expire_at if type(expire_at) is int and expire_at > 0 else None)
+        except ClientError:
+            log.warning("client %s: bad recover_since for %r", self.client_id, channel)
+            return
+        data = request.get("data")
+
+        def done(result: dict[str, Any] | None, error: ClientError | None) -> None:
+            if error is not None or result is None:
+                log.warning("client %s: server subscribe to %r failed: %s", self.client_id, channel, error)
+                return
+            keys = ("recoverable", "epoch", "offset", "positioned")
+            push: dict[str, Any] = {k: result[k] for k in keys if k in result}
+            if data is not None:
+                push["data"] = data
+            self.write(encode_push(channel, "subscribe", orjson.dumps(push)))
+            for pub in result.get("publications") or ():
+                self.write(encode_push(channel, "pub", orjson.dumps(pub)))
+
+        self._start_subscription(params, done)
+
+    def server_refresh(self, request: dict[str, Any]) -> None:
+        """The server API changed this connection's expiry or info."""
+        if self.state is not State.CONNECTED:
+            return
+        if request.get("expired"):
+            self.close(DISCONNECT_EXPIRED)
+            return
+        if "info" in request:
+            self.conn_info = request["info"]
+        expire_at = request.get("expire_at")
+        if type(expire_at) is int:
+            self._set_expiry(expire_at if expire_at > 0 else None, self.node.clock(), {})
+
     def on_stream_gap(self, channel: str) -> None:
         sub = self.subs.get(channel)
         if sub is not None and sub.positioned:
@@ -556,93 +616,9 @@ class Session:
 
     # -- channel commands -----------------------------------------------------------------------
 
-    def _subscribed(self, channel: str) -> bool:
+    def is_subscribed(self, channel: str) -> bool:
         sub = self.subs.get(channel)
         return sub is not None and sub.status is SubStatus.SUBSCRIBED
-
-    def _allowed(self, channel: str, for_subscriber: bool, for_client: bool, for_anonymous: bool) -> bool:
-        if for_subscriber and self._subscribed(channel):
-            return True
-        return for_client and (bool(self.user) or for_anonymous)
-
-    def _publish(self, cmd: Command) -> None:
-        channel = self._channel(cmd)
-        opts = self._options(channel)
-        if not self._allowed(channel, opts.allow_publish_for_subscriber, opts.allow_publish_for_client,
-                             opts.allow_publish_for_anonymous):
-            raise ERROR_PERMISSION_DENIED
-        if "data" not in cmd.body:
-            raise ERROR_BAD_REQUEST
-        sub = self.subs.get(channel)
-        request = {"channel": channel, "data": cmd.body["data"],
-                   "info": self._info(sub.chan_info if sub else None)}
-        self._owner_call(cmd, channel, request, lambda res: self._reply(cmd, {}))
-
-    def _presence(self, cmd: Command) -> None:
-        channel = self._channel(cmd)
-        opts = self._options(channel)
-        if not opts.presence:
-            raise ERROR_NOT_AVAILABLE
-        if not self._allowed(channel, opts.allow_presence_for_subscriber, opts.allow_presence_for_client,
-                             opts.allow_presence_for_anonymous):
-            raise ERROR_PERMISSION_DENIED
-        self._owner_call(cmd, channel, {"channel": channel}, lambda res: self._reply(cmd, res))
-
-    def _history(self, cmd: Command) -> None:
-        channel = self._channel(cmd)
-        opts = self._options(channel)
-        if not opts.history_enabled:
-            raise ERROR_NOT_AVAILABLE
-        if not self._allowed(channel, opts.allow_history_for_subscriber, opts.allow_history_for_client,
-                             opts.allow_history_for_anonymous):
-            raise ERROR_PERMISSION_DENIED
-        body = cmd.body
-        max_limit = self.node.config.client.history_max_publication_limit
-        limit = body.get("limit") or 0
-        if type(limit) is not int:
-            raise ERROR_BAD_REQUEST
-        if limit < 0 or limit > max_limit:
-            limit = max_limit
-        request: dict[str, Any] = {"channel": channel, "limit": limit, "reverse": bool(body.get("reverse"))}
-        since = body.get("since")
-        if since is not None:
-            if not isinstance(since, dict) or type(since.get("offset", 0)) is not int:
-                raise ERROR_BAD_REQUEST
-            if request["reverse"] and not since.get("offset"):
-                raise ERROR_BAD_REQUEST
-            request["since"] = {"offset": since.get("offset", 0), "epoch": str(since.get("epoch") or "")}
-        self._owner_call(cmd, channel, request, lambda res: self._reply(cmd, res))
-
-    # -- rpc and send ---------------------------------------------------------------------------
-
-    def _rpc(self, cmd: Command) -> None:
-        method = cmd.body.get("method", "")
-        handler = self.node.rpc.get(method) if isinstance(method, str) else None
-        if handler is None:
-            raise ERROR_METHOD_NOT_FOUND
-        ctx = RpcContext(self.client_id, self.user, self.conn_info)
-        result = handler(ctx, cmd.body.get("data"))
-        if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            task.add_done_callback(lambda t: self._rpc_done(cmd, t))
-            return
-        self._reply(cmd, {"data": result} if result is not None else {})
-
-    def _rpc_done(self, cmd: Command, task: asyncio.Future[Any]) -> None:
-        if self.state is State.CLOSED:
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._fail(cmd, exc)
-            return
-        result = task.result()
-        self._reply(cmd, {"data": result} if result is not None else {})
-
-    def _send(self, cmd: Command) -> None:
-        handler = self.node.message_handler
-        if handler is None:
-            raise DISCONNECT_NOT_AVAILABLE
-        handler(self, cmd.body.get("data"))
 
     def push_message(self, data: Any) -> None:
         """An async ``message`` push to this connection."""
@@ -689,12 +665,12 @@ _HANDLERS: dict[str, Callable[[Session, Command], None]] = {
     "connect": Session._connect,
     "subscribe": Session._subscribe,
     "unsubscribe": Session._unsubscribe,
-    "publish": Session._publish,
-    "presence": Session._presence,
-    "presence_stats": Session._presence,
-    "history": Session._history,
-    "rpc": Session._rpc,
-    "send": Session._send,
+    "publish": commands.publish,
+    "presence": commands.presence,
+    "presence_stats": commands.presence,
+    "history": commands.history,
+    "rpc": commands.rpc,
+    "send": commands.send,
     "refresh": Session._refresh,
     "sub_refresh": Session._sub_refresh,
 }

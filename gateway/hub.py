@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.errors import Disconnect, Unsubscribe
+from gateway.stats import Stats
 from sharding.envelope import FLAG_JOIN_LEAVE
 
 __all__ = ["Hub", "Subscriber", "LocalChannel"]
 
 
 class Subscriber(Protocol):
-    """What the hub needs from a connection."""
+    """What the hub, and the control actions acting through it, need from a connection."""
 
     client_id: str
     user: str
@@ -33,6 +34,10 @@ class Subscriber(Protocol):
 
     def close(self, disconnect: Disconnect) -> None: ...
 
+    def server_subscribe(self, channel: str, request: dict[str, Any]) -> None: ...
+
+    def server_refresh(self, request: dict[str, Any]) -> None: ...
+
 
 @dataclass(slots=True)
 class LocalChannel:
@@ -44,7 +49,8 @@ class LocalChannel:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, stats: Stats | None = None) -> None:
+        self.stats = stats or Stats()
         self.channels: dict[str, LocalChannel] = {}
         self.clients: dict[str, Subscriber] = {}
         self.users: dict[str, set[str]] = {}
@@ -122,7 +128,10 @@ class Hub:
                 if join_leave:
                     sub.write(data)
                     count += 1
+            self.stats.sent("join_leave", len(data), count)
             return count
         for sub in local.subscribers:
             sub.write(data)
-        return len(local.subscribers)
+        count = len(local.subscribers)
+        self.stats.sent("publication", len(data), count)
+        return count

@@ -20,6 +20,7 @@ import orjson
 
 from gateway.auth import TokenVerifier
 from gateway.config import Config
+from gateway.control import Control
 from gateway.errors import UNSUBSCRIBE_INSUFFICIENT_STATE, ClientError
 from gateway.hub import Hub
 from gateway.rpc import RpcRegistry, echo, load_handler
@@ -29,7 +30,7 @@ from sharding.envelope import Envelope, Kind
 from sharding.hashing import owner
 from sharding.ids import make_client_id
 
-__all__ = ["Node", "Bus", "Flusher", "ReplyCallback", "ERROR_SHARD_UNAVAILABLE"]
+__all__ = ["Node", "Bus", "Flusher", "ReplyCallback", "ERROR_SHARD_UNAVAILABLE", "CONTROL_PREFIX"]
 
 log = logging.getLogger("shardgate.node")
 
@@ -38,6 +39,8 @@ ReplyCallback = Callable[[dict[str, Any] | None, ClientError | None], None]
 # A shard that cannot be reached or does not answer in time: temporary, the SDKs retry.
 ERROR_SHARD_UNAVAILABLE = ClientError(100, "internal server error: shard unavailable", temporary=True)
 
+# Requests addressed to a slot (not routed by channel) carry this method prefix.
+CONTROL_PREFIX = "ctl."
 _HELLO_RETRY = 0.02
 _MAX_EXPIRED = 10_000
 
@@ -93,13 +96,15 @@ class Node:
         self.clock = clock
         self.rng = rng or random.Random()
         self.incarnation = self.rng.getrandbits(32)
-        self.hub = Hub()
-        self.flusher = Flusher(loop)
         self.metrics = Stats()
+        self.hub = Hub(self.metrics)
+        self.flusher = Flusher(loop)
         self.shard = OwnerShard(config, self._fanout, clock, self.rng)
         self.verifier = TokenVerifier(config.client.token)
         sub_keys = config.client.subscription_token
         self.sub_verifier = TokenVerifier(sub_keys) if sub_keys.configured else self.verifier
+        self.control = Control(self)
+        self.started_at = clock()
         self.rpc = RpcRegistry()
         self.message_handler: Callable[[Any, Any], None] | None = None
         for method, target in config.shardgate.rpc_handlers:
@@ -140,6 +145,10 @@ class Node:
         elif self.on_peer_change is not None:
             self.on_peer_change()
 
+    @property
+    def pending_requests(self) -> int:
+        return len(self._pending)
+
     def new_client_id(self) -> str:
         return make_client_id(self.slot, self.rng)
 
@@ -150,15 +159,21 @@ class Node:
 
     def request(self, channel: str, method: str, body: dict[str, Any], callback: ReplyCallback) -> None:
         """Run ``method`` on the channel's owner; ``callback`` gets (result, None) or (None, error)."""
-        slot = self.owner(channel)
+        self._request(self.owner(channel), method, body, callback, channel)
+
+    def request_slot(self, slot: int, method: str, body: dict[str, Any], callback: ReplyCallback) -> None:
+        """Run a control ``method`` (see ``gateway.control``) on the worker in ``slot``."""
+        self._request(slot, CONTROL_PREFIX + method, body, callback, "")
+
+    def _request(self, slot: int, method: str, body: dict[str, Any], callback: ReplyCallback, channel: str) -> None:
         if slot == self.slot or self.bus is None:
             try:
-                result = self.shard.handle(method, body, self.slot)
+                result = self._handle(method, body, self.slot)
             except ClientError as exc:
                 callback(None, exc)
                 return
             except Exception:
-                log.exception("owner operation %s on %r failed", method, channel)
+                log.exception("operation %s on %r failed", method, channel)
                 callback(None, ClientError(100, "internal server error", temporary=True))
                 return
             callback(result, None)
@@ -171,12 +186,53 @@ class Node:
         deadline = self.clock() + self.config.shardgate.bus_request_timeout
         self._pending[self._corr] = _Pending(deadline, callback, slot, method, channel, body)
 
+    def _handle(self, method: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
+        if method.startswith(CONTROL_PREFIX):
+            return self.control.handle(method[len(CONTROL_PREFIX):], body)
+        return self.shard.handle(method, body, origin)
+
+    # -- awaitable forms, for the HTTP API (never on the client hot path) ------------------------
+
+    def _future(self) -> tuple[asyncio.Future[dict[str, Any]], ReplyCallback]:
+        future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+
+        def done(result: dict[str, Any] | None, error: ClientError | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result or {})
+
+        return future, done
+
+    async def call(self, channel: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        future, done = self._future()
+        self.request(channel, method, body, done)
+        return await future
+
+    async def call_slot(self, slot: int, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        future, done = self._future()
+        self.request_slot(slot, method, body, done)
+        return await future
+
+    async def survey(self, method: str, body: dict[str, Any]) -> list[tuple[int, dict[str, Any] | None]]:
+        """Ask every slot; a slot that fails or does not answer in time gives None."""
+
+        async def one(slot: int) -> tuple[int, dict[str, Any] | None]:
+            try:
+                return slot, await self.call_slot(slot, method, body)
+            except ClientError:
+                return slot, None
+
+        return list(await asyncio.gather(*(one(slot) for slot in range(self.workers))))
+
     def notify(self, channel: str, method: str, body: dict[str, Any]) -> None:
         """A one-way owner operation (no answer)."""
         slot = self.owner(channel)
         if slot == self.slot or self.bus is None:
             try:
-                self.shard.handle(method, body, self.slot)
+                self._handle(method, body, self.slot)
             except Exception:
                 log.exception("owner notify %s on %r failed", method, channel)
             return
@@ -222,7 +278,7 @@ class Node:
             if env is None:
                 kind = Kind.PUBLICATION if offset else Kind.DELIVER
                 env = Envelope(kind, self.slot, offset=offset, flags=flags, channel=channel, epoch=epoch,
-                               payload=data)
+                               payload=data, ts=self.clock())
             if not self.bus.send(slot, env):
                 # The peer's queue is full or it is down; a positioned subscriber there
                 # will see the gap by offset and resubscribe with recovery.
@@ -233,6 +289,7 @@ class Node:
     def on_envelope(self, env: Envelope) -> None:
         kind = env.kind
         if kind is Kind.PUBLICATION or kind is Kind.DELIVER:
+            self.metrics.bus_latency.observe(max(0.0, self.clock() - env.ts))
             self.hub.deliver(env.channel, env.payload, env.offset, env.epoch, env.flags)
         elif kind is Kind.REQUEST:
             self._on_request(env)
@@ -240,7 +297,7 @@ class Node:
             self._on_reply(env)
         elif kind is Kind.NOTIFY:
             try:
-                self.shard.handle(env.channel, orjson.loads(env.payload), env.origin)
+                self._handle(env.channel, orjson.loads(env.payload), env.origin)
             except Exception:
                 log.exception("notify %s from slot %d failed", env.channel, env.origin)
         elif kind is Kind.HELLO:
@@ -249,7 +306,7 @@ class Node:
     def _on_request(self, env: Envelope) -> None:
         assert self.bus is not None
         try:
-            result = self.shard.handle(env.channel, orjson.loads(env.payload), env.origin)
+            result = self._handle(env.channel, orjson.loads(env.payload), env.origin)
             reply = Envelope(Kind.REPLY, self.slot, corr=env.corr, payload=orjson.dumps(result))
         except ClientError as exc:
             reply = Envelope(Kind.REPLY, self.slot, corr=env.corr, flags=1, payload=orjson.dumps(exc.as_dict()))

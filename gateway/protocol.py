@@ -53,13 +53,14 @@ class Command:
     id: int
     method: str  # "" for the empty command, which is a pong
     body: dict[str, Any]
+    received_at: float = 0.0  # perf_counter() when its message arrived (command duration metric)
 
 
 def _bad(reason: str) -> Disconnect:
     return Disconnect(DISCONNECT_BAD_REQUEST.code, reason)
 
 
-def decode_commands(data: bytes, max_commands: int) -> list[Command]:
+def decode_commands(data: bytes, max_commands: int, received_at: float = 0.0) -> list[Command]:
     """Decode one WebSocket message into commands.
 
     Raises:
@@ -100,7 +101,7 @@ def decode_commands(data: bytes, max_commands: int) -> list[Command]:
             body = {}
         if not isinstance(body, dict):
             raise _bad("request is not an object")
-        commands.append(Command(cmd_id, method, body))
+        commands.append(Command(cmd_id, method, body, received_at))
     return commands
 
 

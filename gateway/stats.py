@@ -1,14 +1,41 @@
-"""Per-worker counters the node and sessions update on the hot path.
+"""Per-worker counters and histograms the hot path updates.
 
-Plain integers in dicts: cheap to bump, and the exporter (Prometheus, the info API)
-reads them when asked instead of the hot path calling into a metrics library.
+Plain integers in dicts: cheap to bump. The exporters (Prometheus in ``gateway.metrics``,
+the ``info`` API, ``shardgate status``) read :meth:`Stats.snapshot` when asked, usually
+through a bus survey, instead of the hot path calling into a metrics library.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
+from typing import Any
 
-__all__ = ["Stats"]
+__all__ = ["Stats", "Histogram", "DURATION_BUCKETS", "LATENCY_BUCKETS", "BATCH_BUCKETS"]
+
+DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Histogram:
+    """Cumulative-on-export bucket counts, like a Prometheus histogram."""
+
+    __slots__ = ("bounds", "count", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"bounds": list(self.bounds), "counts": list(self.counts), "sum": self.total, "count": self.count}
 
 
 class Stats:
@@ -19,8 +46,15 @@ class Stats:
         self.reply_errors: Counter[tuple[str, int]] = Counter()
         self.recovered: Counter[bool] = Counter()
         self.subscriptions_accepted = 0
+        self.messages_in: Counter[str] = Counter()  # by command method ("pong" for {})
+        self.bytes_in = 0
+        self.messages_out: Counter[str] = Counter()  # by type: reply, error, pub, join, leave, ping, ...
+        self.bytes_out: Counter[str] = Counter()
+        self.commands: dict[str, Histogram] = {}
         self.bus_dropped = 0
         self.bus_bad_envelopes = 0
+        self.bus_latency = Histogram(LATENCY_BUCKETS)
+        self.bus_batch = Histogram(BATCH_BUCKETS)
 
     def connected(self) -> None:
         self.connections += 1
@@ -39,3 +73,37 @@ class Stats:
         self.subscriptions_accepted += 1
         if recovering:
             self.recovered[recovered] += 1
+
+    def received(self, method: str, size: int) -> None:
+        self.messages_in[method] += 1
+        self.bytes_in += size
+
+    def sent(self, kind: str, size: int, count: int = 1) -> None:
+        self.messages_out[kind] += count
+        self.bytes_out[kind] += size * count
+
+    def command_done(self, method: str, seconds: float) -> None:
+        hist = self.commands.get(method)
+        if hist is None:
+            hist = self.commands[method] = Histogram(DURATION_BUCKETS)
+        hist.observe(seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able copy for surveys (tuple keys become "method:code" strings)."""
+        return {
+            "connections": self.connections,
+            "connections_accepted": self.connections_accepted,
+            "disconnects": {str(k): v for k, v in self.disconnects.items()},
+            "reply_errors": {f"{m}:{c}": v for (m, c), v in self.reply_errors.items()},
+            "recovered": {str(k).lower(): v for k, v in self.recovered.items()},
+            "subscriptions_accepted": self.subscriptions_accepted,
+            "messages_in": dict(self.messages_in),
+            "bytes_in": self.bytes_in,
+            "messages_out": dict(self.messages_out),
+            "bytes_out": dict(self.bytes_out),
+            "commands": {m: h.snapshot() for m, h in self.commands.items()},
+            "bus_dropped": self.bus_dropped,
+            "bus_bad_envelopes": self.bus_bad_envelopes,
+            "bus_latency": self.bus_latency.snapshot(),
+            "bus_batch": self.bus_batch.snapshot(),
+        }

@@ -15,7 +15,7 @@ from enum import IntEnum
 __all__ = ["VERSION", "Kind", "Envelope", "EnvelopeError", "encode", "decode", "FLAG_JOIN_LEAVE"]
 
 VERSION = 1
-_HEADER = struct.Struct("!BBBHIQ")  # version, kind, flags, origin slot, correlation id, offset
+_HEADER = struct.Struct("!BBBHIQd")  # version, kind, flags, origin slot, correlation id, offset, sent at
 
 # DELIVER flag: only subscribers that asked for join/leave pushes receive it.
 FLAG_JOIN_LEAVE = 1
@@ -44,10 +44,11 @@ class Envelope:
     channel: str = ""
     epoch: str = ""
     payload: bytes = b""
+    ts: float = 0.0  # unix time the sender built it (publish-to-delivery latency)
 
 
 def encode(env: Envelope) -> list[bytes]:
-    header = _HEADER.pack(VERSION, env.kind, env.flags, env.origin, env.corr, env.offset)
+    header = _HEADER.pack(VERSION, env.kind, env.flags, env.origin, env.corr, env.offset, env.ts)
     return [header, env.channel.encode("utf-8"), env.epoch.encode("ascii"), env.payload]
 
 
@@ -57,11 +58,11 @@ def decode(frames: list[bytes]) -> Envelope:
     header, channel, epoch, payload = frames
     if len(header) != _HEADER.size:
         raise EnvelopeError("bad header size")
-    version, kind, flags, origin, corr, offset = _HEADER.unpack(header)
+    version, kind, flags, origin, corr, offset, ts = _HEADER.unpack(header)
     if version != VERSION:
         raise EnvelopeError(f"unsupported envelope version {version}")
     try:
         return Envelope(Kind(kind), origin, corr, offset, flags, channel.decode("utf-8"),
-                        epoch.decode("ascii"), payload)
+                        epoch.decode("ascii"), payload, ts)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EnvelopeError(str(exc)) from None

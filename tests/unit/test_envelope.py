@@ -119,5 +119,6 @@ def test_envelope_error_is_value_error() -> None:
 
 
 def test_header_is_network_order() -> None:
-    header = encode(Envelope(Kind.PUBLICATION, origin=0x0102, corr=0x03040506, offset=0x0708, flags=1))[0]
-    assert header == struct.pack("!BBBHIQ", VERSION, 4, 1, 0x0102, 0x03040506, 0x0708)
+    header = encode(Envelope(Kind.PUBLICATION, origin=0x0102, corr=0x03040506, offset=0x0708, flags=1,
+                             ts=1.5))[0]
+    assert header == struct.pack("!BBBHIQd", VERSION, 4, 1, 0x0102, 0x03040506, 0x0708, 1.5)
