@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
 import secrets
 import sys
 from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, dev_config, load_config
+from gateway.logs import setup_logging
 
 __all__ = ["main"]
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
-
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -29,6 +27,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--internal-port", type=int, help="internal port for /health (http_server.internal_port)")
     p.add_argument("--workers", type=int, help="worker processes (shardgate.workers); default: CPU count")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"], help="human lines (default) or JSON lines")
+    p.add_argument("--pid-file", help="write the supervisor pid here (shardgate.pid_file)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -66,11 +66,10 @@ def _serve(args: argparse.Namespace) -> int:
     config, dev_secret = _load(args.config)
     config = config.with_overrides(address=args.host, port=args.port, internal_port=args.internal_port,
                                    workers=args.workers)
+    if args.pid_file:
+        config = dataclasses.replace(config, shardgate=dataclasses.replace(config.shardgate, pid_file=args.pid_file))
     _check_loadable(config)
-    level = (args.log_level or config.shardgate.log_level).upper()
-    logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
-    # picows logs every accepted connection at INFO: far too chatty for a gateway.
-    logging.getLogger("picows").setLevel(max(logging.WARNING, logging.getLogger().level))
+    setup_logging(args.log_level or config.shardgate.log_level, args.log_format or config.shardgate.log_format)
 
     def announce(sup: Supervisor) -> None:
         host = sup.host if ":" not in sup.host else f"[{sup.host}]"

@@ -44,6 +44,7 @@ from gateway.errors import (
     Unsubscribe,
     classify,
 )
+from gateway.logs import RateLimit
 from gateway.protocol import (
     PING,
     Command,
@@ -61,6 +62,10 @@ if TYPE_CHECKING:
 __all__ = ["Session", "Transport", "State"]
 
 log = logging.getLogger("shardgate.client")
+
+# Normal endings are not logged; every other disconnect is, at most 100 per 10 s per worker.
+_QUIET_CODES = frozenset({1000, 1001, 3000, 3001})
+_DISCONNECT_LOG = RateLimit(burst=100, period=10.0)
 
 
 class Transport(Protocol):
@@ -630,11 +635,13 @@ class Session:
         """Flush what is queued, send CLOSE with the code, and release everything."""
         if self.state is State.CLOSED:
             return
-        if disconnect.code >= 3000 and disconnect.code not in (3000,):
+        if disconnect.code >= 3000:
             self.node.metrics.disconnected(disconnect.code)
-            if disconnect.code not in (3001,):
-                log.info("disconnect client=%s user=%s code=%d reason=%s", self.client_id, self.user,
-                         disconnect.code, disconnect.reason)
+        if disconnect.code not in _QUIET_CODES and _DISCONNECT_LOG.allow():
+            suppressed = _DISCONNECT_LOG.take_suppressed()
+            log.info("disconnect client=%s user=%s code=%d reason=%s%s", self.client_id, self.user,
+                     disconnect.code, disconnect.reason,
+                     f" (and {suppressed} more not logged)" if suppressed else "")
         if not self._slow:
             self.flush()
         self._release()

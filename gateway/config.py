@@ -149,6 +149,8 @@ class WebSocketConfig:
 @dataclass(frozen=True, slots=True)
 class HttpApiConfig:
     key: str = ""
+    insecure: bool = False  # no key check at all (only behind a trusted network boundary)
+    error_mode: str = ""  # "" = errors in the body with HTTP 200; "transport" = HTTP status codes
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,9 @@ class ShardgateConfig:
     rpc_handlers: tuple[tuple[str, str], ...] = ()  # (rpc method, "package.module:function")
     boot_failure_limit: int = 5  # consecutive boot failures of one slot before the supervisor stops
     log_level: str = "info"  # debug|info|warning|error
+    log_format: str = "text"  # text|json
+    api_max_body_size: int = 1048576  # bytes of one server API request; more gets HTTP 413
+    pid_file: str = ""  # where the supervisor writes its pid ("" = none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +437,12 @@ def _read_websocket(t: _Table) -> WebSocketConfig:
 
 
 def _read_http_api(t: _Table) -> HttpApiConfig:
-    return HttpApiConfig(key=t.get_str("key", HttpApiConfig().key))
+    d = HttpApiConfig()
+    return HttpApiConfig(
+        key=t.get_str("key", d.key),
+        insecure=t.get_bool("insecure", d.insecure),
+        error_mode=t.get_str("error_mode", d.error_mode, choices=("", "transport")),
+    )
 
 
 _OPTION_BOOLS = tuple(f.name for f in dataclasses.fields(ChannelOptions) if f.type in ("bool", bool))
@@ -509,6 +519,9 @@ def _read_shardgate(t: _Table) -> ShardgateConfig:
         rpc_handlers=_read_rpc_handlers(t.table("rpc_handlers")),
         boot_failure_limit=t.get_int("boot_failure_limit", d.boot_failure_limit, minimum=1),
         log_level=t.get_str("log_level", d.log_level, choices=_LOG_LEVELS),
+        log_format=t.get_str("log_format", d.log_format, choices=("text", "json")),
+        api_max_body_size=t.get_int("api_max_body_size", d.api_max_body_size, minimum=1024),
+        pid_file=t.get_str("pid_file", d.pid_file),
     )
 
 

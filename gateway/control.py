@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,8 @@ class Control:
             cpu_times = self._process.cpu_times()
             cpu_percent = self._process.cpu_percent(None)
         return {
+            "uid": f"{node.incarnation:08x}-{node.slot}",
+            "name": f"{socket.gethostname()}.{node.slot}",
             "slot": node.slot,
             "pid": os.getpid(),
             "version": __version__,

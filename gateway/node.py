@@ -161,11 +161,13 @@ class Node:
         """Run ``method`` on the channel's owner; ``callback`` gets (result, None) or (None, error)."""
         self._request(self.owner(channel), method, body, callback, channel)
 
-    def request_slot(self, slot: int, method: str, body: dict[str, Any], callback: ReplyCallback) -> None:
+    def request_slot(self, slot: int, method: str, body: dict[str, Any], callback: ReplyCallback,
+                     timeout: float | None = None) -> None:
         """Run a control ``method`` (see ``gateway.control``) on the worker in ``slot``."""
-        self._request(slot, CONTROL_PREFIX + method, body, callback, "")
+        self._request(slot, CONTROL_PREFIX + method, body, callback, "", timeout)
 
-    def _request(self, slot: int, method: str, body: dict[str, Any], callback: ReplyCallback, channel: str) -> None:
+    def _request(self, slot: int, method: str, body: dict[str, Any], callback: ReplyCallback, channel: str,
+                 timeout: float | None = None) -> None:
         if slot == self.slot or self.bus is None:
             try:
                 result = self._handle(method, body, self.slot)
@@ -183,7 +185,7 @@ class Node:
         if not self.bus.send(slot, env):
             callback(None, ERROR_SHARD_UNAVAILABLE)
             return
-        deadline = self.clock() + self.config.shardgate.bus_request_timeout
+        deadline = self.clock() + (timeout or self.config.shardgate.bus_request_timeout)
         self._pending[self._corr] = _Pending(deadline, callback, slot, method, channel, body)
 
     def _handle(self, method: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
@@ -211,17 +213,19 @@ class Node:
         self.request(channel, method, body, done)
         return await future
 
-    async def call_slot(self, slot: int, method: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def call_slot(self, slot: int, method: str, body: dict[str, Any],
+                        timeout: float | None = None) -> dict[str, Any]:
         future, done = self._future()
-        self.request_slot(slot, method, body, done)
+        self.request_slot(slot, method, body, done, timeout)
         return await future
 
-    async def survey(self, method: str, body: dict[str, Any]) -> list[tuple[int, dict[str, Any] | None]]:
+    async def survey(self, method: str, body: dict[str, Any],
+                     timeout: float | None = None) -> list[tuple[int, dict[str, Any] | None]]:
         """Ask every slot; a slot that fails or does not answer in time gives None."""
 
         async def one(slot: int) -> tuple[int, dict[str, Any] | None]:
             try:
-                return slot, await self.call_slot(slot, method, body)
+                return slot, await self.call_slot(slot, method, body, timeout)
             except ClientError:
                 return slot, None
 

@@ -30,6 +30,9 @@ from sharding.envelope import FLAG_JOIN_LEAVE
 
 __all__ = ["OwnerShard", "Fanout"]
 
+_IDEMPOTENCY_WINDOW = 300.0
+_IDEMPOTENCY_MAX = 10_000
+
 # fanout(channel, slots, offset, epoch, flags, push_bytes): deliver an encoded push to the
 # local subscribers of `channel` in each slot (the owner's own slot included).
 Fanout = Callable[[str, Iterable[int], int, str, int, bytes], None]
@@ -56,6 +59,8 @@ class OwnerShard:
         self._clock = clock
         self._rng = rng
         self._channels: dict[str, _Channel] = {}
+        # Server API idempotency keys: (channel, key) -> (valid until, result), like Centrifugo's 5 min.
+        self._idempotent: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -102,6 +107,24 @@ class OwnerShard:
 
     def publish(self, channel: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
         opts = self._options(channel)
+        key = body.get("idempotency_key")
+        if key:
+            cache_key = (channel, str(key))
+            cached = self._idempotent.get(cache_key)
+            if cached is not None and cached[0] > self._clock():
+                return cached[1]
+            result = self._publish(channel, body, opts)
+            self._idempotent[cache_key] = (self._clock() + _IDEMPOTENCY_WINDOW, result)
+            if len(self._idempotent) > _IDEMPOTENCY_MAX:
+                now = self._clock()
+                for k in [k for k, (until, _) in self._idempotent.items() if until <= now]:
+                    del self._idempotent[k]
+                while len(self._idempotent) > _IDEMPOTENCY_MAX:
+                    del self._idempotent[next(iter(self._idempotent))]
+            return result
+        return self._publish(channel, body, opts)
+
+    def _publish(self, channel: str, body: dict[str, Any], opts: ChannelOptions) -> dict[str, Any]:
         state = self._channels.get(channel)
         offset, epoch = 0, ""
         if opts.history_enabled and not body.get("skip_history"):

@@ -51,6 +51,8 @@ class Stats:
         self.messages_out: Counter[str] = Counter()  # by type: reply, error, pub, join, leave, ping, ...
         self.bytes_out: Counter[str] = Counter()
         self.commands: dict[str, Histogram] = {}
+        self.api: dict[str, Histogram] = {}
+        self.api_errors: Counter[tuple[str, int]] = Counter()
         self.bus_dropped = 0
         self.bus_bad_envelopes = 0
         self.bus_latency = Histogram(LATENCY_BUCKETS)
@@ -88,6 +90,15 @@ class Stats:
             hist = self.commands[method] = Histogram(DURATION_BUCKETS)
         hist.observe(seconds)
 
+    def api_done(self, method: str, seconds: float) -> None:
+        hist = self.api.get(method)
+        if hist is None:
+            hist = self.api[method] = Histogram(DURATION_BUCKETS)
+        hist.observe(seconds)
+
+    def api_error(self, method: str, code: int) -> None:
+        self.api_errors[(method, code)] += 1
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy for surveys (tuple keys become "method:code" strings)."""
         return {
@@ -102,6 +113,8 @@ class Stats:
             "messages_out": dict(self.messages_out),
             "bytes_out": dict(self.bytes_out),
             "commands": {m: h.snapshot() for m, h in self.commands.items()},
+            "api": {m: h.snapshot() for m, h in self.api.items()},
+            "api_errors": {f"{m}:{c}": v for (m, c), v in self.api_errors.items()},
             "bus_dropped": self.bus_dropped,
             "bus_bad_envelopes": self.bus_bad_envelopes,
             "bus_latency": self.bus_latency.snapshot(),

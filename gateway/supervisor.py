@@ -117,6 +117,7 @@ class Supervisor:
         for sig in _SIGNALS:
             signal.signal(sig, self._on_signal)
         self._pid = os.getpid()
+        self._write_pid_file()
         log.info("supervisor pid %d starting %d workers on %s:%d", self._pid, self.workers, self.host, self.port)
         try:
             for slot in self.slots:
@@ -125,6 +126,23 @@ class Supervisor:
         finally:
             self._cleanup()
         return self.exit_code
+
+    def _write_pid_file(self) -> None:
+        path = self.config.shardgate.pid_file
+        if path:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{self._pid}\n")
+            os.replace(tmp, path)
+
+    def _remove_pid_file(self) -> None:
+        path = self.config.shardgate.pid_file
+        if path:
+            with contextlib.suppress(OSError):
+                with open(path) as f:
+                    if f.read().strip() != str(self._pid):
+                        return
+                os.unlink(path)
 
     def _spawn(self, slot: _Slot) -> None:
         spec = WorkerSpec(self.config, slot.number, self.workers, self.host, self.port, self.internal_port,
@@ -278,6 +296,7 @@ class Supervisor:
         self._wait_workers(timeout)
         for hold in self._holds:
             hold.close()
+        self._remove_pid_file()
         if self._owns_runtime_dir:
             shutil.rmtree(self._runtime_dir, ignore_errors=True)
         for fd in (self._ready_r, self._ready_w, self._wake_r, self._wake_w):

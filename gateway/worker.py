@@ -24,8 +24,9 @@ import uvloop
 
 from gateway.config import Config
 from gateway.errors import DISCONNECT_SHUTDOWN
+from gateway.httpapi import start_http_server
 from gateway.node import Node
-from gateway.ws import start_client_server, start_internal_server
+from gateway.ws import start_client_server
 from sharding.bus import ZmqBus
 
 __all__ = ["WorkerSpec", "run_worker", "EXIT_BOOT_ERROR"]
@@ -75,6 +76,7 @@ class Worker:
         self.node = Node(spec.config, spec.slot, spec.workers, loop, time.time, random.Random())
         self.bus: ZmqBus | None = None
         self.servers: list[Any] = []
+        self.http: Any = None
         self.stopping = asyncio.Event()
         self.fast = False
         self._ready_sent = False
@@ -86,7 +88,7 @@ class Worker:
             self.node.on_peer_change = self._maybe_ready
             self.node.attach_bus(self.bus)
         self.servers.append(await start_client_server(self.node, spec.host, spec.port))
-        self.servers.append(await start_internal_server(self.node, spec.host, spec.internal_port))
+        self.http = await start_http_server(self.node, spec.host, spec.internal_port)
         for sig in (signal.SIGTERM,):
             self.loop.add_signal_handler(sig, self.stop, False)
         for sig in (signal.SIGINT, signal.SIGQUIT):
@@ -96,7 +98,7 @@ class Worker:
         self._maybe_ready()
 
     def _maybe_ready(self) -> None:
-        if self._ready_sent or (self.bus is not None and not self.node.bus_ready) or len(self.servers) < 2:
+        if self._ready_sent or (self.bus is not None and not self.node.bus_ready) or self.http is None:
             return
         self._ready_sent = True
         os.write(self.spec.ready_fd, f"R {self.spec.slot} {os.getpid()}\n".encode())
@@ -125,6 +127,8 @@ class Worker:
             while self.node.hub.clients and self.loop.time() < deadline:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.05)  # let the CLOSE frames reach the sockets
+        if self.http is not None:
+            await self.http.cleanup()
         self.node.close()
         if self.bus is not None:
             self.bus.close()

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from picows import (
     WSCloseCode,
     WSFrame,
@@ -39,7 +37,7 @@ from gateway.errors import (
 )
 from gateway.node import Node
 
-__all__ = ["start_client_server", "start_internal_server", "CLIENT_PATH", "origin_allowed"]
+__all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed"]
 
 log = logging.getLogger("shardgate.ws")
 
@@ -212,25 +210,3 @@ async def start_client_server(node: Node, host: str, port: int, backlog: int = 4
         enable_auto_pong=True,
         logger_name="shardgate.picows",
     )
-
-
-def _internal_factory(node: Node, extra_routes: dict[bytes, Callable[[], bytes]]) -> Callable[[WSUpgradeRequest], Any]:
-    def factory(request: WSUpgradeRequest) -> Any:
-        path = request.path.split(b"?", 1)[0]
-        if path == b"/health":
-            body = orjson.dumps({"status": "ok", "slot": node.slot, "pid": os.getpid()})
-        elif path in extra_routes:
-            body = extra_routes[path]()
-        else:
-            return None
-        return WSUpgradeResponseWithListener(
-            WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"}), None)
-
-    return factory
-
-
-async def start_internal_server(node: Node, host: str, port: int,
-                                extra_routes: dict[bytes, Callable[[], bytes]] | None = None) -> Any:
-    """Health endpoint on the internal port (the HTTP API arrives with its own server)."""
-    return await ws_create_server(_internal_factory(node, extra_routes or {}), host, port, reuse_port=True,
-                                  logger_name="shardgate.picows")

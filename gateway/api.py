@@ -1,0 +1,292 @@
+"""The server API executor (PROTOCOL.md §3): request dicts in, result dicts out.
+
+Transport-free: ``gateway.httpapi`` maps HTTP onto it. Everything reaches every worker:
+publications go through the channel's owner (the same ordering and history as client
+publishes), per-user actions go to every slot (or straight to the one named by a client
+id), presence and history come from the owner, reports are surveyed from all slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import ClientError
+from sharding.ids import slot_of_client
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+__all__ = ["ApiExecutor", "API_ERROR_BAD_REQUEST", "API_ERROR_NOT_FOUND", "http_status_for"]
+
+API_ERROR_INTERNAL = ClientError(100, "internal server error")
+API_ERROR_UNKNOWN_CHANNEL = ClientError(102, "unknown channel")
+API_ERROR_NOT_FOUND = ClientError(104, "not found")
+API_ERROR_BAD_REQUEST = ClientError(107, "bad request")
+
+# Transport error mode (X-Centrifugo-Error-Mode: transport): API error code -> HTTP status.
+_HTTP_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
+
+
+def http_status_for(code: int) -> int:
+    return _HTTP_STATUS.get(code, 500)
+
+
+def _str(params: dict[str, Any], key: str, *, required: bool = False) -> str:
+    value = params.get(key)
+    if value is None or value == "":
+        if required:
+            raise ClientError(107, f"bad request: {key} required")
+        return ""
+    if not isinstance(value, str):
+        raise ClientError(107, f"bad request: {key} must be a string")
+    return value
+
+
+def _api_error(exc: BaseException) -> ClientError:
+    if isinstance(exc, ClientError):
+        return ClientError(exc.code, exc.message) if exc.temporary else exc
+    return API_ERROR_INTERNAL
+
+
+def _counters(stats: dict[str, Any]) -> dict[str, float]:
+    """Cumulative counters for ``info``; tools take two samples to get rates."""
+    st = stats["stats"]
+    return {
+        "messages_received": float(sum(st["messages_in"].values())),
+        "messages_sent": float(sum(st["messages_out"].values())),
+        "bytes_received": float(st["bytes_in"]),
+        "bytes_sent": float(sum(st["bytes_out"].values())),
+        "connections_accepted": float(st["connections_accepted"]),
+        "cpu_seconds": float(stats["process"]["cpu_seconds"]),
+        "num_owned_channels": float(stats["num_owned_channels"]),
+    }
+
+
+class ApiExecutor:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "publish": self.publish,
+            "broadcast": self.broadcast,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "disconnect": self.disconnect,
+            "refresh": self.refresh,
+            "presence": self.presence,
+            "presence_stats": self.presence_stats,
+            "history": self.history,
+            "history_remove": self.history_remove,
+            "channels": self.channels,
+            "info": self.info,
+        }
+
+    @property
+    def methods(self) -> list[str]:
+        return [*self._methods, "batch"]
+
+    async def execute(self, method: str, params: Any) -> dict[str, Any]:
+        """Run one API method; raises ClientError with an API error code."""
+        handler = self._methods.get(method)
+        if handler is None:
+            raise API_ERROR_NOT_FOUND
+        if not isinstance(params, dict):
+            raise API_ERROR_BAD_REQUEST
+        started = time.perf_counter()
+        stats = self._node.metrics
+        try:
+            result = await handler(params)
+        except Exception as exc:
+            err = _api_error(exc)
+            stats.api_error(method, err.code)
+            raise err from None
+        finally:
+            stats.api_done(method, time.perf_counter() - started)
+        return result
+
+    async def batch(self, params: Any) -> list[dict[str, Any]]:
+        """``{"commands": [{"publish": {...}}, ...], "parallel": bool}`` -> replies in order."""
+        if not isinstance(params, dict) or not isinstance(params.get("commands"), list):
+            raise API_ERROR_BAD_REQUEST
+
+        async def one(command: Any) -> dict[str, Any]:
+            if not isinstance(command, dict) or len(command) != 1:
+                return {"error": API_ERROR_BAD_REQUEST.as_dict()}
+            ((method, body),) = command.items()
+            try:
+                return {method: await self.execute(method, body)}
+            except ClientError as exc:
+                return {"error": exc.as_dict()}
+
+        commands = params["commands"]
+        if params.get("parallel"):
+            return list(await asyncio.gather(*(one(c) for c in commands)))
+        return [await one(c) for c in commands]
+
+    # -- channel methods, through the owner -----------------------------------------------------
+
+    def _channel(self, params: dict[str, Any]) -> str:
+        channel = _str(params, "channel", required=True)
+        if self._node.config.channel_options(channel) is None:
+            raise API_ERROR_UNKNOWN_CHANNEL
+        return channel
+
+    async def publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        return await self._publish_one(channel, params)
+
+    async def _publish_one(self, channel: str, params: dict[str, Any]) -> dict[str, Any]:
+        if "data" not in params:
+            if "b64data" in params:
+                raise ClientError(107, "bad request: b64data is binary, this gateway speaks JSON only")
+            raise ClientError(107, "bad request: data required")
+        tags = params.get("tags")
+        if tags is not None and not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
+            raise ClientError(107, "bad request: tags must map strings to strings")
+        key = _str(params, "idempotency_key")
+        body: dict[str, Any] = {"channel": channel, "data": params["data"]}
+        if tags:
+            body["tags"] = tags
+        if params.get("skip_history"):
+            body["skip_history"] = True
+        if key:
+            body["idempotency_key"] = key
+        return await self._node.call(channel, "publish", body)
+
+    async def broadcast(self, params: dict[str, Any]) -> dict[str, Any]:
+        channels = params.get("channels")
+        if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+            raise ClientError(107, "bad request: channels required")
+
+        async def one(channel: str) -> dict[str, Any]:
+            try:
+                if self._node.config.channel_options(channel) is None:
+                    raise API_ERROR_UNKNOWN_CHANNEL
+                return {"result": await self._publish_one(channel, params)}
+            except Exception as exc:
+                return {"error": _api_error(exc).as_dict()}
+
+        return {"responses": list(await asyncio.gather(*(one(c) for c in channels)))}
+
+    async def presence(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        return await self._node.call(channel, "presence", {"channel": channel})
+
+    async def presence_stats(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        return await self._node.call(channel, "presence_stats", {"channel": channel})
+
+    async def history(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        limit = params.get("limit") or 0
+        if type(limit) is not int:
+            raise ClientError(107, "bad request: limit must be an integer")
+        max_limit = self._node.config.client.history_max_publication_limit
+        if limit < 0 or limit > max_limit:
+            limit = max_limit
+        body: dict[str, Any] = {"channel": channel, "limit": limit, "reverse": bool(params.get("reverse"))}
+        since = params.get("since")
+        if since is not None:
+            if not isinstance(since, dict) or type(since.get("offset", 0)) is not int:
+                raise ClientError(107, "bad request: since must be {offset, epoch}")
+            if body["reverse"] and not since.get("offset"):
+                raise ClientError(107, "bad request: reverse history needs since.offset")
+            body["since"] = {"offset": since.get("offset", 0), "epoch": str(since.get("epoch") or "")}
+        return await self._node.call(channel, "history", body)
+
+    async def history_remove(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(params)
+        await self._node.call(channel, "history_remove", {"channel": channel})
+        return {}
+
+    # -- connection methods, wherever the connections live --------------------------------------
+
+    async def _to_connections(self, method: str, body: dict[str, Any]) -> None:
+        client = _str(body, "client")
+        if client:
+            slot = slot_of_client(client)
+            if slot is None or slot >= self._node.workers:
+                return  # not one of ours: nothing to act on
+            await self._node.call_slot(slot, method, body)
+            return
+        results = await self._node.survey(method, body)
+        if any(result is None for _, result in results):
+            raise ClientError(100, "internal server error: a worker did not answer")
+
+    async def subscribe(self, params: dict[str, Any]) -> dict[str, Any]:
+        _str(params, "user", required=True)
+        channel = self._channel(params)
+        keys = ("user", "client", "info", "data", "recover_since", "expire_at")
+        body: dict[str, Any] = {k: params[k] for k in keys if k in params}
+        body["channel"] = channel
+        await self._to_connections("subscribe", body)
+        return {}
+
+    async def unsubscribe(self, params: dict[str, Any]) -> dict[str, Any]:
+        _str(params, "user", required=True)
+        body = {"user": params["user"], "channel": _str(params, "channel", required=True),
+                "client": _str(params, "client")}
+        await self._to_connections("unsubscribe", body)
+        return {}
+
+    async def disconnect(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = _str(params, "user", required=True)
+        body: dict[str, Any] = {"user": user, "client": _str(params, "client")}
+        spec = params.get("disconnect")
+        if spec is not None:
+            if not isinstance(spec, dict):
+                raise API_ERROR_BAD_REQUEST
+            code, reason = spec.get("code", 3503), spec.get("reason", "force disconnect")
+            if type(code) is not int or not 3000 <= code <= 4999 or not isinstance(reason, str):
+                raise ClientError(107, "bad request: disconnect code must be in 3000..4999")
+            body["code"], body["reason"] = code, reason
+        whitelist = params.get("whitelist")
+        if whitelist is not None:
+            if not isinstance(whitelist, list) or not all(isinstance(c, str) for c in whitelist):
+                raise API_ERROR_BAD_REQUEST
+            body["whitelist"] = whitelist
+        await self._to_connections("disconnect", body)
+        return {}
+
+    async def refresh(self, params: dict[str, Any]) -> dict[str, Any]:
+        _str(params, "user", required=True)
+        keys = ("user", "client", "expired", "expire_at", "info")
+        body: dict[str, Any] = {k: params[k] for k in keys if k in params}
+        expire_at = body.get("expire_at")
+        if expire_at is not None and type(expire_at) is not int:
+            raise ClientError(107, "bad request: expire_at must be an integer")
+        await self._to_connections("refresh", body)
+        return {}
+
+    # -- reports --------------------------------------------------------------------------------
+
+    async def channels(self, params: dict[str, Any]) -> dict[str, Any]:
+        body = {"pattern": _str(params, "pattern")}
+        totals: dict[str, int] = {}
+        for _, result in await self._node.survey("channels", body):
+            for name, count in (result or {}).get("channels", {}).items():
+                totals[name] = totals.get(name, 0) + int(count)
+        return {"channels": {name: {"num_clients": count} for name, count in sorted(totals.items())}}
+
+    async def info(self, params: dict[str, Any]) -> dict[str, Any]:
+        nodes = []
+        for slot, stats in await self._node.survey("stats", {}):
+            if stats is None:
+                continue
+            nodes.append({
+                "uid": stats["uid"],
+                "name": stats["name"],
+                "version": stats["version"],
+                "num_clients": stats["num_clients"],
+                "num_users": stats["num_users"],
+                "num_subs": stats["num_subs"],
+                "num_channels": stats["num_channels"],
+                "uptime": stats["uptime"],
+                "process": {"cpu": stats["process"]["cpu"], "rss": stats["process"]["rss"]},
+                "metrics": {"interval": 0, "items": _counters(stats)},
+                "slot": slot,
+                "pid": stats["pid"],
+            })
+        return {"nodes": nodes}

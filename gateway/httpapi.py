@@ -1,0 +1,107 @@
+"""HTTP on the internal port: the only module that imports aiohttp.
+
+``POST /api/<method>`` (Centrifugo's server API, PROTOCOL.md §3), ``GET /metrics``,
+``GET /health`` and ``GET /ready``. Every worker serves it on the same port with
+SO_REUSEPORT; whichever answers reaches all workers through the bus.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from gateway import metrics
+from gateway.api import API_ERROR_BAD_REQUEST, ApiExecutor, http_status_for
+from gateway.errors import ClientError
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+__all__ = ["start_http_server"]
+
+_JSON = "application/json"
+_READY_TIMEOUT = 1.0
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type=_JSON)
+
+
+class _Handlers:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.executor = ApiExecutor(node)
+        cfg = node.config.http_api
+        self.key = cfg.key.encode()
+        self.insecure = cfg.insecure
+        self.transport_errors = cfg.error_mode == "transport"
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self.insecure:
+            return True
+        if not self.key:
+            return False
+        given = request.headers.get("X-API-Key")
+        if given is None:
+            auth = request.headers.get("Authorization", "")
+            scheme, _, value = auth.partition(" ")
+            given = value.strip() if scheme.lower() == "apikey" else request.query.get("api_key")
+        return given is not None and hmac.compare_digest(given.encode(), self.key)
+
+    def _error(self, request: web.Request, err: ClientError) -> web.Response:
+        mode = request.headers.get("X-Centrifugo-Error-Mode", "").lower()
+        if self.transport_errors or mode == "transport":
+            return _json({"code": err.code, "message": err.message}, status=http_status_for(err.code))
+        return _json({"error": {"code": err.code, "message": err.message}})
+
+    async def api(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return web.Response(status=405, headers={"Allow": "POST"})
+        if not self._authorized(request):
+            return web.Response(status=401)
+        try:
+            params = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return web.Response(status=400, text="bad request body")
+        method = request.match_info["method"]
+        try:
+            if method == "batch":
+                return _json({"replies": await self.executor.batch(params)})
+            result = await self.executor.execute(method, params)
+        except ClientError as err:
+            return self._error(request, err)
+        except (TypeError, ValueError):
+            return self._error(request, API_ERROR_BAD_REQUEST)
+        return _json({"result": result})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = metrics.render(await self.node.survey("stats", {}))
+        return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "slot": self.node.slot})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        results = await self.node.survey("ping", {}, timeout=_READY_TIMEOUT)
+        missing = [slot for slot, result in results if result is None]
+        if missing:
+            return _json({"status": "not ready", "missing_slots": missing}, status=503)
+        return _json({"status": "ready", "workers": self.node.workers})
+
+
+async def start_http_server(node: Node, host: str, port: int) -> web.AppRunner:
+    """Serve the internal port on this worker (SO_REUSEPORT: every worker binds it)."""
+    handlers = _Handlers(node)
+    app = web.Application(client_max_size=node.config.shardgate.api_max_body_size)
+    app.router.add_route("*", "/api/{method}", handlers.api)
+    app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/ready", handlers.ready)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
+    await site.start()
+    return runner

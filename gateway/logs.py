@@ -1,0 +1,67 @@
+"""Logging setup: human lines by default, JSON lines for log shippers, and a rate limit
+for per-connection noise so that a flood of bad clients cannot fill the disk."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+__all__ = ["setup_logging", "JsonFormatter", "RateLimit"]
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, pid, msg (+ exc)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # picows logs every accepted connection at INFO: far too chatty for a gateway.
+    logging.getLogger("picows").setLevel(max(logging.WARNING, root.level))
+
+
+class RateLimit:
+    """At most ``burst`` events per ``period`` seconds; reports how many were suppressed."""
+
+    def __init__(self, burst: int, period: float) -> None:
+        self.burst = burst
+        self.period = period
+        self._window_start = 0.0
+        self._count = 0
+        self.suppressed = 0
+
+    def allow(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now - self._window_start >= self.period:
+            self._window_start = now
+            self._count = 0
+        self._count += 1
+        if self._count <= self.burst:
+            return True
+        self.suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        n, self.suppressed = self.suppressed, 0
+        return n

@@ -1,0 +1,162 @@
+"""``shardgate bench compare``: start shardgate, then each peer, one after another; run the same
+fan-out job and echo job with the same client processes and payloads against each; print
+deliveries/s, p99 and the ratio shardgate/peer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from typing import Any
+
+from tools.bench import servers
+
+JOBS = ("fanout", "echo")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--targets", default="shardgate," + ",".join(servers.PEER_ORDER),
+                   help="comma-separated: shardgate," + ",".join(servers.PEER_ORDER) + " (default: all)")
+    p.add_argument("--jobs", default="fanout,echo", help="fanout,echo (default both)")
+    p.add_argument("--workers", type=int, default=1, help="shardgate workers (default 1; peers run 1 process)")
+    p.add_argument("--subscribers", type=int, default=1000, metavar="K", help="fan-out subscribers (default 1000)")
+    p.add_argument("--rate", type=float, default=0.0, metavar="R", help="fan-out publications/s (0 = max rate)")
+    p.add_argument("--window", type=int, default=64, help="max-rate fan-out: publications in flight")
+    p.add_argument("--connections", type=int, default=100, metavar="C", help="echo connections (default 100)")
+    p.add_argument("--rpc-rate", type=float, default=0.0, help="echo calls/s in total (0 = max rate)")
+    p.add_argument("--inflight", type=int, default=1, help="max-rate echo: calls in flight per connection")
+
+
+def _job_args(args: argparse.Namespace, job: str) -> argparse.Namespace:
+    a = argparse.Namespace(**vars(args))
+    a.plot = None
+    if job == "fanout":
+        a.scenario = "fanout"
+        a.channel, a.channel_owner, a.publisher_slot, a.subscriber_slot = "bench-fanout", None, None, None
+    else:
+        a.scenario = "rpc"
+        a.rate = args.rpc_rate
+    return a
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from tools.bench.cli import public, run_scenario
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    for t in targets:
+        if t != "shardgate" and t not in servers.PEER_ORDER:
+            parser.error(f"unknown target {t!r}")
+    for j in jobs:
+        if j not in JOBS:
+            parser.error(f"unknown job {j!r} (fanout, echo)")
+    secret = args.token_secret or secrets.token_hex(16)
+    args.token_secret = secret
+    rows: list[dict[str, Any]] = []
+    plots: list[tuple[str, dict[str, Any]]] = []
+    for target in targets:
+        row: dict[str, Any] = {"target": target}
+        rows.append(row)
+        try:
+            if target == "shardgate":
+                server = servers.start_shardgate(secret, args.workers)
+                proto, note = "centrifugo", f"{args.workers} worker(s), JSON protocol"
+            else:
+                server = servers.start_peer(target)
+                proto, note = servers.peer_proto(target), servers.peer_note(target)
+        except (RuntimeError, OSError) as exc:
+            row["skipped"] = str(exc)
+            print(f"compare: skipping {target}: {exc}", file=sys.stderr)
+            continue
+        row["note"] = note
+        try:
+            pids = server.pids
+            workers = args.workers if target == "shardgate" else 0
+            for job in jobs:
+                a = _job_args(args, job)
+                try:
+                    r = run_scenario(a, server.url, proto, pids, workers, label=f"{target} {job} ")
+                except RuntimeError as exc:
+                    row[job] = {"error": str(exc)}
+                    print(f"compare: {target} {job} failed: {exc}", file=sys.stderr)
+                    continue
+                row[job] = r
+                if job == "fanout":
+                    plots.append((target, r))
+        finally:
+            server.stop()
+    _ratios(rows, jobs)
+    if args.plot:
+        from tools.bench.cli import plot
+        plot(plots, args.plot)
+    if args.json:
+        out = {"command": "shardgate bench compare " + " ".join(args.argv),
+               "params": {"workers": args.workers, "subscribers": args.subscribers, "connections": args.connections,
+                          "payload": args.payload, "duration": args.duration, "clients": args.clients,
+                          "rate": args.rate, "rpc_rate": args.rpc_rate, "window": args.window,
+                          "inflight": args.inflight},
+               "results": [{k: (public(v) if isinstance(v, dict) and "scenario" in v else v)
+                            for k, v in row.items()} for row in rows]}
+        print(json.dumps(out, indent=2))
+    else:
+        print(table(rows, jobs, args))
+    return 0 if any(isinstance(r.get(j), dict) and "scenario" in r[j] for r in rows for j in jobs) else 1
+
+
+def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
+    base = next((r for r in rows if r["target"] == "shardgate"), None)
+    for row in rows:
+        for job in jobs:
+            key = "deliveries_per_s" if job == "fanout" else "rpc_per_s"
+            mine = base.get(job) if base else None
+            theirs = row.get(job)
+            if (isinstance(mine, dict) and key in mine and isinstance(theirs, dict) and key in theirs
+                    and theirs[key]):
+                row[f"{job}_ratio"] = round(mine[key] / theirs[key], 2)
+
+
+def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace) -> str:
+    head = ["target"]
+    if "fanout" in jobs:
+        head += ["fanout deliveries/s", "p99 ms", "shardgate/peer", "cpu client/server"]
+    if "echo" in jobs:
+        head += ["echo round trips/s", "p99 ms", "shardgate/peer", "cpu client/server"]
+    lines = [head]
+    notes = []
+    for row in rows:
+        line = [row["target"]]
+        if "skipped" in row:
+            notes.append(f"{row['target']}: skipped ({row['skipped']})")
+            line += ["skipped"] + [""] * (len(head) - 2)
+            lines.append(line)
+            continue
+        for job in jobs:
+            r = row.get(job)
+            key = "deliveries_per_s" if job == "fanout" else "rpc_per_s"
+            if not isinstance(r, dict) or key not in r:
+                line += ["failed", "", "", ""]
+                if isinstance(r, dict) and r.get("error"):
+                    notes.append(f"{row['target']} {job}: {r['error']}")
+                continue
+            lat = r["latency_ms"]
+            sc = r["server_cpu_pct"]
+            bad = ""
+            if r.get("lost") or r.get("disconnects"):
+                bad = f" (lost {r.get('lost', 0)}, disconnects {r.get('disconnects', 0)})"
+            line += [f"{r[key]:,.0f}{bad}", f"{lat['p99']:.2f}" if lat.get("count") else "-",
+                     f"{row.get(job + '_ratio', '-')}" if row["target"] != "shardgate" else "1.00",
+                     f"{r['client_cpu_pct']:.0f}%/{sc:.0f}%" if sc is not None else f"{r['client_cpu_pct']:.0f}%/-"]
+        lines.append(line)
+        if row.get("note"):
+            notes.append(f"{row['target']}: {row['note']}")
+    widths = [max(len(str(ln[i])) for ln in lines) for i in range(len(head))]
+    out = [f"shardgate bench compare: fanout {args.subscribers} subscribers, echo {args.connections} connections, "
+           f"payload {args.payload} B, {args.duration:g} s per job, {args.clients} client processes, "
+           + ("max rate" if not args.rate else f"{args.rate:g} publications/s")]
+    for i, ln in enumerate(lines):
+        out.append("  " + "  ".join(str(c).rjust(w) if j else str(c).ljust(w)
+                                    for j, (c, w) in enumerate(zip(ln, widths, strict=True))))
+        if i == 0:
+            out.append("  " + "  ".join("-" * w for w in widths))
+    out += ["  " + n for n in notes]
+    return "\n".join(out)
