@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import secrets
 import sys
 from collections.abc import Sequence
@@ -31,6 +32,22 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--pid-file", help="write the supervisor pid here (shardgate.pid_file)")
 
 
+# Subcommands implemented by the ops tools (tools/ctl.py); they talk to a running gateway.
+_OPS_COMMANDS = {
+    "status": "one row per worker: connections, subscriptions, msgs/s, CPU, RSS",
+    "top": "status, refreshed live",
+    "info": "the server API info method",
+    "publish": "publish to a channel through the server API",
+    "broadcast": "publish to several channels",
+    "presence": "who is in a channel",
+    "history": "a channel's history",
+    "channels": "active channels with client counts",
+    "disconnect": "disconnect a user's connections",
+    "reload": "SIGHUP to the supervisor (pid file)",
+    "stop": "SIGTERM to the supervisor (pid file)",
+}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardgate", description="A sharded WebSocket gateway speaking the Centrifugo client protocol.",
@@ -43,6 +60,12 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     token = sub.add_parser("token", help="mint a connection or subscription JWT (HMAC)", add_help=False)
     token.add_argument("args", nargs=argparse.REMAINDER)
+    for name, text in _OPS_COMMANDS.items():
+        ops = sub.add_parser(name, help=text, add_help=False)
+        ops.add_argument("args", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="load generator and peer comparison (shardgate bench --help)",
+                           add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER)
     owner = sub.add_parser("owner", help="which worker slot owns a channel",
                            epilog="example: shardgate owner chat:lobby --workers 4")
     owner.add_argument("channel")
@@ -129,6 +152,13 @@ def _owner(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_tool(module: str, argv: list[str]) -> int:
+    """Tools live under tools/ and are imported only when their subcommand runs."""
+    entry = importlib.import_module(module).main
+    code: int = entry(argv)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
@@ -146,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return token_main(args.args)
         if args.command == "owner":
             return _owner(args)
+        if args.command in _OPS_COMMANDS:
+            return _run_tool("tools.ctl", [args.command, *args.args])
+        if args.command == "bench":
+            return _run_tool("tools.bench.cli", list(args.args))
     except ConfigError as exc:
         print(f"shardgate: {exc}", file=sys.stderr)
         return 2

@@ -644,7 +644,9 @@ def process_main(job: Job, plan: Plan, pipe: Any, shared: Any) -> None:
     import signal
 
     import uvloop
+    import warnings
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
+    warnings.filterwarnings("ignore", message=".*HMAC key.*")  # short test secrets are fine for a load tool
 
     async def amain() -> None:
         await Runner(job, plan, pipe, shared).main()
