@@ -30,6 +30,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"], help="human lines (default) or JSON lines")
     p.add_argument("--pid-file", help="write the supervisor pid here (shardgate.pid_file)")
+    p.add_argument("--tls-cert", help="PEM certificate: serve wss:// and https:// (http_server.tls)")
+    p.add_argument("--tls-key", help="PEM private key for --tls-cert")
 
 
 # Subcommands implemented by the ops tools (tools/ctl.py); they talk to a running gateway.
@@ -88,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config, dev_secret = _load(args.config)
     config = config.with_overrides(address=args.host, port=args.port, internal_port=args.internal_port,
-                                   workers=args.workers)
+                                   workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key)
     if args.pid_file:
         config = dataclasses.replace(config, shardgate=dataclasses.replace(config.shardgate, pid_file=args.pid_file))
     _check_loadable(config)

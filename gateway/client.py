@@ -25,17 +25,20 @@ from gateway import __version__, commands, subscription
 from gateway.auth import ConnectCredentials
 from gateway.errors import (
     DISCONNECT_CHANNEL_LIMIT,
+    DISCONNECT_CONNECTION_LIMIT,
     DISCONNECT_EXPIRED,
     DISCONNECT_INTERNAL,
     DISCONNECT_INVALID_TOKEN,
     DISCONNECT_NO_PONG,
     DISCONNECT_SLOW,
     DISCONNECT_STALE,
+    DISCONNECT_TOO_MANY_REQUESTS,
     ERROR_ALREADY_SUBSCRIBED,
     ERROR_BAD_REQUEST,
     ERROR_INTERNAL,
     ERROR_LIMIT_EXCEEDED,
     ERROR_PERMISSION_DENIED,
+    ERROR_TOO_MANY_REQUESTS,
     ERROR_UNKNOWN_CHANNEL,
     UNSUBSCRIBE_EXPIRED,
     UNSUBSCRIBE_INSUFFICIENT_STATE,
@@ -44,6 +47,7 @@ from gateway.errors import (
     Unsubscribe,
     classify,
 )
+from gateway.limits import TokenBucket, Verdict
 from gateway.logs import RateLimit
 from gateway.protocol import (
     PING,
@@ -115,6 +119,8 @@ class Session:
         self._out_bytes = 0
         self._slow = False
         self._queue_max = node.config.client.queue_max_size
+        rate = node.config.shardgate.command_rate
+        self._bucket = TokenBucket(rate, node.config.shardgate.command_burst, node.clock()) if rate else None
         self._held: list[bytes] | None = None  # pushes held until the connect reply
         self._unusable = False
         self._ping_outstanding = False
@@ -179,10 +185,21 @@ class Session:
             self.close(exc)
             return
         stats = self.node.metrics
+        bucket = self._bucket
+        now = self.node.clock()
         for cmd in commands:
             stats.received(cmd.method or "pong", len(data))
             if self.closed:
                 return
+            if bucket is not None and cmd.method:
+                verdict = bucket.take(now)
+                if verdict is Verdict.ABUSE:
+                    self.close(DISCONNECT_TOO_MANY_REQUESTS)
+                    return
+                if verdict is Verdict.OVER:
+                    if cmd.id:
+                        self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
+                    continue
             self._dispatch(cmd)
 
     def _dispatch(self, cmd: Command) -> None:
@@ -246,7 +263,8 @@ class Session:
 
     def options_for(self, channel: str) -> ChannelOptions:
         cfg = self.node.config
-        if len(channel) > cfg.channel.max_length or not channel.isascii():
+        if len(channel) > cfg.channel.max_length or not channel.isascii() or not channel.isprintable() \
+                or " " in channel:
             raise ERROR_BAD_REQUEST
         opts = cfg.channel_options(channel)
         if opts is None:
@@ -276,6 +294,9 @@ class Session:
             creds = ConnectCredentials(user="", expire_at=None, info=None, channels=(), meta=None)
         else:
             raise Disconnect(3501, "bad request: client credentials not found")
+        limit = node.connection_limit
+        if limit and len(node.hub.clients) >= limit:
+            raise DISCONNECT_CONNECTION_LIMIT
         if self._stale_timer is not None:
             self._stale_timer.cancel()
             self._stale_timer = None
@@ -504,9 +525,8 @@ class Session:
         if channel.startswith("$"):
             return False
         if "#" in channel and opts.allow_user_limited_channels:
-            allowed = channel.rsplit("#", 1)[1].split(",")
-            if self.user and self.user in allowed:
-                return True
+            # dialog#42,43: only the listed users, whatever else the namespace allows.
+            return bool(self.user) and self.user in channel.rsplit("#", 1)[1].split(",")
         return opts.allow_subscribe_for_client and (bool(self.user) or opts.allow_subscribe_for_anonymous)
 
     def _check_sub_expired(self, channel: str) -> None:

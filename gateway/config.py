@@ -34,6 +34,7 @@ __all__ = [
     "HttpApiConfig",
     "HttpServerConfig",
     "ShardgateConfig",
+    "TlsConfig",
     "TokenConfig",
     "WebSocketConfig",
     "dev_config",
@@ -117,10 +118,18 @@ class TokenConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    enabled: bool = False
+    cert_pem_file: str = ""
+    key_pem_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class HttpServerConfig:
     address: str = "127.0.0.1"
     port: int = 8000
     internal_port: int = 8001
+    tls: TlsConfig = TlsConfig()  # serves both the client and the internal port over TLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +148,14 @@ class ClientConfig:
     expired_close_delay: float = 25.0
     expired_sub_close_delay: float = 25.0
     connect_include_server_time: bool = False
+    connection_limit: int = 0  # connections per node (split over workers); beyond it: disconnect 3504
+    connection_rate_limit: int = 0  # new connections per second per node; beyond it: HTTP 503
 
 
 @dataclass(frozen=True, slots=True)
 class WebSocketConfig:
     message_size_limit: int = 65536
+    conformance_echo_path: str = ""  # e.g. "/autobahn-echo": RFC 6455 echo for the Autobahn suite; off when ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +197,11 @@ class ShardgateConfig:
     log_format: str = "text"  # text|json
     api_max_body_size: int = 1048576  # bytes of one server API request; more gets HTTP 413
     pid_file: str = ""  # where the supervisor writes its pid ("" = none)
+    command_rate: float = 1000.0  # commands per second per connection (0 = unlimited); over it: error 111
+    command_burst: int = 2000  # bucket size; a client that overdraws it by as much again is closed 3013
+    per_ip_connection_limit: int = 0  # open connections per client IP per worker (0 = off); beyond: HTTP 503
+    per_ip_connection_rate: float = 0.0  # new connections per second per client IP per worker; beyond: HTTP 503
+    handshake_timeout: float = 10.0  # seconds to complete the WebSocket upgrade
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +242,8 @@ class Config:
         port: int | None = None,
         internal_port: int | None = None,
         workers: int | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> Config:
         """A copy with CLI flag values applied; ``None`` keeps the configured value.
 
@@ -244,6 +263,10 @@ class Config:
             if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
                 raise ConfigError("shardgate.workers", "must be an integer >= 0")
             shard = dataclasses.replace(shard, workers=workers)
+        if tls_cert is not None or tls_key is not None:
+            if not (tls_cert and tls_key):
+                raise ConfigError("http_server.tls", "--tls-cert and --tls-key go together")
+            http = dataclasses.replace(http, tls=TlsConfig(True, tls_cert, tls_key))
         return dataclasses.replace(self, http_server=http, shardgate=shard)
 
 
@@ -302,6 +325,16 @@ class _Table:
             raise ConfigError(self.key(name), "expected integer")
         _check_range(self.key(name), value, minimum, maximum)
         return value
+
+    def get_float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        value = self._get(name)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(self.key(name), "expected number")
+        if minimum is not None and value < minimum:
+            raise ConfigError(self.key(name), f"must be >= {minimum}")
+        return float(value)
 
     def get_str(self, name: str, default: str, *, choices: tuple[str, ...] = ()) -> str:
         value = self._get(name)
@@ -396,7 +429,20 @@ def _read_http_server(t: _Table) -> HttpServerConfig:
         address=t.get_str("address", d.address),
         port=t.get_int("port", d.port, minimum=0, maximum=65535),
         internal_port=t.get_int("internal_port", d.internal_port, minimum=0, maximum=65535),
+        tls=_read(t.table("tls"), _read_tls),
     )
+
+
+def _read_tls(t: _Table) -> TlsConfig:
+    d = TlsConfig()
+    tls = TlsConfig(
+        enabled=t.get_bool("enabled", d.enabled),
+        cert_pem_file=t.get_str("cert_pem_file", d.cert_pem_file),
+        key_pem_file=t.get_str("key_pem_file", d.key_pem_file),
+    )
+    if tls.enabled and not (tls.cert_pem_file and tls.key_pem_file):
+        raise ConfigError(t.key("cert_pem_file"), "tls needs cert_pem_file and key_pem_file")
+    return tls
 
 
 def _read_client(t: _Table) -> ClientConfig:
@@ -422,6 +468,8 @@ def _read_client(t: _Table) -> ClientConfig:
         expired_close_delay=t.duration("expired_close_delay", d.expired_close_delay),
         expired_sub_close_delay=t.duration("expired_sub_close_delay", d.expired_sub_close_delay),
         connect_include_server_time=t.get_bool("connect_include_server_time", d.connect_include_server_time),
+        connection_limit=t.get_int("connection_limit", d.connection_limit, minimum=0),
+        connection_rate_limit=t.get_int("connection_rate_limit", d.connection_rate_limit, minimum=0),
     )
     # A pong deadline at or past the next ping would declare live clients dead.
     if cfg.ping_interval != 0 and cfg.ping_interval <= cfg.pong_timeout:
@@ -432,7 +480,8 @@ def _read_client(t: _Table) -> ClientConfig:
 def _read_websocket(t: _Table) -> WebSocketConfig:
     d = WebSocketConfig()
     return WebSocketConfig(
-        message_size_limit=t.get_int("message_size_limit", d.message_size_limit, minimum=1)
+        message_size_limit=t.get_int("message_size_limit", d.message_size_limit, minimum=1),
+        conformance_echo_path=t.get_str("conformance_echo_path", d.conformance_echo_path),
     )
 
 
@@ -522,6 +571,11 @@ def _read_shardgate(t: _Table) -> ShardgateConfig:
         log_format=t.get_str("log_format", d.log_format, choices=("text", "json")),
         api_max_body_size=t.get_int("api_max_body_size", d.api_max_body_size, minimum=1024),
         pid_file=t.get_str("pid_file", d.pid_file),
+        command_rate=t.get_float("command_rate", d.command_rate, minimum=0.0),
+        command_burst=t.get_int("command_burst", d.command_burst, minimum=1),
+        per_ip_connection_limit=t.get_int("per_ip_connection_limit", d.per_ip_connection_limit, minimum=0),
+        per_ip_connection_rate=t.get_float("per_ip_connection_rate", d.per_ip_connection_rate, minimum=0.0),
+        handshake_timeout=t.duration("handshake_timeout", d.handshake_timeout, positive=True),
     )
 
 

@@ -146,6 +146,12 @@ class Node:
             self.on_peer_change()
 
     @property
+    def connection_limit(self) -> int:
+        """This worker's share of ``client.connection_limit`` (0 = none)."""
+        limit = self.config.client.connection_limit
+        return -(-limit // self.workers) if limit else 0
+
+    @property
     def pending_requests(self) -> int:
         return len(self._pending)
 

@@ -1,0 +1,76 @@
+"""Limits against the live gateway: command rate (111, then 3013), connection limit (3504),
+channel name rules (107), user-limited channels, the client channel limit (106)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import websockets
+
+from tests.conftest import SECRET, base_config, scaled
+from tests.integration.test_lifecycle import close_code, raw_connect
+from tools.token import mint_token
+
+
+async def _command(ws: websockets.ClientConnection, cmd: dict[str, object]) -> dict[str, object]:
+    await ws.send(json.dumps(cmd))
+    reply = json.loads(await asyncio.wait_for(ws.recv(), scaled(5)))
+    assert isinstance(reply, dict)
+    return reply
+
+
+async def test_command_rate_111_then_3013(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(base_config(shardgate={"command_rate": 5, "command_burst": 10, "rpc_echo": True}))
+    ws, _ = await raw_connect(gw.url)
+    # connect took one token; the rest of the burst passes.
+    batch = "\n".join(json.dumps({"id": i, "rpc": {"method": "echo", "data": i}}) for i in range(2, 11))
+    await ws.send(batch)
+    replies: list[dict[str, object]] = []
+    while len(replies) < 9:  # replies of one tick arrive joined by newlines in one frame
+        frame = await asyncio.wait_for(ws.recv(), scaled(5))
+        replies += [json.loads(line) for line in str(frame).split("\n")]
+    assert all("rpc" in r for r in replies)
+    reply = await _command(ws, {"id": 20, "rpc": {"method": "echo", "data": 1}})
+    assert reply == {"id": 20, "error": {"code": 111, "message": "too many requests", "temporary": True}}
+    # A client that ignores the refusals is disconnected.
+    await ws.send("\n".join(json.dumps({"id": 100 + i, "rpc": {"method": "echo"}}) for i in range(20)))
+    assert await close_code(ws) == (3013, "too many requests")
+
+
+async def test_connection_limit_3504(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(base_config(client={"token": {"hmac_secret_key": SECRET}, "connection_limit": 1}),
+                         workers=1)
+    first, _ = await raw_connect(gw.url)
+    second = await websockets.connect(gw.url, ping_interval=None)
+    await second.send(json.dumps({"id": 1, "connect": {"token": mint_token(SECRET, user="b")}}))
+    assert await close_code(second) == (3504, "connection limit")
+    await first.close()
+
+
+async def test_channel_rules_and_user_limited_channels(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    cfg = base_config()
+    cfg["channel"]["namespaces"].append({"name": "dialog", "allow_user_limited_channels": True})
+    gw = gateway_factory(cfg, workers=1)
+    ws, _ = await raw_connect(gw.url, user="42")
+    bad = ["with space", "tab\there", "x" * 256, "ünïcode"]
+    for i, channel in enumerate(bad):
+        reply = await _command(ws, {"id": 10 + i, "subscribe": {"channel": channel}})
+        assert reply["error"] == {"code": 107, "message": "bad request"}, channel  # type: ignore[index]
+    assert "subscribe" in await _command(ws, {"id": 20, "subscribe": {"channel": "dialog:chat#42,43"}})
+    reply = await _command(ws, {"id": 21, "subscribe": {"channel": "dialog:chat#7,8"}})
+    assert reply["error"]["code"] == 103  # type: ignore[index]
+    reply = await _command(ws, {"id": 22, "subscribe": {"channel": "dialog:other"}})
+    assert reply["error"]["code"] == 103  # type: ignore[index]
+    await ws.close()
+
+
+async def test_client_channel_limit_106(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(base_config(client={"token": {"hmac_secret_key": SECRET}, "channel_limit": 3}),
+                         workers=1)
+    ws, _ = await raw_connect(gw.url)
+    for i in range(3):
+        assert "subscribe" in await _command(ws, {"id": 10 + i, "subscribe": {"channel": f"c{i}"}})
+    reply = await _command(ws, {"id": 20, "subscribe": {"channel": "c9"}})
+    assert reply["error"] == {"code": 106, "message": "limit exceeded"}  # type: ignore[index]
+    await ws.close()
