@@ -115,7 +115,14 @@ def _serve(args: argparse.Namespace) -> int:
             lines.append("  mint a test token: shardgate token --config CONFIG --user alice")
         print("\n".join(lines), flush=True)
 
-    return Supervisor(config, on_ready=announce).run()
+    def reload_config() -> Config:
+        fresh, _ = _load(args.config) if args.config else (config, None)
+        fresh = fresh.with_overrides(address=args.host, port=args.port, internal_port=args.internal_port,
+                                     workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        _check_loadable(fresh)
+        return fresh
+
+    return Supervisor(config, on_ready=announce, reload_config=reload_config).run()
 
 
 def _check_loadable(config: Config) -> None:

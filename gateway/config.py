@@ -105,16 +105,34 @@ class ChannelOptions:
 
 @dataclass(frozen=True, slots=True)
 class TokenConfig:
-    """Keys for verifying JWTs; PEM texts are parsed by ``gateway.auth``, not here."""
+    """Keys and claim checks for verifying JWTs (Centrifugo v6 names).
+
+    PEM texts and the JWKS document are parsed by ``gateway.auth``, not here; this
+    validates the shapes (regexes compile, the endpoint URL scheme, rotation pairs).
+    Empty strings / 0 mean "not set".
+    """
 
     hmac_secret_key: str = ""
     rsa_public_key: str = ""
     ecdsa_public_key: str = ""
+    hmac_previous_secret_key: str = ""
+    hmac_previous_secret_key_valid_until: int = 0  # unix seconds; previous key valid while now < it
+    audience: str = ""
+    audience_regex: str = ""
+    issuer: str = ""
+    issuer_regex: str = ""
+    jwks_public_endpoint: str = ""  # http(s):// URL or file:// path of a JWKS document
 
     @property
     def configured(self) -> bool:
         """True when any verification key is set."""
-        return bool(self.hmac_secret_key or self.rsa_public_key or self.ecdsa_public_key)
+        return bool(
+            self.hmac_secret_key
+            or self.rsa_public_key
+            or self.ecdsa_public_key
+            or self.hmac_previous_secret_key
+            or self.jwks_public_endpoint
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +220,8 @@ class ShardgateConfig:
     per_ip_connection_limit: int = 0  # open connections per client IP per worker (0 = off); beyond: HTTP 503
     per_ip_connection_rate: float = 0.0  # new connections per second per client IP per worker; beyond: HTTP 503
     handshake_timeout: float = 10.0  # seconds to complete the WebSocket upgrade
+    heartbeat_timeout: float = 10.0  # a worker whose loop has not beaten for this long is killed and replaced
+    drain_window: float = 2.0  # reload/shutdown: client disconnects are spread over this many seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,11 +436,51 @@ def _read(table: _Table, reader: Callable[[_Table], _T]) -> _T:
 
 
 def _read_token(t: _Table) -> TokenConfig:
-    return TokenConfig(
-        hmac_secret_key=t.get_str("hmac_secret_key", ""),
-        rsa_public_key=t.get_str("rsa_public_key", ""),
-        ecdsa_public_key=t.get_str("ecdsa_public_key", ""),
+    from urllib.parse import urlsplit
+
+    d = TokenConfig()
+    cfg = TokenConfig(
+        hmac_secret_key=t.get_str("hmac_secret_key", d.hmac_secret_key),
+        rsa_public_key=t.get_str("rsa_public_key", d.rsa_public_key),
+        ecdsa_public_key=t.get_str("ecdsa_public_key", d.ecdsa_public_key),
+        hmac_previous_secret_key=t.get_str("hmac_previous_secret_key", d.hmac_previous_secret_key),
+        hmac_previous_secret_key_valid_until=t.get_int(
+            "hmac_previous_secret_key_valid_until", d.hmac_previous_secret_key_valid_until, minimum=0
+        ),
+        audience=t.get_str("audience", d.audience),
+        audience_regex=t.get_str("audience_regex", d.audience_regex),
+        issuer=t.get_str("issuer", d.issuer),
+        issuer_regex=t.get_str("issuer_regex", d.issuer_regex),
+        jwks_public_endpoint=t.get_str("jwks_public_endpoint", d.jwks_public_endpoint).strip(),
     )
+    for name in ("audience_regex", "issuer_regex"):
+        try:
+            re.compile(getattr(cfg, name))
+        except re.error as exc:
+            raise ConfigError(t.key(name), f"invalid regular expression: {exc}") from None
+    if cfg.hmac_previous_secret_key_valid_until and not cfg.hmac_previous_secret_key:
+        raise ConfigError(t.key("hmac_previous_secret_key_valid_until"),
+                          "requires hmac_previous_secret_key")
+    if cfg.hmac_previous_secret_key and not cfg.hmac_previous_secret_key_valid_until:
+        raise ConfigError(t.key("hmac_previous_secret_key"),
+                          "requires hmac_previous_secret_key_valid_until (unix seconds)")
+    if cfg.jwks_public_endpoint:
+        try:
+            url = urlsplit(cfg.jwks_public_endpoint)
+            url.port  # noqa: B018 - raises ValueError for a port outside 0..65535
+        except ValueError:
+            raise ConfigError(t.key("jwks_public_endpoint"), "not a valid URL") from None
+        scheme = url.scheme.lower()
+        if scheme in ("http", "https"):
+            if not url.hostname:
+                raise ConfigError(t.key("jwks_public_endpoint"), "URL has no host")
+        elif scheme == "file":
+            if not url.path or url.netloc not in ("", "localhost"):
+                raise ConfigError(t.key("jwks_public_endpoint"), "expected file:///absolute/path")
+        else:
+            raise ConfigError(t.key("jwks_public_endpoint"),
+                              "must be an http://, https:// or file:// URL")
+    return cfg
 
 
 def _read_http_server(t: _Table) -> HttpServerConfig:
@@ -576,6 +636,8 @@ def _read_shardgate(t: _Table) -> ShardgateConfig:
         per_ip_connection_limit=t.get_int("per_ip_connection_limit", d.per_ip_connection_limit, minimum=0),
         per_ip_connection_rate=t.get_float("per_ip_connection_rate", d.per_ip_connection_rate, minimum=0.0),
         handshake_timeout=t.duration("handshake_timeout", d.handshake_timeout, positive=True),
+        heartbeat_timeout=t.duration("heartbeat_timeout", d.heartbeat_timeout, positive=True),
+        drain_window=t.duration("drain_window", d.drain_window),
     )
 
 

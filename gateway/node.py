@@ -100,9 +100,9 @@ class Node:
         self.hub = Hub(self.metrics)
         self.flusher = Flusher(loop)
         self.shard = OwnerShard(config, self._fanout, clock, self.rng)
-        self.verifier = TokenVerifier(config.client.token)
+        self.verifier = TokenVerifier(config.client.token, prefetch=True)
         sub_keys = config.client.subscription_token
-        self.sub_verifier = TokenVerifier(sub_keys) if sub_keys.configured else self.verifier
+        self.sub_verifier = TokenVerifier(sub_keys, prefetch=True) if sub_keys.configured else self.verifier
         self.control = Control(self)
         self.started_at = clock()
         self.rpc = RpcRegistry()
@@ -117,7 +117,8 @@ class Node:
         self._expired: dict[int, _Pending] = {}  # timed-out subscribes, to undo if they land late
         self._corr = 0
         self._peers: dict[int, int] = {}  # slot -> incarnation seen in its HELLO
-        self._hello_unsent: set[int] = set()
+        self._hello_unsent: dict[int, int] = {}  # slot -> HELLO flags still to deliver
+        self._hello_retrying = False
         self._sweeper: asyncio.TimerHandle | None = None
         self.on_peer_change: Callable[[], None] | None = None
 
@@ -126,7 +127,7 @@ class Node:
     def attach_bus(self, bus: Bus) -> None:
         """Start talking to the other slots: announce ourselves and begin the timeout sweep."""
         self.bus = bus
-        self._hello_unsent = {s for s in range(self.workers) if s != self.slot}
+        self._hello_unsent = {s: 0 for s in range(self.workers) if s != self.slot}
         self._send_hellos()
         self._schedule_sweep()
 
@@ -136,14 +137,24 @@ class Node:
         return not self._hello_unsent and len(self._peers) >= self.workers - 1
 
     def _send_hellos(self) -> None:
+        """Announce ourselves (flags 0) or answer an announcement (flags 1), retrying until
+        the peer's pipe is connected: a peer that just restarted binds a new socket."""
         assert self.bus is not None
-        for slot in list(self._hello_unsent):
-            if self.bus.send(slot, Envelope(Kind.HELLO, self.slot, corr=self.incarnation)):
-                self._hello_unsent.discard(slot)
+        retry_scheduled = bool(self._hello_unsent) and self._hello_retrying
+        for slot, flags in list(self._hello_unsent.items()):
+            if self.bus.send(slot, Envelope(Kind.HELLO, self.slot, corr=self.incarnation, flags=flags)):
+                del self._hello_unsent[slot]
         if self._hello_unsent:
-            self.loop.call_later(_HELLO_RETRY, self._send_hellos)
+            if not retry_scheduled:
+                self._hello_retrying = True
+                self.loop.call_later(_HELLO_RETRY, self._retry_hellos)
         elif self.on_peer_change is not None:
             self.on_peer_change()
+
+    def _retry_hellos(self) -> None:
+        self._hello_retrying = False
+        if self._hello_unsent:
+            self._send_hellos()
 
     @property
     def connection_limit(self) -> int:
@@ -359,7 +370,8 @@ class Node:
         self._peers[slot] = incarnation
         if env.flags == 0 and self.bus is not None:
             # Answer so that a restarted peer learns about us too.
-            self.bus.send(slot, Envelope(Kind.HELLO, self.slot, corr=self.incarnation, flags=1))
+            self._hello_unsent.setdefault(slot, 1)
+            self._send_hellos()
         if previous is not None and previous != incarnation:
             self._peer_restarted(slot)
         if self.on_peer_change is not None:

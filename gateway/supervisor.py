@@ -15,6 +15,7 @@ every worker then shares.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -26,9 +27,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from gateway.config import Config
+from gateway.config import Config, ConfigError
+from gateway.systemd import Notifier, watchdog_interval
 from gateway.worker import EXIT_BOOT_ERROR, WorkerSpec, run_worker
 
 __all__ = ["Supervisor", "reserve_port"]
@@ -58,12 +60,22 @@ class _Slot:
     started_at: float = 0.0
     boot_failures: int = 0
     restart_at: float = 0.0
-    exits: list[int] = field(default_factory=list)
+    last_beat: float = 0.0
+    killed_stuck: bool = False
 
 
 class Supervisor:
-    def __init__(self, config: Config, on_ready: Callable[[Supervisor], None] | None = None) -> None:
+    def __init__(self, config: Config, on_ready: Callable[[Supervisor], None] | None = None,
+                 reload_config: Callable[[], Config] | None = None, notifier: Notifier | None = None) -> None:
         self.config = config
+        self.reload_config = reload_config
+        self.notifier = notifier or Notifier()
+        self._watchdog = watchdog_interval()
+        self._last_watchdog = 0.0
+        self._reload_queue: list[int] = []  # slots still to replace in a rolling reload
+        self._reloading = False
+        self._reload_current: int | None = None
+        self._reload_old_pid = 0
         self.workers = config.worker_count()
         self.host = config.http_server.address
         self.port = config.http_server.port
@@ -94,7 +106,7 @@ class Supervisor:
             elif sig in (signal.SIGINT, signal.SIGQUIT):
                 self._begin_stop("fast")
             elif sig == signal.SIGHUP:
-                log.warning("SIGHUP: rolling reload is not available yet; ignored")
+                self._begin_reload()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -157,6 +169,7 @@ class Supervisor:
                 hold.close()
             run_worker(spec)
         slot.pid, slot.ready, slot.started_at = pid, False, time.monotonic()
+        slot.last_beat, slot.killed_stuck = slot.started_at, False
         log.info("slot %d: started worker pid %d", slot.number, pid)
 
     def _loop(self) -> None:
@@ -167,8 +180,10 @@ class Supervisor:
             if self._stopping is not None:
                 return
             self._respawn_due()
+            self._check_heartbeats()
+            self._continue_reload()
             try:
-                readable, _, _ = select.select([self._ready_r, self._wake_r], [], [], 0.5)
+                readable, _, _ = select.select([self._ready_r, self._wake_r], [], [], 0.25)
             except InterruptedError:
                 continue
             if self._wake_r in readable:
@@ -194,16 +209,90 @@ class Supervisor:
 
     def _on_worker_message(self, line: str) -> None:
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "R":
-            number, pid = int(parts[1]), int(parts[2])
-            slot = self.slots[number]
-            if slot.pid == pid:
-                slot.ready = True
-                slot.boot_failures = 0
-        if not self._announced and all(s.ready for s in self.slots):
-            self._announced = True
-            if self.on_ready is not None:
-                self.on_ready(self)
+        if len(parts) != 3 or parts[0] not in ("R", "H"):
+            return
+        number, pid = int(parts[1]), int(parts[2])
+        if not 0 <= number < len(self.slots):
+            return
+        slot = self.slots[number]
+        if slot.pid != pid:
+            return
+        slot.last_beat = time.monotonic()
+        if parts[0] == "R" and not slot.ready:
+            slot.ready = True
+            slot.boot_failures = 0
+            log.info("slot %d: worker %d ready", number, pid)
+            if not self._announced and all(s.ready for s in self.slots):
+                self._announced = True
+                self.notifier.ready(f"{self.workers} workers on {self.host}:{self.port}")
+                if self.on_ready is not None:
+                    self.on_ready(self)
+
+    # -- liveness -------------------------------------------------------------------------------
+
+    def _check_heartbeats(self) -> None:
+        """Kill workers whose event loop stopped beating; feed systemd's watchdog otherwise."""
+        now = time.monotonic()
+        timeout = self.config.shardgate.heartbeat_timeout
+        fresh = True
+        for slot in self.slots:
+            if not slot.pid or not slot.ready:
+                fresh = False
+                continue
+            if now - slot.last_beat > timeout:
+                fresh = False
+                if not slot.killed_stuck:
+                    log.error("slot %d: worker %d missed heartbeats for %.1fs (loop stuck?); killing it",
+                              slot.number, slot.pid, now - slot.last_beat)
+                    slot.killed_stuck = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(slot.pid, signal.SIGKILL)
+        if fresh and self._watchdog is not None and now - self._last_watchdog >= self._watchdog:
+            self._last_watchdog = now
+            self.notifier.watchdog()
+
+    # -- rolling reload -------------------------------------------------------------------------
+
+    def _begin_reload(self) -> None:
+        if self._reloading:
+            log.warning("SIGHUP during a reload: the reload in progress continues")
+            return
+        if self.reload_config is not None:
+            try:
+                config = self.reload_config()
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running workers: %s", exc)
+                return
+            if config.worker_count() != self.workers:
+                log.warning("reload: shardgate.workers changed to %d; a worker count change needs a restart "
+                            "(slots are shard ids), keeping %d", config.worker_count(), self.workers)
+            config = dataclasses.replace(config, shardgate=dataclasses.replace(
+                config.shardgate, workers=self.workers))
+            self.config = config
+        log.info("reload: replacing workers one slot at a time")
+        self.notifier.reloading()
+        self._reloading = True
+        self._reload_queue = [slot.number for slot in self.slots]
+        self._reload_current = None
+
+    def _continue_reload(self) -> None:
+        if not self._reloading:
+            return
+        current = self._reload_current
+        if current is not None:
+            slot = self.slots[current]
+            if not (slot.pid and slot.ready and slot.pid != self._reload_old_pid):
+                return  # the replacement is not up yet
+            self._reload_current = None
+        if not self._reload_queue:
+            self._reloading = False
+            log.info("reload complete")
+            self.notifier.ready(f"{self.workers} workers on {self.host}:{self.port}")
+            return
+        number = self._reload_queue.pop(0)
+        slot = self.slots[number]
+        self._reload_current, self._reload_old_pid = number, slot.pid
+        self._replace(slot)
 
     def _reap(self) -> None:
         while True:
@@ -245,10 +334,18 @@ class Supervisor:
                 slot.restart_at = 0.0
                 self._spawn(slot)
 
+    def _replace(self, slot: _Slot) -> None:
+        """Drain the slot's worker; the reaper starts its replacement in the same slot."""
+        log.info("reload: slot %d: draining worker %d", slot.number, slot.pid)
+        if slot.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.pid, signal.SIGTERM)
+
     def _begin_stop(self, how: str) -> None:
         if self._stopping == "fast" or self._stopping == how:
             return
         self._stopping = how
+        self.notifier.stopping()
         sig = signal.SIGTERM if how == "graceful" else signal.SIGQUIT
         log.info("stopping (%s)", how)
         self._signal_all(sig)

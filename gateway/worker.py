@@ -10,6 +10,7 @@ SIGINT/SIGQUIT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -38,6 +39,7 @@ log = logging.getLogger("shardgate.worker")
 EXIT_BOOT_ERROR = 3
 
 _PR_SET_PDEATHSIG = 1
+_HEARTBEAT_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +107,16 @@ class Worker:
         log.info("slot %d ready", self.spec.slot)
 
     def _watch_parent(self) -> None:
+        """Runs on the event loop every second: proves the loop turns (heartbeat to the
+        supervisor) and notices a dead supervisor."""
         if os.getppid() != self.spec.supervisor_pid:
             log.warning("supervisor is gone, stopping")
             self.stop(True)
             return
-        self.loop.call_later(1.0, self._watch_parent)
+        if self._ready_sent:
+            with contextlib.suppress(OSError):
+                os.write(self.spec.ready_fd, f"H {self.spec.slot} {os.getpid()}\n".encode())
+        self.loop.call_later(_HEARTBEAT_INTERVAL, self._watch_parent)
 
     def stop(self, fast: bool) -> None:
         self.fast = self.fast or fast
