@@ -3,6 +3,7 @@ $NOTIFY_SOCKET), watchdog pings, killing a worker whose loop is stuck, and reloa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,10 +76,8 @@ async def test_stuck_worker_is_killed_and_replaced(gateway_factory) -> None:  # 
         assert "missed heartbeats" in gw.log()
         await wait_for(lambda: f"worker {gw.slot_pids()[1]} ready" in gw.log(), timeout=15, what="replacement ready")
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(stuck, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
 
 
 async def test_reload_replaces_every_worker_and_refuses_bad_config(gateway_factory) -> None:  # type: ignore[no-untyped-def]
