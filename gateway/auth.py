@@ -1,9 +1,31 @@
 """JWT verification for connection and subscription tokens (Centrifugo-compatible).
 
-Pure and synchronous: no sockets, no clock. The caller passes ``now`` (unix seconds) so
-expiry is decided against the same instant the connection logic uses, and tests never
-sleep. Keys are parsed once, at construction, so a bad PEM fails startup (config
-validation builds a :class:`TokenVerifier`) instead of failing every connect later.
+Synchronous and clock-free: the caller passes ``now`` (unix seconds) so expiry is decided
+against the same instant the connection logic uses, and tests never sleep. Keys are parsed
+once, at construction, so a bad PEM fails startup (config validation builds a
+:class:`TokenVerifier`) instead of failing every connect later.
+
+JWKS (``jwks_public_endpoint``) is the one exception to "no I/O", and it never blocks the
+verify path on the network:
+
+* ``file://`` documents are read synchronously (a local file read is cheap): at construction
+  (a missing or malformed file fails startup) and again whenever a refresh is due.
+* ``http(s)://`` documents are fetched by a short-lived daemon thread (timeout 1 s, one
+  retry, at most 1 MiB). The worker's verifier starts one such fetch at construction
+  (``prefetch=True``); afterwards a fetch starts only when a token names a ``kid`` that is
+  not cached, or the cached keys are older than 1 h, and at most once per 30 s, one at a
+  time. **A token whose ``kid`` is not cached yet is invalid** (connect: disconnect 3500,
+  subscribe: error 103) while that fetch runs; the client's retry succeeds once it lands.
+* Keys stay in use past their 1 h lifetime until a refresh succeeds, so an outage of the
+  JWKS endpoint does not lock every client out; a successful refresh replaces the whole set
+  (a key removed from the document stops verifying).
+* A JWKS key is looked up by the token's ``kid`` only (keys without ``kid``, ``use`` other
+  than ``sig``, and ``kty`` other than RSA/EC/OKP are skipped). A token whose ``kid`` is not
+  in the set falls back to the static keys (HMAC/RSA/ECDSA) for its ``alg``, so both
+  kinds of key coexist.
+
+HMAC rotation: ``hmac_previous_secret_key`` also verifies HS* tokens while
+``now < hmac_previous_secret_key_valid_until``.
 
 Error mapping follows Centrifugo:
 
@@ -17,14 +39,22 @@ when its ``exp`` is in the past, and an expired genuine token is reported as exp
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Mapping
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeAlias
+from urllib.parse import unquote, urlsplit
 
 import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 
@@ -41,12 +71,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConnectCredentials",
+    "JwksCache",
     "SubscribeCredentials",
     "TokenKeys",
     "TokenVerifier",
+    "check_jwks_endpoint",
 ]
 
+log = logging.getLogger("shardgate.auth")
+
 DEFAULT_MAX_TOKEN_SIZE: Final = 16384
+
+JWKS_CACHE_TTL: Final = 3600.0
+"""Seconds a fetched JWKS is considered fresh (Centrifugo's 1 h)."""
+JWKS_MIN_REFRESH_INTERVAL: Final = 30.0
+"""At most one on-demand refresh (unknown ``kid`` or stale cache) starts per this many seconds."""
+JWKS_FETCH_TIMEOUT: Final = 1.0
+JWKS_FETCH_RETRIES: Final = 1
+JWKS_MAX_DOCUMENT_SIZE: Final = 1 << 20
 
 _HMAC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
 _RSA_ALGORITHMS: Final = ("RS256", "RS384", "RS512")
@@ -72,7 +114,12 @@ _PYJWT_OPTIONS: Final[Options] = {
 }
 
 
-_VerifyKey: TypeAlias = "bytes | rsa.RSAPublicKey | ec.EllipticCurvePublicKey"
+_VerifyKey: TypeAlias = (
+    "bytes | rsa.RSAPublicKey | ec.EllipticCurvePublicKey"
+    " | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey"
+)
+_JWKS_KTY: Final = frozenset({"RSA", "EC", "OKP"})
+_JWKS_ALGORITHMS: Final = frozenset({*_RSA_ALGORITHMS, *_EC_CURVE_ALGORITHM.values(), "EdDSA"})
 
 
 class TokenKeys(Protocol):
@@ -90,6 +137,27 @@ class TokenKeys(Protocol):
 
     @property
     def ecdsa_public_key(self) -> str: ...
+
+    @property
+    def hmac_previous_secret_key(self) -> str: ...
+
+    @property
+    def hmac_previous_secret_key_valid_until(self) -> int: ...
+
+    @property
+    def audience(self) -> str: ...
+
+    @property
+    def audience_regex(self) -> str: ...
+
+    @property
+    def issuer(self) -> str: ...
+
+    @property
+    def issuer_regex(self) -> str: ...
+
+    @property
+    def jwks_public_endpoint(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +202,22 @@ class TokenVerifier:
     The token header's ``alg`` picks the key, but each algorithm family has its own key
     (HMAC secret, RSA key, EC key) and pyjwt is told to accept only that one algorithm,
     so a token cannot make the verifier use, say, the RSA public key as an HMAC secret.
-    An algorithm whose key is not configured, and ``none``, are invalid.
+    An algorithm whose key is not configured, and ``none``, are invalid. A JWKS key
+    (picked by ``kid``) likewise verifies only the algorithms its ``kty``/``crv``/``alg``
+    allow, never HS*.
     """
 
-    __slots__ = ("_audience", "_issuer", "_keys", "_max_token_size")
+    __slots__ = (
+        "_audience",
+        "_audience_re",
+        "_issuer",
+        "_issuer_re",
+        "_jwks",
+        "_keys",
+        "_max_token_size",
+        "_previous_hmac",
+        "_previous_hmac_until",
+    )
 
     def __init__(
         self,
@@ -146,22 +226,48 @@ class TokenVerifier:
         max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
         audience: str | None = None,
         issuer: str | None = None,
+        prefetch: bool = False,
+        jwks: JwksCache | None = None,
     ) -> None:
         """Parse the keys once; raise ``ValueError`` naming the bad setting.
 
         ``audience``/``issuer``: when set, a token must carry a matching ``aud`` (string
-        or list containing it) / ``iss``; when ``None`` these claims are ignored.
+        or list containing it) / ``iss``; when ``None`` they come from ``keys``
+        (``""`` there means the claim is not checked). ``audience_regex``/``issuer_regex``
+        from ``keys`` must match the whole claim (any element of a list ``aud``).
+
+        ``prefetch``: start fetching an ``http(s)`` JWKS now, in a background thread.
+        Only a worker's long-lived verifier asks for it; validation (``check-config``, the
+        supervisor before it forks) builds verifiers without starting threads.
+        ``jwks``: a ready cache (tests); by default one is built from
+        ``keys.jwks_public_endpoint``.
         """
         if max_token_size <= 0:
             raise ValueError(f"max_token_size must be positive, got {max_token_size}")
         self._max_token_size = max_token_size
-        self._audience = audience
-        self._issuer = issuer
+        self._audience = audience if audience is not None else (keys.audience or None)
+        self._issuer = issuer if issuer is not None else (keys.issuer or None)
+        self._audience_re = _compile_regex(keys.audience_regex, "audience_regex")
+        self._issuer_re = _compile_regex(keys.issuer_regex, "issuer_regex")
         self._keys: dict[str, _VerifyKey] = {}
         if keys.hmac_secret_key:
-            secret = _load_hmac_secret(keys.hmac_secret_key)
+            secret = _load_hmac_secret(keys.hmac_secret_key, "hmac_secret_key")
             for alg in _HMAC_ALGORITHMS:
                 self._keys[alg] = secret
+        self._previous_hmac: bytes | None = None
+        self._previous_hmac_until = float(keys.hmac_previous_secret_key_valid_until)
+        if keys.hmac_previous_secret_key:
+            if self._previous_hmac_until <= 0:
+                raise ValueError(
+                    "token hmac_previous_secret_key needs hmac_previous_secret_key_valid_until"
+                )
+            self._previous_hmac = _load_hmac_secret(
+                keys.hmac_previous_secret_key, "hmac_previous_secret_key"
+            )
+        elif self._previous_hmac_until:
+            raise ValueError(
+                "token hmac_previous_secret_key_valid_until is set without hmac_previous_secret_key"
+            )
         if keys.rsa_public_key:
             rsa_key = _load_rsa_key(keys.rsa_public_key)
             for alg in _RSA_ALGORITHMS:
@@ -169,16 +275,31 @@ class TokenVerifier:
         if keys.ecdsa_public_key:
             ec_key, ec_alg = _load_ec_key(keys.ecdsa_public_key)
             self._keys[ec_alg] = ec_key
+        if jwks is None and keys.jwks_public_endpoint:
+            jwks = JwksCache(keys.jwks_public_endpoint)
+        self._jwks = jwks
+        if jwks is not None:
+            jwks.start(prefetch=prefetch)
 
     @property
     def algorithms(self) -> tuple[str, ...]:
         """Algorithms a token may use with this configuration (for startup logs)."""
-        return tuple(self._keys)
+        algs = dict.fromkeys(self._keys)
+        if self._previous_hmac is not None:
+            algs.update(dict.fromkeys(_HMAC_ALGORITHMS))
+        if self._jwks is not None:
+            algs.update(dict.fromkeys(sorted(_JWKS_ALGORITHMS)))
+        return tuple(algs)
+
+    @property
+    def jwks(self) -> JwksCache | None:
+        """The JWKS cache, when ``jwks_public_endpoint`` is configured."""
+        return self._jwks
 
     def verify_connect(self, token: str, now: float) -> ConnectCredentials:
         """Verify a connection token; raise ``ClientError 109`` or ``Disconnect 3500``."""
         try:
-            claims = self._decode(token)
+            claims = self._decode(token, now)
             if _str_claim(claims, "channel"):
                 # A subscription token must not double as a connection token.
                 raise _InvalidToken("connection token has a channel claim")
@@ -199,7 +320,7 @@ class TokenVerifier:
     def verify_subscribe(self, token: str, now: float) -> SubscribeCredentials:
         """Verify a subscription token; raise ``ClientError 109`` or ``ClientError 103``."""
         try:
-            claims = self._decode(token)
+            claims = self._decode(token, now)
             channel = _str_claim(claims, "channel")
             if not channel:
                 # Without it a connection token could be replayed as a subscription token.
@@ -218,7 +339,28 @@ class TokenVerifier:
         except _InvalidToken as exc:
             raise _fresh_client_error(ERROR_PERMISSION_DENIED) from exc
 
-    def _decode(self, token: str) -> dict[str, Any]:
+    def _candidate_keys(self, alg: str, kid: object, now: float) -> list[_VerifyKey]:
+        """The keys that may verify this token, in order; never blocks on the network."""
+        jwks = self._jwks
+        if jwks is not None and isinstance(kid, str) and kid:
+            jwk = jwks.lookup(kid, now)
+            if jwk is not None:
+                if alg not in jwk.algorithms:
+                    raise _InvalidToken(f"algorithm {alg!r} does not match JWKS key {kid!r}")
+                return [jwk.key]
+        candidates: list[_VerifyKey] = []
+        key = self._keys.get(alg)
+        if key is not None:
+            candidates.append(key)
+        if (
+            alg in _HMAC_ALGORITHMS
+            and self._previous_hmac is not None
+            and now < self._previous_hmac_until
+        ):
+            candidates.append(self._previous_hmac)
+        return candidates
+
+    def _decode(self, token: str, now: float) -> dict[str, Any]:
         """Size and signature checks; returns the claims, not yet checked against ``now``."""
         if not isinstance(token, str) or not token:
             raise _InvalidToken("empty or non-string token")
@@ -227,18 +369,40 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg")
-            key = self._keys.get(alg) if isinstance(alg, str) else None
-            if not isinstance(alg, str) or key is None:
+            kid = header.get("kid")
+            if not isinstance(alg, str):
                 raise _InvalidToken(f"algorithm {alg!r} is not configured")
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                options=_PYJWT_OPTIONS,
-            )
+            claims = self._verify_signature(token, alg, kid, now)
+            if claims is None and self._refresh_for(kid, now):
+                # A file:// JWKS was re-read inline: the kid may be known now.
+                claims = self._verify_signature(token, alg, kid, now)
         except jwt.PyJWTError as exc:
             raise _InvalidToken(f"{type(exc).__name__}: {exc}") from exc
+        if claims is None:
+            raise _InvalidToken(f"no configured key for algorithm {alg!r} and kid {kid!r} verifies the token")
         return claims
+
+    def _verify_signature(self, token: str, alg: str, kid: object, now: float) -> dict[str, Any] | None:
+        """The claims if a candidate key verifies the signature; ``None`` if none does.
+
+        Other decoding problems (malformed token, algorithm/key mismatch) raise.
+        """
+        for key in self._candidate_keys(alg, kid, now):
+            try:
+                claims: dict[str, Any] = jwt.decode(token, key, algorithms=[alg], options=_PYJWT_OPTIONS)
+            except jwt.InvalidSignatureError:
+                continue
+            return claims
+        return None
+
+    def _refresh_for(self, kid: object, now: float) -> bool:
+        """No key verified a token naming a ``kid`` that no cached JWKS key has: ask for a
+        (rate-limited) refresh. True when it completed inline (``file://``). A ``kid`` that
+        is cached never triggers a fetch, so forged tokens cannot make the gateway fetch."""
+        jwks = self._jwks
+        if jwks is None or not isinstance(kid, str) or not kid or kid in jwks.kids:
+            return False
+        return jwks.request_refresh(now)
 
     def _check_registered_claims(self, claims: Mapping[str, Any], now: float) -> None:
         """``exp``, ``nbf``, ``aud``, ``iss``: run after the kind-specific claims parsed,
@@ -249,17 +413,274 @@ class TokenVerifier:
             raise _ExpiredToken
         if nbf is not None and nbf > now:
             raise _InvalidToken("token not valid yet (nbf)")
-        if self._audience is not None and not _has_audience(claims.get("aud"), self._audience):
+        aud = claims.get("aud")
+        if self._audience is not None and not _has_audience(aud, self._audience):
             raise _InvalidToken("audience mismatch")
-        if self._issuer is not None and claims.get("iss") != self._issuer:
+        if self._audience_re is not None and not _audience_matches(aud, self._audience_re):
+            raise _InvalidToken("audience does not match audience_regex")
+        iss = claims.get("iss")
+        if self._issuer is not None and iss != self._issuer:
             raise _InvalidToken("issuer mismatch")
+        if self._issuer_re is not None and not (
+            isinstance(iss, str) and self._issuer_re.fullmatch(iss)
+        ):
+            raise _InvalidToken("issuer does not match issuer_regex")
 
 
-def _load_hmac_secret(secret: str) -> bytes:
+# --------------------------------------------------------------------------- JWKS
+
+
+@dataclass(frozen=True, slots=True)
+class _Jwk:
+    """One usable JWKS key: the public key and the token algorithms it may verify."""
+
+    key: _VerifyKey
+    algorithms: frozenset[str]
+
+
+def check_jwks_endpoint(endpoint: str) -> str:
+    """Return the scheme (``http``, ``https`` or ``file``); raise ``ValueError`` otherwise."""
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:
+        raise ValueError(f"token jwks_public_endpoint {endpoint!r} is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"token jwks_public_endpoint {endpoint!r} has no host")
+        return scheme
+    if scheme == "file":
+        if not parts.path:
+            raise ValueError(f"token jwks_public_endpoint {endpoint!r} has no path")
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"token jwks_public_endpoint {endpoint!r}: file URL must be local")
+        return scheme
+    raise ValueError(
+        f"token jwks_public_endpoint {endpoint!r} must be an http://, https:// or file:// URL"
+    )
+
+
+def _fetch_url(url: str, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        data: bytes = response.read(JWKS_MAX_DOCUMENT_SIZE + 1)
+    if len(data) > JWKS_MAX_DOCUMENT_SIZE:
+        raise ValueError(f"JWKS document larger than {JWKS_MAX_DOCUMENT_SIZE} bytes")
+    return data
+
+
+def _spawn_thread(job: Callable[[], None]) -> None:
+    threading.Thread(target=job, name="shardgate-jwks", daemon=True).start()
+
+
+class JwksCache:
+    """The keys of one JWKS document, refreshed without blocking the caller.
+
+    ``lookup`` and ``request_refresh`` are called on the event loop and only read the
+    cache or start a job; for ``http(s)`` the job (``fetch`` plus parsing) runs through
+    ``spawn`` (a daemon thread by default) and swaps the new key dict in under a lock.
+    ``file://`` documents are read inline. ``fetch``, ``spawn`` and ``clock`` are
+    injectable so tests control timing without sleeping or a network.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        ttl: float = JWKS_CACHE_TTL,
+        min_refresh_interval: float = JWKS_MIN_REFRESH_INTERVAL,
+        timeout: float = JWKS_FETCH_TIMEOUT,
+        retries: int = JWKS_FETCH_RETRIES,
+        fetch: Callable[[str, float], bytes] = _fetch_url,
+        spawn: Callable[[Callable[[], None]], None] = _spawn_thread,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.endpoint = endpoint
+        self._is_file = check_jwks_endpoint(endpoint) == "file"
+        self._ttl = ttl
+        self._min_interval = min_refresh_interval
+        self._timeout = timeout
+        self._retries = retries
+        self._fetch = fetch
+        self._spawn = spawn
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: dict[str, _Jwk] = {}
+        self._loaded_at: float | None = None  # time of the last successful load
+        self._next_refresh = -math.inf  # earliest time an on-demand refresh may start
+        self._in_flight = False
+        self.fetches = 0
+        """Number of loads attempted (for tests and logs)."""
+        self.last_error: str | None = None
+
+    def start(self, *, prefetch: bool) -> None:
+        """Load a ``file://`` document now (raises ``ValueError`` if unusable); for
+        ``http(s)`` start a background fetch when ``prefetch`` is true."""
+        if self._is_file:
+            self._load(self._clock(), raise_errors=True)
+        elif prefetch:
+            self._start_job(self._clock())
+
+    @property
+    def kids(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._keys)
+
+    @property
+    def refreshing(self) -> bool:
+        with self._lock:
+            return self._in_flight
+
+    def lookup(self, kid: str, now: float) -> _Jwk | None:
+        """The cached key for ``kid``; a stale cache also asks for a refresh (kept meanwhile)."""
+        with self._lock:
+            jwk = self._keys.get(kid)
+            stale = self._loaded_at is not None and now - self._loaded_at >= self._ttl
+        if stale:
+            self.request_refresh(now)
+        return jwk
+
+    def request_refresh(self, now: float) -> bool:
+        """Start a refresh unless one runs or one started less than 30 s ago.
+
+        Returns True when the refresh already finished (``file://``, read inline) and
+        succeeded; an ``http(s)`` refresh runs in the background and returns False.
+        """
+        with self._lock:
+            if self._in_flight or now < self._next_refresh:
+                return False
+            self._next_refresh = now + self._min_interval
+            self._in_flight = not self._is_file
+        if self._is_file:
+            return self._load(now, raise_errors=False)
+        self._start_job(now)
+        return False
+
+    def _start_job(self, now: float) -> None:
+        with self._lock:
+            self._in_flight = True
+        try:
+            self._spawn(lambda: self._run_job(now))
+        except Exception:  # e.g. RuntimeError: can't start new thread
+            log.exception("JWKS %s: cannot start a refresh", self.endpoint)
+            with self._lock:
+                self._in_flight = False
+
+    def _run_job(self, now: float) -> None:
+        try:
+            self._load(now, raise_errors=False)
+        finally:
+            with self._lock:
+                self._in_flight = False
+
+    def _read(self) -> bytes:
+        if self._is_file:
+            path = Path(unquote(urlsplit(self.endpoint).path))
+            data = path.read_bytes()
+            if len(data) > JWKS_MAX_DOCUMENT_SIZE:
+                raise ValueError(f"JWKS document larger than {JWKS_MAX_DOCUMENT_SIZE} bytes")
+            return data
+        error: Exception | None = None
+        for _ in range(1 + self._retries):
+            try:
+                return self._fetch(self.endpoint, self._timeout)
+            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are OSErrors
+                error = exc
+        assert error is not None
+        raise error
+
+    def _load(self, now: float, *, raise_errors: bool) -> bool:
+        self.fetches += 1
+        try:
+            keys = parse_jwks(self._read())
+        except (OSError, ValueError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if raise_errors:
+                raise ValueError(
+                    f"token jwks_public_endpoint {self.endpoint!r} is unusable: {self.last_error}"
+                ) from None
+            log.warning("JWKS %s: refresh failed, keeping %d cached keys: %s",
+                        self.endpoint, len(self._keys), self.last_error)
+            return False
+        with self._lock:
+            self._keys = keys
+            self._loaded_at = now
+        self.last_error = None
+        log.info("JWKS %s: loaded %d keys", self.endpoint, len(keys))
+        return True
+
+
+def parse_jwks(data: bytes) -> dict[str, _Jwk]:
+    """``kid`` -> key for each usable signing key; raise ``ValueError`` if not a JWKS."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"JWKS is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError('JWKS must be an object with a "keys" list')
+    keys: dict[str, _Jwk] = {}
+    for entry in document["keys"]:
+        parsed = _parse_jwk(entry)
+        if parsed is not None:
+            kid, jwk = parsed
+            keys.setdefault(kid, jwk)
+    return keys
+
+
+def _parse_jwk(entry: object) -> tuple[str, _Jwk] | None:
+    """One JWKS entry, or ``None`` for an entry this verifier cannot or must not use."""
+    if not isinstance(entry, dict):
+        return None
+    kid, kty, use = entry.get("kid"), entry.get("kty"), entry.get("use")
+    # "oct" (a shared secret) is never accepted from a public endpoint.
+    if not isinstance(kid, str) or not kid or kty not in _JWKS_KTY or use not in (None, "sig"):
+        return None
+    explicit_alg = entry.get("alg")
+    if explicit_alg is not None and explicit_alg not in _JWKS_ALGORITHMS:
+        return None
+    try:
+        key: Any = jwt.PyJWK(entry).key
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        log.warning("JWKS key %r is malformed; skipped", kid)
+        return None
+    allowed: frozenset[str]
+    if isinstance(key, rsa.RSAPublicKey):
+        allowed = frozenset(_RSA_ALGORITHMS)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        curve_alg = _EC_CURVE_ALGORITHM.get(key.curve.name)
+        if curve_alg is None:
+            return None
+        allowed = frozenset({curve_alg})
+    elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        allowed = frozenset({"EdDSA"})
+    else:  # a private key or an unexpected type
+        return None
+    if explicit_alg is not None:
+        allowed &= {explicit_alg}
+    if not allowed:
+        return None
+    return kid, _Jwk(key, allowed)
+
+
+def _compile_regex(pattern: str, setting: str) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"token {setting} is not a valid regular expression: {exc}") from None
+
+
+def _audience_matches(aud: object, pattern: re.Pattern[str]) -> bool:
+    values: Sequence[object] = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else ()
+    return any(isinstance(value, str) and pattern.fullmatch(value) for value in values)
+
+
+def _load_hmac_secret(secret: str, setting: str) -> bytes:
     try:
         return HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
     except jwt.InvalidKeyError as exc:
-        raise ValueError(f"token hmac_secret_key is unusable: {exc}") from exc
+        raise ValueError(f"token {setting} is unusable: {exc}") from exc
 
 
 def _load_public_key(pem: str, setting: str) -> object:

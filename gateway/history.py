@@ -58,6 +58,16 @@ class Stream:
         while items and items[0].expires_at <= now:
             items.popleft()
 
+    def items(self) -> list[HistoryItem]:
+        return list(self._items)
+
+    def restore(self, top: int, items: list[tuple[int, float, bytes]]) -> None:
+        """Continue a stream handed over by a retiring worker (same epoch, same offsets)."""
+        self.top = top
+        self._items.clear()
+        for offset, expires_at, publication in items[-self.size:] if self.size else ():
+            self._items.append(HistoryItem(offset, expires_at, publication))
+
     def clear(self) -> None:
         """Drop publications but keep the position (Centrifugo's history_remove)."""
         self._items.clear()

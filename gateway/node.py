@@ -26,7 +26,13 @@ from gateway.hub import Hub
 from gateway.rpc import RpcRegistry, echo, load_handler
 from gateway.shard import OwnerShard
 from gateway.stats import Stats
-from sharding.envelope import Envelope, Kind
+from sharding.envelope import (
+    FLAG_HANDOFF_DONE,
+    FLAG_HELLO_ANSWER,
+    FLAG_HELLO_HANDOFF,
+    Envelope,
+    Kind,
+)
 from sharding.hashing import owner
 from sharding.ids import make_client_id
 
@@ -38,6 +44,8 @@ ReplyCallback = Callable[[dict[str, Any] | None, ClientError | None], None]
 
 # A shard that cannot be reached or does not answer in time: temporary, the SDKs retry.
 ERROR_SHARD_UNAVAILABLE = ClientError(100, "internal server error: shard unavailable", temporary=True)
+# The owner is handing its channels to a reloaded successor: retry in a moment.
+ERROR_RELOADING = ClientError(100, "internal server error: channel owner reloading", temporary=True)
 
 # Requests addressed to a slot (not routed by channel) carry this method prefix.
 CONTROL_PREFIX = "ctl."
@@ -48,8 +56,18 @@ _MAX_EXPIRED = 10_000
 class Bus(Protocol):
     """Ordered, message-oriented links to the other slots (``sharding.bus`` implements it)."""
 
+    endpoint: str
+
     def send(self, slot: int, env: Envelope) -> bool:
         """Queue ``env`` for ``slot``; False when the peer is not reachable right now."""
+        ...
+
+    def connect_peer(self, slot: int, path: str) -> None:
+        """Point the link to ``slot`` at the endpoint a (new) incarnation announced."""
+        ...
+
+    def send_all_to(self, path: str, envelopes: list[Envelope], timeout: float) -> bool:
+        """Deliver in order to one endpoint (a reload successor); blocking."""
         ...
 
 
@@ -115,21 +133,31 @@ class Node:
         self.bus: Bus | None = None
         self._pending: dict[int, _Pending] = {}
         self._expired: dict[int, _Pending] = {}  # timed-out subscribes, to undo if they land late
-        self._corr = 0
+        self._corr = self.rng.getrandbits(31)  # distinct from a predecessor's in-flight ids
         self._peers: dict[int, int] = {}  # slot -> incarnation seen in its HELLO
         self._hello_unsent: dict[int, int] = {}  # slot -> HELLO flags still to deliver
         self._hello_retrying = False
         self._sweeper: asyncio.TimerHandle | None = None
         self.on_peer_change: Callable[[], None] | None = None
+        self.on_handoff_done: Callable[[], None] | None = None
+        self.frozen = False
+        self.handoff_received = False
 
     # -- wiring ---------------------------------------------------------------------------------
 
-    def attach_bus(self, bus: Bus) -> None:
-        """Start talking to the other slots: announce ourselves and begin the timeout sweep."""
+    def attach_bus(self, bus: Bus, announce: bool = True) -> None:
+        """Start talking to the other slots and begin the timeout sweep. A reload successor
+        announces itself only after it installed its predecessor's state."""
         self.bus = bus
-        self._hello_unsent = {s: 0 for s in range(self.workers) if s != self.slot}
-        self._send_hellos()
         self._schedule_sweep()
+        if announce:
+            self.announce()
+
+    def announce(self, handoff: bool = False) -> None:
+        """HELLO to every peer with our endpoint (and, after a handoff, "state preserved")."""
+        flags = FLAG_HELLO_HANDOFF if handoff else 0
+        self._hello_unsent = {s: flags for s in range(self.workers) if s != self.slot}
+        self._send_hellos()
 
     @property
     def bus_ready(self) -> bool:
@@ -142,7 +170,9 @@ class Node:
         assert self.bus is not None
         retry_scheduled = bool(self._hello_unsent) and self._hello_retrying
         for slot, flags in list(self._hello_unsent.items()):
-            if self.bus.send(slot, Envelope(Kind.HELLO, self.slot, corr=self.incarnation, flags=flags)):
+            hello = Envelope(Kind.HELLO, self.slot, corr=self.incarnation, flags=flags,
+                             payload=self.bus.endpoint.encode())
+            if self.bus.send(slot, hello):
                 del self._hello_unsent[slot]
         if self._hello_unsent:
             if not retry_scheduled:
@@ -208,6 +238,8 @@ class Node:
     def _handle(self, method: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
         if method.startswith(CONTROL_PREFIX):
             return self.control.handle(method[len(CONTROL_PREFIX):], body)
+        if self.frozen:
+            raise ERROR_RELOADING
         return self.shard.handle(method, body, origin)
 
     # -- awaitable forms, for the HTTP API (never on the client hot path) ------------------------
@@ -252,6 +284,8 @@ class Node:
         """A one-way owner operation (no answer)."""
         slot = self.owner(channel)
         if slot == self.slot or self.bus is None:
+            if self.frozen:
+                return  # retiring after a handoff: the successor owns this state now
             try:
                 self._handle(method, body, self.slot)
             except Exception:
@@ -323,6 +357,8 @@ class Node:
                 log.exception("notify %s from slot %d failed", env.channel, env.origin)
         elif kind is Kind.HELLO:
             self._on_hello(env)
+        elif kind is Kind.HANDOFF:
+            self._on_handoff(env)
 
     def _on_request(self, env: Envelope) -> None:
         assert self.bus is not None
@@ -366,16 +402,45 @@ class Node:
 
     def _on_hello(self, env: Envelope) -> None:
         slot, incarnation = env.origin, env.corr
+        if self.bus is not None and env.payload:
+            self.bus.connect_peer(slot, env.payload.decode())
         previous = self._peers.get(slot)
         self._peers[slot] = incarnation
-        if env.flags == 0 and self.bus is not None:
+        if not env.flags & FLAG_HELLO_ANSWER and self.bus is not None:
             # Answer so that a restarted peer learns about us too.
-            self._hello_unsent.setdefault(slot, 1)
+            self._hello_unsent.setdefault(slot, FLAG_HELLO_ANSWER)
             self._send_hellos()
-        if previous is not None and previous != incarnation:
+        if previous is not None and previous != incarnation and not env.flags & FLAG_HELLO_HANDOFF:
             self._peer_restarted(slot)
         if self.on_peer_change is not None:
             self.on_peer_change()
+
+    # -- reload handoff -------------------------------------------------------------------------
+
+    def freeze(self) -> None:
+        """Stop changing owned channels: their state is being handed to a successor."""
+        self.frozen = True
+
+    def handoff_envelopes(self) -> list[Envelope]:
+        envs = [Envelope(Kind.HANDOFF, self.slot, channel=name, payload=orjson.dumps(doc))
+                for name, doc in self.shard.export_channels()]
+        envs.append(Envelope(Kind.HANDOFF, self.slot, flags=FLAG_HANDOFF_DONE,
+                             payload=orjson.dumps({"channels": len(envs)})))
+        return envs
+
+    def _on_handoff(self, env: Envelope) -> None:
+        if env.flags & FLAG_HANDOFF_DONE:
+            # The predecessor's own subscribers are being disconnected: drop their presence
+            # and subscriber counts, as if that slot restarted, but keep the streams.
+            self.shard.forget_slot(self.slot)
+            self.handoff_received = True
+            self.frozen = False
+            log.info("handoff: installed %s channels from the previous worker",
+                     orjson.loads(env.payload).get("channels"))
+            if self.on_handoff_done is not None:
+                self.on_handoff_done()
+            return
+        self.shard.import_channel(env.channel, orjson.loads(env.payload))
 
     def _peer_restarted(self, slot: int) -> None:
         """Slot ``slot`` lost its memory: forget what lived there, resubscribe what it owned."""

@@ -258,5 +258,38 @@ class OwnerShard:
                     self._fanout(channel, self._slots(state), 0, "", FLAG_JOIN_LEAVE, push)
             self._maybe_forget(channel, state)
 
+    # -- reload handoff -------------------------------------------------------------------------
+
+    def export_channels(self) -> list[tuple[str, dict[str, Any]]]:
+        """Everything a successor needs to continue these streams exactly: epoch, top
+        offset, retained publications, presence and which slots subscribe."""
+        out = []
+        for name, state in self._channels.items():
+            doc: dict[str, Any] = {
+                "presence": {client: [slot, info] for client, (slot, info) in state.presence.items()},
+                "interest": {str(slot): n for slot, n in state.interest.items()},
+            }
+            stream = state.stream
+            if stream is not None:
+                doc["stream"] = {
+                    "epoch": stream.epoch, "top": stream.top, "size": stream.size, "ttl": stream.ttl,
+                    "touched_at": stream.touched_at,
+                    "items": [[i.offset, i.expires_at, i.publication.decode()] for i in stream.items()],
+                }
+            out.append((name, doc))
+        return out
+
+    def import_channel(self, name: str, doc: dict[str, Any]) -> None:
+        state = self._channel(name)
+        for client, (slot, info) in doc.get("presence", {}).items():
+            state.presence[client] = (int(slot), info)
+        for slot, n in doc.get("interest", {}).items():
+            state.interest[int(slot)] = int(n)
+        st = doc.get("stream")
+        if st is not None:
+            stream = Stream(st["epoch"], int(st["size"]), float(st["ttl"]), float(st["touched_at"]))
+            stream.restore(int(st["top"]), [(int(o), float(e), p.encode()) for o, e, p in st["items"]])
+            state.stream = stream
+
     def stats(self) -> dict[str, int]:
         return {"channels": len(self._channels)}

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 from gateway.config import Config, ConfigError
 from gateway.systemd import Notifier, watchdog_interval
-from gateway.worker import EXIT_BOOT_ERROR, WorkerSpec, run_worker
+from gateway.worker import EXIT_BOOT_ERROR, WorkerSpec, handoff_file, run_worker
+from sharding.bus import endpoint_path
 
 __all__ = ["Supervisor", "reserve_port"]
 
@@ -40,6 +41,7 @@ log = logging.getLogger("shardgate.supervisor")
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 _FAST_STOP_TIMEOUT = 3.0
 _BACKOFF_MAX = 5.0
+_SUCCESSOR_TIMEOUT = 30.0
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -62,6 +64,10 @@ class _Slot:
     restart_at: float = 0.0
     last_beat: float = 0.0
     killed_stuck: bool = False
+    generation: int = 0  # bumps with every worker started in this slot: names its bus endpoint
+    endpoint: str = ""
+    successor_pid: int = 0  # reload: the new worker waiting for this slot's state
+    successor_since: float = 0.0
 
 
 class Supervisor:
@@ -76,6 +82,7 @@ class Supervisor:
         self._reloading = False
         self._reload_current: int | None = None
         self._reload_old_pid = 0
+        self._retiring: dict[int, int] = {}  # pid -> slot of workers draining after a handoff
         self.workers = config.worker_count()
         self.host = config.http_server.address
         self.port = config.http_server.port
@@ -131,6 +138,9 @@ class Supervisor:
         self._pid = os.getpid()
         self._write_pid_file()
         log.info("supervisor pid %d starting %d workers on %s:%d", self._pid, self.workers, self.host, self.port)
+        for slot in self.slots:
+            slot.endpoint = endpoint_path(self._runtime_dir, slot.number, 1)
+            slot.generation = 0
         try:
             for slot in self.slots:
                 self._spawn(slot)
@@ -156,9 +166,14 @@ class Supervisor:
                         return
                 os.unlink(path)
 
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, slot: _Slot, successor: bool = False) -> None:
+        slot.generation += 1
+        slot.endpoint = endpoint_path(self._runtime_dir, slot.number, slot.generation)
         spec = WorkerSpec(self.config, slot.number, self.workers, self.host, self.port, self.internal_port,
-                          self._runtime_dir, self._ready_w, self._pid)
+                          self._runtime_dir, self._ready_w, self._pid,
+                          endpoints=tuple(s.endpoint or endpoint_path(self._runtime_dir, s.number, 1)
+                                          for s in self.slots),
+                          successor=successor)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -168,6 +183,10 @@ class Supervisor:
             for hold in self._holds:
                 hold.close()
             run_worker(spec)
+        if successor:
+            slot.successor_pid, slot.successor_since = pid, time.monotonic()
+            log.info("slot %d: started successor pid %d for worker %d", slot.number, pid, slot.pid)
+            return
         slot.pid, slot.ready, slot.started_at = pid, False, time.monotonic()
         slot.last_beat, slot.killed_stuck = slot.started_at, False
         log.info("slot %d: started worker pid %d", slot.number, pid)
@@ -209,12 +228,15 @@ class Supervisor:
 
     def _on_worker_message(self, line: str) -> None:
         parts = line.split()
-        if len(parts) != 3 or parts[0] not in ("R", "H"):
+        if len(parts) != 3 or parts[0] not in ("R", "H", "W"):
             return
         number, pid = int(parts[1]), int(parts[2])
         if not 0 <= number < len(self.slots):
             return
         slot = self.slots[number]
+        if pid == slot.successor_pid and slot.successor_pid:
+            self._on_successor_message(slot, parts[0])
+            return
         if slot.pid != pid:
             return
         slot.last_beat = time.monotonic()
@@ -227,6 +249,27 @@ class Supervisor:
                 self.notifier.ready(f"{self.workers} workers on {self.host}:{self.port}")
                 if self.on_ready is not None:
                     self.on_ready(self)
+
+    def _on_successor_message(self, slot: _Slot, kind: str) -> None:
+        if kind == "W":
+            # The successor is bound and waiting: tell the current worker where to send its state.
+            path = handoff_file(self._runtime_dir, slot.number)
+            with open(path, "w") as f:
+                f.write(slot.endpoint)
+            log.info("reload: slot %d: worker %d hands its channels to %d", slot.number, slot.pid,
+                     slot.successor_pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.pid, signal.SIGUSR2)
+        elif kind == "R":
+            old = slot.pid
+            slot.pid, slot.successor_pid = slot.successor_pid, 0
+            slot.ready, slot.started_at = True, time.monotonic()
+            slot.last_beat, slot.killed_stuck = slot.started_at, False
+            log.info("reload: slot %d: worker %d took over; draining %d", slot.number, slot.pid, old)
+            if old:
+                self._retiring[old] = slot.number
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(old, signal.SIGTERM)
 
     # -- liveness -------------------------------------------------------------------------------
 
@@ -281,7 +324,10 @@ class Supervisor:
         current = self._reload_current
         if current is not None:
             slot = self.slots[current]
-            if not (slot.pid and slot.ready and slot.pid != self._reload_old_pid):
+            if slot.successor_pid and time.monotonic() - slot.successor_since > _SUCCESSOR_TIMEOUT:
+                self._successor_failed(slot, f"not ready after {_SUCCESSOR_TIMEOUT:.0f}s")
+                return
+            if not (slot.pid and slot.ready and slot.pid != self._reload_old_pid and not slot.successor_pid):
                 return  # the replacement is not up yet
             self._reload_current = None
         if not self._reload_queue:
@@ -302,10 +348,17 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            code = os.waitstatus_to_exitcode(status)
+            if pid in self._retiring:
+                log.info("slot %d: previous worker %d retired (exit %d)", self._retiring.pop(pid), pid, code)
+                continue
+            failed = next((s for s in self.slots if s.successor_pid == pid), None)
+            if failed is not None:
+                self._successor_failed(failed, f"exit {code}")
+                continue
             slot = next((s for s in self.slots if s.pid == pid), None)
             if slot is None:
                 continue
-            code = os.waitstatus_to_exitcode(status)
             slot.pid = 0
             if self._stopping is not None:
                 continue
@@ -335,11 +388,27 @@ class Supervisor:
                 self._spawn(slot)
 
     def _replace(self, slot: _Slot) -> None:
-        """Drain the slot's worker; the reaper starts its replacement in the same slot."""
-        log.info("reload: slot %d: draining worker %d", slot.number, slot.pid)
-        if slot.pid:
+        """Start the slot's successor; it takes the channels over, then the old one drains.
+
+        With a single worker there is no bus to hand state over: the worker is drained
+        and restarted, and its streams come back with new epochs."""
+        if self.workers == 1 or not slot.pid:
+            log.info("reload: slot %d: restarting worker %d", slot.number, slot.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(slot.pid, signal.SIGTERM)
+            return
+        self._spawn(slot, successor=True)
+
+    def _successor_failed(self, slot: _Slot, why: str) -> None:
+        """A successor died or hung before taking over. The old worker may already have
+        frozen its channels, so it is replaced the ordinary way (new epochs)."""
+        log.error("reload: slot %d: successor %d failed (%s); restarting the slot", slot.number,
+                  slot.successor_pid, why)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(slot.successor_pid, signal.SIGKILL)
+        slot.successor_pid = 0
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(slot.pid, signal.SIGTERM)
 
     def _begin_stop(self, how: str) -> None:
         if self._stopping == "fast" or self._stopping == how:
@@ -351,22 +420,26 @@ class Supervisor:
         self._signal_all(sig)
 
     def _signal_all(self, sig: int) -> None:
-        for slot in self.slots:
-            if slot.pid:
+        pids = [s.pid for s in self.slots] + [s.successor_pid for s in self.slots] + list(self._retiring)
+        for pid in pids:
+            if pid:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(slot.pid, sig)
+                    os.kill(pid, sig)
+
+    def _alive(self) -> bool:
+        return any(s.pid or s.successor_pid for s in self.slots) or bool(self._retiring)
 
     def _wait_workers(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while any(s.pid for s in self.slots) and time.monotonic() < deadline:
+        while self._alive() and time.monotonic() < deadline:
             self._handle_signals()
             self._reap_quietly()
             time.sleep(0.02)
-        if any(s.pid for s in self.slots):
+        if self._alive():
             log.warning("workers did not stop in %.1fs; killing them", timeout)
             self._signal_all(signal.SIGKILL)
             deadline = time.monotonic() + 2.0
-            while any(s.pid for s in self.slots) and time.monotonic() < deadline:
+            while self._alive() and time.monotonic() < deadline:
                 self._reap_quietly()
                 time.sleep(0.02)
 
@@ -376,13 +449,17 @@ class Supervisor:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 for slot in self.slots:
-                    slot.pid = 0
+                    slot.pid = slot.successor_pid = 0
+                self._retiring.clear()
                 return
             if pid == 0:
                 return
+            self._retiring.pop(pid, None)
             for slot in self.slots:
                 if slot.pid == pid:
                     slot.pid = 0
+                if slot.successor_pid == pid:
+                    slot.successor_pid = 0
 
     def _cleanup(self) -> None:
         if self._stopping is None:

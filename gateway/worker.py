@@ -53,6 +53,13 @@ class WorkerSpec:
     runtime_dir: str
     ready_fd: int
     supervisor_pid: int
+    endpoints: tuple[str, ...] = ()  # every slot's current bus endpoint (this one's included)
+    successor: bool = False  # a reload successor: waits for its predecessor's state
+
+
+def handoff_file(runtime_dir: str, slot: int) -> str:
+    """Where the supervisor tells a retiring worker its successor's endpoint."""
+    return os.path.join(runtime_dir, f"handoff-{slot}")
 
 
 def _die_with_parent() -> None:
@@ -85,19 +92,59 @@ class Worker:
 
     async def start(self) -> None:
         spec = self.spec
+        successor = spec.successor
+        # A successor owns nothing until its predecessor's state arrives.
+        self.node.frozen = successor
         if spec.workers > 1:
-            self.bus = ZmqBus(spec.runtime_dir, spec.slot, spec.workers, self.loop, self.node.on_envelope)
+            peers = {slot: path for slot, path in enumerate(spec.endpoints) if slot != spec.slot}
+            self.bus = ZmqBus(spec.endpoints[spec.slot], peers, self.loop, self.node.on_envelope,
+                              self.node.metrics.bus_batch.observe)
             self.node.on_peer_change = self._maybe_ready
-            self.node.attach_bus(self.bus)
-        self.servers.append(await start_client_server(self.node, spec.host, spec.port))
-        self.http = await start_http_server(self.node, spec.host, spec.internal_port)
-        for sig in (signal.SIGTERM,):
-            self.loop.add_signal_handler(sig, self.stop, False)
+            self.node.on_handoff_done = self._after_handoff
+            self.node.attach_bus(self.bus, announce=not successor)
+        # A successor binds the client port now (so the port never goes unbound) but only
+        # listens once it holds its predecessor's channels.
+        self.servers.append(await start_client_server(self.node, spec.host, spec.port, start_serving=not successor))
+        if not successor:
+            self.http = await start_http_server(self.node, spec.host, spec.internal_port)
+        self.loop.add_signal_handler(signal.SIGTERM, self.stop, False)
         for sig in (signal.SIGINT, signal.SIGQUIT):
             self.loop.add_signal_handler(sig, self.stop, True)
         self.loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        self.loop.add_signal_handler(signal.SIGUSR2, self._hand_off)
         self._watch_parent()
+        if successor:
+            os.write(spec.ready_fd, f"W {spec.slot} {os.getpid()}\n".encode())
         self._maybe_ready()
+
+    def _after_handoff(self) -> None:
+        self.loop.create_task(self._serve_after_handoff())
+
+    async def _serve_after_handoff(self) -> None:
+        self.node.announce(handoff=True)
+        for server in self.servers:
+            await server.start_serving()
+        self.http = await start_http_server(self.node, self.spec.host, self.spec.internal_port)
+        self._maybe_ready()
+
+    def _hand_off(self) -> None:
+        """SIGUSR2 (reload): give owned channels to the successor named in the handoff file.
+
+        From here on this worker refuses owner operations (temporary error; clients and
+        backends retry against the successor) so no offset can be assigned twice."""
+        if self.bus is None:
+            return
+        path = handoff_file(self.spec.runtime_dir, self.spec.slot)
+        try:
+            with open(path) as f:
+                target = f.read().strip()
+        except OSError as exc:
+            log.error("handoff: cannot read %s: %s", path, exc)
+            return
+        self.node.freeze()
+        envelopes = self.node.handoff_envelopes()
+        ok = self.bus.send_all_to(target, envelopes, timeout=10.0)
+        log.info("handoff: sent %d channels to the successor (%s)", len(envelopes) - 1, "ok" if ok else "FAILED")
 
     def _maybe_ready(self) -> None:
         if self._ready_sent or (self.bus is not None and not self.node.bus_ready) or self.http is None:
@@ -126,19 +173,29 @@ class Worker:
         await self.stopping.wait()
         for server in self.servers:
             server.close()
-        sessions = list(self.node.hub.clients.values())
         if not self.fast:
-            for session in sessions:
-                session.close(DISCONNECT_SHUTDOWN)
-            deadline = self.loop.time() + self.spec.config.shardgate.graceful_timeout
-            while self.node.hub.clients and self.loop.time() < deadline:
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.05)  # let the CLOSE frames reach the sockets
+            await self._drain()
         if self.http is not None:
             await self.http.cleanup()
         self.node.close()
         if self.bus is not None:
             self.bus.close()
+
+    async def _drain(self) -> None:
+        """Close every client with 3001 "shutdown" at a random moment within
+        ``shardgate.drain_window``, so reconnects do not arrive as one herd."""
+        cfg = self.spec.config.shardgate
+        rng = self.node.rng
+        for session in list(self.node.hub.clients.values()):
+            delay = rng.random() * cfg.drain_window
+            if delay <= 0:
+                session.close(DISCONNECT_SHUTDOWN)
+            else:
+                self.loop.call_later(delay, session.close, DISCONNECT_SHUTDOWN)
+        deadline = self.loop.time() + max(cfg.graceful_timeout, cfg.drain_window)
+        while self.node.hub.clients and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # let the CLOSE frames reach the sockets
 
 
 async def _main(spec: WorkerSpec) -> int:

@@ -7,10 +7,16 @@ order, answers CLOSE (never with code 0), and turns transport backpressure into 
 session's bounded queue. The handshake accepts Firefox's ``Connection: keep-alive,
 Upgrade``, which picows 2.3.1 refuses: the factory runs before picows validates the
 request, so it normalises the header token list there.
+
+All of that frame handling lives in :class:`FrameListener`; :class:`ClientConnection` (the
+Centrifugo endpoint) and :class:`EchoConnection` (``websocket.conformance_echo_path``, off by
+default, the target of the Autobahn TestSuite run by ``python -m tools.conformance``) differ only
+in what they do with a complete message.
 """
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import logging
 from collections.abc import Callable
@@ -32,12 +38,14 @@ from picows import (
 from gateway.client import Session
 from gateway.errors import (
     DISCONNECT_INAPPROPRIATE_PROTOCOL,
+    WS_INVALID_TEXT,
     WS_MESSAGE_TOO_BIG,
     Disconnect,
 )
 from gateway.node import Node
 
-__all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed"]
+__all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed", "FrameListener", "ClientConnection",
+           "EchoConnection"]
 
 log = logging.getLogger("shardgate.ws")
 
@@ -62,80 +70,102 @@ def origin_allowed(origin: str | None, host: str | None, patterns: tuple[str, ..
     return bool(host) and urlsplit(origin).netloc == (host or "").lower()
 
 
-class ClientConnection(WSListener):
-    """Bridges one picows connection to one :class:`Session`."""
+class FrameListener(WSListener):
+    """The RFC 6455 message layer shared by every endpoint (clients and the conformance echo).
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self._limit = node.config.websocket.message_size_limit
+    picows delivers frames; this class turns them into messages: RSV bits on any frame (no
+    extension is ever negotiated) and bad fragment order close 1002, a message beyond ``limit`` closes
+    1009 (picows itself refuses a single frame beyond ``max_frame_size``, which is set to the
+    same limit), TEXT is checked for UTF-8 as it arrives when :attr:`validate_utf8` is set
+    (1007, failing on the first bad fragment), and a peer's CLOSE is answered with 1000, or
+    1002 for a code or reason RFC 6455 §7.4 forbids. No CLOSE ever carries code 0 (what
+    picows' ``send_close()`` sends without an argument).
+
+    Subclasses implement :meth:`_on_message` and may override :meth:`_fail` (how a
+    :class:`Disconnect` raised by the frame layer or the message handler ends the
+    connection) and :meth:`_on_peer_close`.
+    """
+
+    #: Check TEXT messages for UTF-8 here. The client endpoint leaves it to its JSON decoder,
+    #: which validates every line anyway (PROTOCOL.md §7) and closes 1007 the same way.
+    validate_utf8 = False
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
         self._t: WSTransport | None = None
         self._frag: bytearray | None = None
         self._frag_type = WSMsgType.TEXT
-        self.session = Session(node, self)
+        self._utf8: codecs.IncrementalDecoder | None = None
 
-    # -- Transport protocol for the session -----------------------------------------------------
+    # -- hooks ----------------------------------------------------------------------------------
 
-    def send_text(self, data: bytes) -> None:
-        if self._t is not None:
-            self._t.send(WSMsgType.TEXT, data)
+    def _on_message(self, op: WSMsgType, data: bytes) -> None:
+        """One complete TEXT or BINARY message."""
+        raise NotImplementedError
 
-    def close(self, code: int, reason: str) -> None:
+    def _fail(self, exc: Disconnect) -> None:
+        """End the connection for a :class:`Disconnect` raised while handling a frame."""
+        self._close_transport(exc.code, exc.reason)
+
+    def _on_peer_close(self) -> None:
+        """The peer sent CLOSE; it has been answered and the transport is disconnecting."""
+
+    # -- shared ---------------------------------------------------------------------------------
+
+    def _close_transport(self, code: int, reason: str) -> None:
         t = self._t
         if t is None:
             return
         if not t.is_close_frame_sent:
-            t.send_close(WSCloseCode(code), reason.encode()[:123])
+            t.send_close(WSCloseCode(code if code > 0 else 1000), reason.encode()[:123])
         t.disconnect()
-
-    def write_buffer_size(self) -> int:
-        t = self._t
-        if t is None:
-            return 0
-        size: int = t.underlying_transport.get_write_buffer_size()
-        return size
-
-    # -- picows callbacks -----------------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._t = transport
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.session.on_transport_closed()
-
-    def pause_writing(self) -> None:
-        self.session.paused = True
-
-    def resume_writing(self) -> None:
-        self.session.resume()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         try:
             self._on_frame(transport, frame)
         except Disconnect as exc:
-            self.session.close(exc)
+            self._fail(exc)
 
     def _on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         op = frame.msg_type
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            # On any frame, CLOSE included (Autobahn 3.7): no extension is negotiated.
+            raise Disconnect(1002, "reserved bits set")
         if op is WSMsgType.TEXT or op is WSMsgType.BINARY or op is WSMsgType.CONTINUATION:
-            if frame.rsv1 or frame.rsv2 or frame.rsv3:
-                raise Disconnect(1002, "reserved bits set")
+            if transport.is_close_frame_sent:
+                return  # closing: data after our CLOSE is discarded (RFC 6455 §5.5.1)
             if op is WSMsgType.CONTINUATION:
                 frag = self._frag
                 if frag is None:
                     raise Disconnect(1002, "continuation without a start frame")
                 if len(frag) + frame.payload_size > self._limit:
                     raise WS_MESSAGE_TOO_BIG
+                if self._utf8 is not None:
+                    self._check_utf8(frame, frame.fin)
                 frag += frame.get_payload_as_memoryview()
                 if not frame.fin:
                     return
                 self._frag = None
+                self._utf8 = None
                 self._on_message(self._frag_type, bytes(frag))
                 return
             if self._frag is not None:
                 raise Disconnect(1002, "new message inside a fragmented one")
             if frame.fin:
-                self._on_message(op, frame.get_payload_as_bytes())
+                data = frame.get_payload_as_bytes()
+                if op is WSMsgType.TEXT and self.validate_utf8:
+                    try:
+                        data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise WS_INVALID_TEXT from None
+                self._on_message(op, data)
             else:
+                if op is WSMsgType.TEXT and self.validate_utf8:
+                    self._utf8 = codecs.getincrementaldecoder("utf-8")()
+                    self._check_utf8(frame, False)
                 self._frag = bytearray(frame.get_payload_as_memoryview())
                 self._frag_type = op
             return
@@ -143,11 +173,13 @@ class ClientConnection(WSListener):
             self._on_close(transport, frame)
         # PING is answered by picows (enable_auto_pong); PONG needs nothing.
 
-    def _on_message(self, op: WSMsgType, data: bytes) -> None:
-        if op is WSMsgType.BINARY:
-            # A JSON connection gets only text; binary means a protobuf client (3506, terminal).
-            raise DISCONNECT_INAPPROPRIATE_PROTOCOL
-        self.session.on_message(data)
+    def _check_utf8(self, frame: WSFrame, final: bool) -> None:
+        """Fail fast: a fragment that cannot begin valid UTF-8 closes 1007 before the rest arrives."""
+        assert self._utf8 is not None
+        try:
+            self._utf8.decode(frame.get_payload_as_memoryview(), final)
+        except UnicodeDecodeError:
+            raise WS_INVALID_TEXT from None
 
     def _on_close(self, transport: WSTransport, frame: WSFrame) -> None:
         reply: Any = WSCloseCode.OK
@@ -162,9 +194,71 @@ class ClientConnection(WSListener):
                     reply = WSCloseCode.PROTOCOL_ERROR
         if not transport.is_close_frame_sent:
             transport.send_close(reply)
-        self.session.on_transport_closed()
+        self._on_peer_close()
         transport.disconnect()
 
+
+class ClientConnection(FrameListener):
+    """Bridges one picows connection to one :class:`Session` (Centrifugo JSON protocol)."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node.config.websocket.message_size_limit)
+        self._node = node
+        self.session = Session(node, self)
+
+    # -- Transport protocol for the session -----------------------------------------------------
+
+    def send_text(self, data: bytes) -> None:
+        if self._t is not None:
+            self._t.send(WSMsgType.TEXT, data)
+
+    def close(self, code: int, reason: str) -> None:
+        self._close_transport(code, reason)
+
+    def write_buffer_size(self) -> int:
+        t = self._t
+        if t is None:
+            return 0
+        size: int = t.underlying_transport.get_write_buffer_size()
+        return size
+
+    # -- picows callbacks -----------------------------------------------------------------------
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.session.on_transport_closed()
+
+    def pause_writing(self) -> None:
+        self.session.paused = True
+
+    def resume_writing(self) -> None:
+        self.session.resume()
+
+    # -- FrameListener hooks --------------------------------------------------------------------
+
+    def _fail(self, exc: Disconnect) -> None:
+        self.session.close(exc)
+
+    def _on_peer_close(self) -> None:
+        self.session.on_transport_closed()
+
+    def _on_message(self, op: WSMsgType, data: bytes) -> None:
+        if op is WSMsgType.BINARY:
+            # A JSON connection gets only text; binary means a protobuf client (3506, terminal).
+            raise DISCONNECT_INAPPROPRIATE_PROTOCOL
+        self.session.on_message(data)
+
+
+class EchoConnection(FrameListener):
+    """``websocket.conformance_echo_path``: echoes every message with its type, for the
+    Autobahn TestSuite. Everything below the message (RSV, fragments, limits, UTF-8, CLOSE)
+    is the client endpoint's own :class:`FrameListener`; only the message handler differs,
+    and TEXT is validated here because there is no JSON decoder behind it."""
+
+    validate_utf8 = True
+
+    def _on_message(self, op: WSMsgType, data: bytes) -> None:
+        if self._t is not None:
+            self._t.send(op, data)
 
 
 def _normalise_connection_header(request: WSUpgradeRequest) -> None:
@@ -179,16 +273,21 @@ def _normalise_connection_header(request: WSUpgradeRequest) -> None:
 
 def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     origins = node.config.client.allowed_origins
+    ws_cfg = node.config.websocket
+    echo_path = ws_cfg.conformance_echo_path.encode() if ws_cfg.conformance_echo_path else None
 
     def factory(request: WSUpgradeRequest) -> Any:
         path = request.path.split(b"?", 1)[0]
-        if path != CLIENT_PATH:
+        if path != CLIENT_PATH and (echo_path is None or path != echo_path):
             return None
         headers = request.headers
         if not origin_allowed(headers.get("Origin"), headers.get("Host"), origins):
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_error_response(403, b"origin not allowed"), None)
         _normalise_connection_header(request)
+        if path != CLIENT_PATH:
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(),
+                                                 EchoConnection(ws_cfg.message_size_limit))
         extra: dict[str, str] = {}
         offered = headers.get("Sec-WebSocket-Protocol")
         if offered and _JSON_SUBPROTOCOL in [p.strip() for p in offered.split(",")]:
@@ -199,12 +298,15 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     return factory
 
 
-async def start_client_server(node: Node, host: str, port: int, backlog: int = 4096) -> Any:
-    """Listen for clients with SO_REUSEPORT: every worker binds the same port."""
+async def start_client_server(node: Node, host: str, port: int, backlog: int = 4096,
+                              start_serving: bool = True) -> Any:
+    """Listen for clients with SO_REUSEPORT: every worker binds the same port. With
+    ``start_serving=False`` the port is bound but accepts only after ``server.start_serving()``."""
     return await ws_create_server(
         _client_factory(node), host, port,
         reuse_port=True,
         backlog=backlog,
+        start_serving=start_serving,
         max_frame_size=node.config.websocket.message_size_limit,
         websocket_handshake_timeout=10,
         enable_auto_pong=True,

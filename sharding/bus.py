@@ -1,13 +1,16 @@
 """The inter-worker bus over ZeroMQ ipc: the only module that imports zmq.
 
-Each slot binds one PULL socket at ``<runtime_dir>/slot-<i>.ipc`` and connects one PUSH
-socket to every other slot. Everything one worker sends another (requests, replies and
-channel fan-out alike) therefore travels one ordered pipe, so a subscribe reply and the
-publications after it arrive in the order the owner produced them. The owner only sends
-a channel's publications to slots that told it they have subscribers, which is the
-filtering that PUB/SUB topics would give, without the reply/stream ordering race of a
-second socket. PUSH sockets use ZMQ_IMMEDIATE so a dead peer is refused at once
-(the caller answers a temporary error) instead of queueing for a future incarnation.
+Each worker binds one PULL socket at an endpoint of its own incarnation
+(``<runtime_dir>/slot-<i>-g<generation>.ipc``) and connects one PUSH socket to every
+other slot's current endpoint. Everything one worker sends another (requests, replies
+and channel fan-out alike) therefore travels one ordered pipe, so a subscribe reply and
+the publications after it arrive in the order the owner produced them. The owner only
+sends a channel's publications to slots that told it they have subscribers, which is the
+filtering PUB/SUB topics would give, without the reply/stream ordering race of a second
+socket. A restarted or reloaded worker announces its new endpoint (HELLO) and peers
+reconnect their PUSH to it; an old and a new incarnation of a slot can therefore live
+side by side during a reload. PUSH sockets use ZMQ_IMMEDIATE so a dead peer is refused
+at once (the caller answers a temporary error) instead of queueing.
 
 Plain (non-asyncio) zmq sockets are driven by the loop's reader on ``zmq.FD``; that FD
 is edge-triggered, so the reader drains until ``EVENTS`` shows no input.
@@ -26,7 +29,7 @@ import zmq
 
 from sharding.envelope import Envelope, EnvelopeError, decode, encode
 
-__all__ = ["ZmqBus", "endpoint"]
+__all__ = ["ZmqBus", "endpoint_path"]
 
 log = logging.getLogger("shardgate.bus")
 
@@ -34,43 +37,58 @@ _HWM = 200_000
 _BATCH = 512
 
 
-def endpoint(runtime_dir: str, slot: int) -> str:
-    return f"ipc://{os.path.join(runtime_dir, f'slot-{slot}.ipc')}"
+def endpoint_path(runtime_dir: str, slot: int, generation: int) -> str:
+    return os.path.join(runtime_dir, f"slot-{slot}-g{generation}.ipc")
+
+
+def _url(path: str) -> str:
+    return f"ipc://{path}"
 
 
 class ZmqBus:
     """Create after fork: one zmq Context per process."""
 
-    def __init__(self, runtime_dir: str, slot: int, workers: int, loop: asyncio.AbstractEventLoop,
-                 on_envelope: Callable[[Envelope], None]) -> None:
+    def __init__(self, own_endpoint: str, peers: dict[int, str], loop: asyncio.AbstractEventLoop,
+                 on_envelope: Callable[[Envelope], None], on_batch: Callable[[int], None] | None = None) -> None:
         self._loop = loop
         self._on_envelope = on_envelope
-        self._slot = slot
+        self._on_batch = on_batch
         self._ctx = zmq.Context()
-        self.bad_envelopes = 0
-        path = os.path.join(runtime_dir, f"slot-{slot}.ipc")
-        if os.path.exists(path):
-            os.unlink(path)  # left by a previous incarnation of this slot
+        self.endpoint = own_endpoint
+        if os.path.exists(own_endpoint):
+            os.unlink(own_endpoint)  # left by a crashed process of an earlier run
         self._pull = self._ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.RCVHWM, _HWM)
         self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.bind(endpoint(runtime_dir, slot))
+        self._pull.bind(_url(own_endpoint))
         self._push: dict[int, zmq.Socket[bytes]] = {}
-        for peer in range(workers):
-            if peer == slot:
-                continue
-            sock = self._ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, _HWM)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.IMMEDIATE, 1)
-            sock.setsockopt(zmq.RECONNECT_IVL, 20)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
-            sock.connect(endpoint(runtime_dir, peer))
-            self._push[peer] = sock
+        self._peer_endpoint: dict[int, str] = {}
+        for peer, path in peers.items():
+            self.connect_peer(peer, path)
         self._fd = cast(int, self._pull.getsockopt(zmq.FD))
+        self._drain_scheduled = False
         loop.add_reader(self._fd, self._drain)
         loop.call_soon(self._drain)
-        self._drain_scheduled = False
+
+    def _push_socket(self, path: str) -> zmq.Socket[bytes]:
+        sock = self._ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, _HWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 20)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        sock.connect(_url(path))
+        return sock
+
+    def connect_peer(self, slot: int, path: str) -> None:
+        """Point the link to ``slot`` at ``path`` (a peer's new incarnation)."""
+        if self._peer_endpoint.get(slot) == path:
+            return
+        old = self._push.get(slot)
+        self._push[slot] = self._push_socket(path)
+        self._peer_endpoint[slot] = path
+        if old is not None:
+            old.close(linger=0)
 
     def send(self, slot: int, env: Envelope) -> bool:
         sock = self._push.get(slot)
@@ -82,31 +100,51 @@ class ZmqBus:
             return False
         return True
 
+    def send_all_to(self, path: str, envelopes: list[Envelope], timeout: float) -> bool:
+        """Deliver ``envelopes`` in order to the worker bound at ``path`` (a reload successor),
+        blocking until they left this process or ``timeout`` passed."""
+        sock = self._ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+        sock.connect(_url(path))
+        try:
+            for env in envelopes:
+                sock.send_multipart(encode(env), copy=True)
+        except zmq.Again:
+            sock.close(linger=0)
+            return False
+        sock.close(linger=int(timeout * 1000))
+        return True
+
     def _drain(self) -> None:
         self._drain_scheduled = False
         pull = self._pull
+        count = 0
         for _ in range(_BATCH):
             if not cast(int, pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                return
+                break
             try:
                 frames = pull.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
+            count += 1
             try:
                 env = decode(frames)
             except EnvelopeError as exc:
-                self.bad_envelopes += 1
                 log.warning("dropped a bad bus message: %s", exc)
                 continue
             try:
                 self._on_envelope(env)
             except Exception:
                 log.exception("bus message handler failed")
-        # More may be waiting; the edge-triggered FD will not tell us again, so come back
-        # after letting the rest of the loop run.
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            self._loop.call_soon(self._drain)
+        else:
+            # More may be waiting; the edge-triggered FD will not tell us again, so come
+            # back after letting the rest of the loop run.
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self._loop.call_soon(self._drain)
+        if count and self._on_batch is not None:
+            self._on_batch(count)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -115,3 +153,5 @@ class ZmqBus:
             sock.close(linger=0)
         self._pull.close(linger=0)
         self._ctx.term()
+        with contextlib.suppress(OSError):
+            os.unlink(self.endpoint)

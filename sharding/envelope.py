@@ -12,22 +12,30 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["VERSION", "Kind", "Envelope", "EnvelopeError", "encode", "decode", "FLAG_JOIN_LEAVE"]
+__all__ = ["VERSION", "Kind", "Envelope", "EnvelopeError", "encode", "decode", "FLAG_JOIN_LEAVE",
+           "FLAG_HELLO_ANSWER", "FLAG_HELLO_HANDOFF", "FLAG_HANDOFF_DONE"]
 
 VERSION = 1
 _HEADER = struct.Struct("!BBBHIQd")  # version, kind, flags, origin slot, correlation id, offset, sent at
 
 # DELIVER flag: only subscribers that asked for join/leave pushes receive it.
 FLAG_JOIN_LEAVE = 1
+# HELLO flags: an answer to a HELLO (do not answer it), and a successor that took over its
+# predecessor's state in a reload (peers keep what they know about the slot).
+FLAG_HELLO_ANSWER = 1
+FLAG_HELLO_HANDOFF = 2
+# HANDOFF flag: the last message of a state handoff.
+FLAG_HANDOFF_DONE = 1
 
 
 class Kind(IntEnum):
-    HELLO = 1  # a worker (re)started in slot `origin`; payload = its incarnation id
+    HELLO = 1  # slot `origin` announces itself: corr = incarnation, payload = its bus endpoint
     REQUEST = 2  # channel = method name, payload = JSON body; answered by REPLY with the same corr
     REPLY = 3  # flags: 0 = ok, 1 = error; payload = JSON body
     PUBLICATION = 4  # channel, offset, epoch, payload = encoded client push
     DELIVER = 5  # channel, payload = encoded client push without a position (join/leave, ...)
     NOTIFY = 6  # one-way: channel = method name, payload = JSON body
+    HANDOFF = 7  # reload: a retiring worker's channel state for its successor (flags 1 = last one)
 
 
 class EnvelopeError(ValueError):

@@ -139,10 +139,15 @@ class Gateway:
             return []
 
     def slot_pids(self) -> dict[int, int]:
-        """slot -> pid, from the supervisor's log ("slot N: started worker pid P", latest wins)."""
+        """slot -> pid of its current worker, from the supervisor's log (latest wins): a
+        started worker, or a reload successor that took over."""
         slots: dict[int, int] = {}
-        for m in re.finditer(r"slot (\d+): started worker pid (\d+)", self.log()):
-            slots[int(m.group(1))] = int(m.group(2))
+        pattern = r"slot (\d+): started worker pid (\d+)|reload: slot (\d+): worker (\d+) took over"
+        for m in re.finditer(pattern, self.log()):
+            if m.group(1):
+                slots[int(m.group(1))] = int(m.group(2))
+            else:
+                slots[int(m.group(3))] = int(m.group(4))
         return slots
 
     def health(self) -> dict[str, Any]:
