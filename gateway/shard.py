@@ -264,10 +264,17 @@ class OwnerShard:
         """Everything a successor needs to continue these streams exactly: epoch, top
         offset, retained publications, presence and which slots subscribe."""
         out = []
+        now = self._clock()
+        keys: dict[str, dict[str, Any]] = {}
+        for (channel, key), (until, result) in self._idempotent.items():
+            if until > now:
+                keys.setdefault(channel, {})[key] = [until, result]
         for name, state in self._channels.items():
             doc: dict[str, Any] = {
                 "presence": {client: [slot, info] for client, (slot, info) in state.presence.items()},
                 "interest": {str(slot): n for slot, n in state.interest.items()},
+                # Publish retries that straddle the handoff must not publish twice.
+                "idempotent": keys.get(name, {}),
             }
             stream = state.stream
             if stream is not None:
@@ -281,6 +288,8 @@ class OwnerShard:
 
     def import_channel(self, name: str, doc: dict[str, Any]) -> None:
         state = self._channel(name)
+        for key, (until, result) in doc.get("idempotent", {}).items():
+            self._idempotent[(name, key)] = (float(until), result)
         for client, (slot, info) in doc.get("presence", {}).items():
             state.presence[client] = (int(slot), info)
         for slot, n in doc.get("interest", {}).items():

@@ -8,7 +8,7 @@ import asyncio
 import signal
 from typing import Any
 
-from cent import AsyncClient, CentApiResponseError, CentTransportError, PublishRequest
+from cent import AsyncClient, CentApiResponseError, CentNetworkError, CentTransportError, PublishRequest
 
 from tests.conftest import API_KEY, Gateway, base_config, scaled, wait_for
 from tests.integration.sdk import connect, disconnect_all, slot, subscribe
@@ -34,7 +34,7 @@ async def _publisher(gw: Gateway, channels: list[str], stop: asyncio.Event, sent
                         await client.publish(PublishRequest(channel=channel, data={"k": k},
                                                             idempotency_key=f"{channel}-{k}"))
                         break
-                    except (CentApiResponseError, CentTransportError):
+                    except (CentApiResponseError, CentTransportError, CentNetworkError):
                         await asyncio.sleep(0.02)
                 else:
                     raise AssertionError(f"publish {k} to {channel} kept failing")
