@@ -98,10 +98,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     def announce(sup: Supervisor) -> None:
         host = sup.host if ":" not in sup.host else f"[{sup.host}]"
+        secure = "s" if config.http_server.tls.enabled else ""
         lines = [
             f"shardgate {__version__} ready: {sup.workers} workers",
-            f"  clients   ws://{host}:{sup.port}/connection/websocket",
-            f"  internal  http://{host}:{sup.internal_port}/health",
+            f"  clients   ws{secure}://{host}:{sup.port}/connection/websocket",
+            f"  internal  http{secure}://{host}:{sup.internal_port}/health",
         ]
         if dev_secret is not None:
             lines += [

@@ -249,7 +249,11 @@ class Session:
         self.write(data)
 
     def reply(self, cmd: Command, result: dict[str, Any]) -> None:
-        data = encode_reply(cmd.id, cmd.method, result)
+        try:
+            data = encode_reply(cmd.id, cmd.method, result)
+        except ClientError as exc:
+            self.fail(cmd, exc)
+            return
         stats = self.node.metrics
         stats.sent("reply", len(data))
         stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)

@@ -59,6 +59,8 @@ class ConfigError(Exception):
 
     def __init__(self, key: str, message: str) -> None:
         message = " ".join(str(message).split())
+        if not key.isprintable():
+            key = repr(key)[1:-1]  # a key with control characters stays on one line
         super().__init__(key, message)
         self.key = key
         self.message = message

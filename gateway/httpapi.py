@@ -8,6 +8,7 @@ SO_REUSEPORT; whichever answers reaches all workers through the bus.
 from __future__ import annotations
 
 import hmac
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -92,7 +93,8 @@ class _Handlers:
         return _json({"status": "ready", "workers": self.node.workers})
 
 
-async def start_http_server(node: Node, host: str, port: int) -> web.AppRunner:
+async def start_http_server(node: Node, host: str, port: int,
+                            ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
     """Serve the internal port on this worker (SO_REUSEPORT: every worker binds it)."""
     handlers = _Handlers(node)
     app = web.Application(client_max_size=node.config.shardgate.api_max_body_size)
@@ -102,6 +104,6 @@ async def start_http_server(node: Node, host: str, port: int) -> web.AppRunner:
     app.router.add_get("/ready", handlers.ready)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024)
+    site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024, ssl_context=ssl_context)
     await site.start()
     return runner

@@ -31,9 +31,29 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class _ConnectionNoiseFilter(logging.Filter):
+    """picows logs one line per broken connection (parser errors, handshake failures): a
+    flood of bad clients must not fill the disk, so those lines share a rate limit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._limit = RateLimit(burst=50, period=10.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("picows"):
+            return True
+        if not self._limit.allow():
+            return False
+        suppressed = self._limit.take_suppressed()
+        if suppressed:
+            record.msg = f"{record.msg} (and {suppressed} similar lines not logged)"
+        return True
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+    handler.addFilter(_ConnectionNoiseFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

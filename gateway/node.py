@@ -23,6 +23,7 @@ from gateway.config import Config
 from gateway.control import Control
 from gateway.errors import UNSUBSCRIBE_INSUFFICIENT_STATE, ClientError
 from gateway.hub import Hub
+from gateway.protocol import dumps
 from gateway.rpc import RpcRegistry, echo, load_handler
 from gateway.shard import OwnerShard
 from gateway.stats import Stats
@@ -227,8 +228,13 @@ class Node:
                 return
             callback(result, None)
             return
+        try:
+            payload = dumps(body)
+        except ClientError as exc:
+            callback(None, exc)
+            return
         self._corr = (self._corr + 1) & 0xFFFFFFFF or 1
-        env = Envelope(Kind.REQUEST, self.slot, corr=self._corr, channel=method, payload=orjson.dumps(body))
+        env = Envelope(Kind.REQUEST, self.slot, corr=self._corr, channel=method, payload=payload)
         if not self.bus.send(slot, env):
             callback(None, ERROR_SHARD_UNAVAILABLE)
             return

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import DISCONNECT_BAD_REQUEST, WS_INVALID_TEXT, ClientError, Disconnect
+from gateway.errors import DISCONNECT_BAD_REQUEST, ERROR_BAD_REQUEST, WS_INVALID_TEXT, ClientError, Disconnect
 
 __all__ = [
     "METHODS",
@@ -25,6 +25,7 @@ __all__ = [
     "encode_push",
     "encode_publication",
     "client_info",
+    "dumps",
     "push_prefix",
 ]
 
@@ -106,7 +107,7 @@ def decode_commands(data: bytes, max_commands: int, received_at: float = 0.0) ->
 
 
 def encode_reply(cmd_id: int, method: str, result: dict[str, Any]) -> bytes:
-    return orjson.dumps({"id": cmd_id, method: result})
+    return dumps({"id": cmd_id, method: result})
 
 
 def encode_error(cmd_id: int, error: ClientError) -> bytes:
@@ -145,4 +146,17 @@ def encode_publication(data: Any, offset: int = 0, info: dict[str, Any] | None =
         pub["offset"] = offset
     if tags:
         pub["tags"] = tags
-    return orjson.dumps(pub)
+    return dumps(pub)
+
+
+def dumps(value: Any) -> bytes:
+    """orjson.dumps, refusing what it cannot encode (JSON nested deeper than orjson's
+    output limit, although its parser accepted it) as a bad request, not an internal error.
+
+    Raises:
+        ClientError: 107.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        raise ERROR_BAD_REQUEST from None

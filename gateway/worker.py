@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from gateway.config import Config
 from gateway.errors import DISCONNECT_SHUTDOWN
 from gateway.httpapi import start_http_server
 from gateway.node import Node
-from gateway.ws import start_client_server
+from gateway.ws import start_client_server, tls_context
 from sharding.bus import ZmqBus
 
 __all__ = ["WorkerSpec", "run_worker", "EXIT_BOOT_ERROR"]
@@ -86,6 +87,7 @@ class Worker:
         self.bus: ZmqBus | None = None
         self.servers: list[Any] = []
         self.http: Any = None
+        self.ssl: ssl.SSLContext | None = None
         self.stopping = asyncio.Event()
         self.fast = False
         self._ready_sent = False
@@ -104,9 +106,12 @@ class Worker:
             self.node.attach_bus(self.bus, announce=not successor)
         # A successor binds the client port now (so the port never goes unbound) but only
         # listens once it holds its predecessor's channels.
-        self.servers.append(await start_client_server(self.node, spec.host, spec.port, start_serving=not successor))
+        tls = spec.config.http_server.tls
+        self.ssl = tls_context(tls.cert_pem_file, tls.key_pem_file) if tls.enabled else None
+        self.servers.append(await start_client_server(self.node, spec.host, spec.port, start_serving=not successor,
+                                                      ssl_context=self.ssl))
         if not successor:
-            self.http = await start_http_server(self.node, spec.host, spec.internal_port)
+            self.http = await start_http_server(self.node, spec.host, spec.internal_port, self.ssl)
         self.loop.add_signal_handler(signal.SIGTERM, self.stop, False)
         for sig in (signal.SIGINT, signal.SIGQUIT):
             self.loop.add_signal_handler(sig, self.stop, True)
@@ -124,7 +129,7 @@ class Worker:
         self.node.announce(handoff=True)
         for server in self.servers:
             await server.start_serving()
-        self.http = await start_http_server(self.node, self.spec.host, self.spec.internal_port)
+        self.http = await start_http_server(self.node, self.spec.host, self.spec.internal_port, self.ssl)
         self._maybe_ready()
 
     def _hand_off(self) -> None:

@@ -16,14 +16,18 @@ in what they do with a complete message.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import fnmatch
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiofastnet
 from picows import (
+    WSAutoPingStrategy,
     WSCloseCode,
     WSFrame,
     WSListener,
@@ -32,8 +36,8 @@ from picows import (
     WSUpgradeRequest,
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
-    ws_create_server,
 )
+from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 from gateway.client import Session
 from gateway.errors import (
@@ -42,6 +46,7 @@ from gateway.errors import (
     WS_MESSAGE_TOO_BIG,
     Disconnect,
 )
+from gateway.limits import ConnectionGate
 from gateway.node import Node
 
 __all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed", "FrameListener", "ClientConnection",
@@ -298,17 +303,89 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     return factory
 
 
+_REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n" \
+    b"Connection: close\r\nRetry-After: 1\r\n\r\n%s"
+
+
+class _GatedProtocol(WSProtocol):  # type: ignore[misc]
+    """picows' protocol with an admission check when the TCP connection arrives.
+
+    The upgrade factory sees only the HTTP request, not the peer address, so limits per
+    client IP are enforced here and a refused client gets HTTP 503 before any WebSocket
+    work is done."""
+
+    gate: ConnectionGate
+    clock: Callable[[], float]
+
+    def connection_made(self, transport: Any) -> None:
+        peer = transport.get_extra_info("peername")
+        self._ip = str(peer[0]) if peer else ""
+        reason = self.gate.admit(self._ip, self.clock())
+        self._refused = reason is not None
+        if reason is not None:
+            body = reason.encode()
+            transport.write(_REFUSED % (len(body), body))
+            transport.close()
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._refused:
+            return
+        self.gate.release(self._ip)
+        super().connection_lost(exc)
+
+    def get_buffer(self, size_hint: int) -> Any:
+        if self._refused:
+            return bytearray(4096)
+        return super().get_buffer(size_hint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if not self._refused:
+            super().buffer_updated(nbytes)
+
+    def eof_received(self) -> bool:
+        if self._refused:
+            return False
+        result: bool = super().eof_received()
+        return result
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
 async def start_client_server(node: Node, host: str, port: int, backlog: int = 4096,
-                              start_serving: bool = True) -> Any:
+                              start_serving: bool = True, ssl_context: ssl.SSLContext | None = None) -> Any:
     """Listen for clients with SO_REUSEPORT: every worker binds the same port. With
-    ``start_serving=False`` the port is bound but accepts only after ``server.start_serving()``."""
-    return await ws_create_server(
-        _client_factory(node), host, port,
-        reuse_port=True,
-        backlog=backlog,
-        start_serving=start_serving,
-        max_frame_size=node.config.websocket.message_size_limit,
-        websocket_handshake_timeout=10,
-        enable_auto_pong=True,
-        logger_name="shardgate.picows",
-    )
+    ``start_serving=False`` the port is bound but accepts only after ``server.start_serving()``.
+
+    This is picows' ``ws_create_server`` (2.3.x) with a gated protocol class: the same
+    constructor arguments, on the same aiofastnet transport."""
+    cfg = node.config
+    sg = cfg.shardgate
+    gate = ConnectionGate.for_worker(sg.per_ip_connection_limit, sg.per_ip_connection_rate,
+                                     cfg.client.connection_rate_limit, node.workers)
+    listener_factory = _client_factory(node)
+    logger = logging.getLogger("picows.shardgate.picows")
+    loop = asyncio.get_running_loop()
+
+    def protocol_factory() -> _GatedProtocol:
+        proto = _GatedProtocol(
+            None, None, False, listener_factory, logger,
+            True,  # disconnect_on_exception
+            sg.handshake_timeout,
+            False, 20, 20, WSAutoPingStrategy.PING_WHEN_IDLE,  # no WS-level auto ping: the protocol pings
+            True,  # enable_auto_pong
+            cfg.websocket.message_size_limit,
+            None,  # extra headers
+            16 * 1024,  # read buffer initial size
+        )
+        proto.gate = gate
+        proto.clock = node.clock
+        return proto
+
+    return await aiofastnet.create_server(loop, protocol_factory, host=host, port=port, reuse_port=True,
+                                          backlog=backlog, start_serving=start_serving, ssl=ssl_context)

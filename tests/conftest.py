@@ -122,9 +122,9 @@ class Gateway:
                 line = self._lines.get(timeout=min(remaining, 0.2))
             except queue.Empty:
                 continue
-            if m := re.search(r"clients\s+(ws://\S+)", line):
+            if m := re.search(r"clients\s+(wss?://\S+)", line):
                 self.url = m.group(1)
-            if m := re.search(r"internal\s+(http://\S+)/health", line):
+            if m := re.search(r"internal\s+(https?://\S+)/health", line):
                 self.internal_url = m.group(1)
         self._known_pids = set(self.worker_pids())
 

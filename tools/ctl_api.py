@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -116,7 +115,7 @@ class ApiClient:
         except urllib.error.URLError as exc:
             raise CtlError(f"cannot reach the gateway API at {self.settings.api_url}: {_reason(exc.reason)} "
                            f"(is it running? set --api-url or {ENV_API_URL})") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise CtlError(f"the gateway API at {self.settings.api_url} did not answer within "
                            f"{self.settings.timeout:g}s") from None
         except (ConnectionError, OSError) as exc:
@@ -214,10 +213,14 @@ def _looks_like_shardgate(pid: int) -> bool | None:
     try:
         import psutil
 
-        cmdline = " ".join(psutil.Process(pid).cmdline())
+        args = psutil.Process(pid).cmdline()
     except Exception:
         return None  # cannot tell (no psutil, no permission): do not block the signal
-    return "shardgate" in cmdline or "gateway" in cmdline
+    if not args:
+        return None
+    # `shardgate serve ...` or `python -m gateway serve ...`
+    joined = " ".join(args)
+    return "serve" in args and ("shardgate" in joined or "gateway" in joined)
 
 
 def send_signal(path: str, sig: signal.Signals, force: bool = False) -> int:

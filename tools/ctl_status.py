@@ -146,17 +146,17 @@ class Column:
         return "-" if value is None else str(value)
 
 
-STATUS_COLUMNS = [
+STATUS_COLUMNS = [  # single-space separated; the widths leave room between right-aligned titles
     Column("SLOT", "slot", 5, 0, "<"),
     Column("PID", "pid", 7, 4),
     Column("UPTIME", "uptime", 7, 6),
-    Column("CONNS", "connections", 6, 1),
-    Column("SUBS", "subscriptions", 6, 5),
+    Column("CONNS", "connections", 7, 1),
+    Column("SUBS", "subscriptions", 7, 5),
     Column("CHANS", "channels", 6, 7),
-    Column("MSG/S IN", "msgs_in_per_s", 8, 2),
-    Column("MSG/S OUT", "msgs_out_per_s", 9, 2),
+    Column("MSG/S IN", "msgs_in_per_s", 9, 2),
+    Column("MSG/S OUT", "msgs_out_per_s", 10, 2),
     Column("CPU%", "cpu_percent", 6, 3),
-    Column("RSS", "rss", 7, 3),
+    Column("RSS", "rss", 6, 3),
 ]
 
 
@@ -191,4 +191,4 @@ def format_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]], widt
 
 
 def status_table_lines(rows: list[dict[str, Any]], totals: dict[str, Any], width: int | None = None) -> list[str]:
-    return format_table(STATUS_COLUMNS, rows, width, totals)
+    return format_table(STATUS_COLUMNS, rows, width, totals, sep=1)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gateway.auth import ConnectCredentials, SubscribeCredentials, TokenVerifier
+from gateway.auth import ConnectCredentials, JwksCache, SubscribeCredentials, TokenVerifier, parse_jwks
+from gateway.config import ConfigError, TokenConfig, parse_config
 from gateway.errors import ClientError, Disconnect
 from tools.token import SECRET_ENV, main, mint_token
 
@@ -22,11 +23,18 @@ NOW = 1_700_000_000.0
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Stands in for gateway.config.TokenConfig (same three read-only attributes)."""
+    """Stands in for gateway.config.TokenConfig (same read-only attributes)."""
 
     hmac_secret_key: str = ""
     rsa_public_key: str = ""
     ecdsa_public_key: str = ""
+    hmac_previous_secret_key: str = ""
+    hmac_previous_secret_key_valid_until: int = 0
+    audience: str = ""
+    audience_regex: str = ""
+    issuer: str = ""
+    issuer_regex: str = ""
+    jwks_public_endpoint: str = ""
 
 
 def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
@@ -558,3 +566,437 @@ def test_cli_config_without_secret(
     with pytest.raises(SystemExit):
         main(["--config", str(path)])
     assert "hmac_secret_key" in capsys.readouterr().err
+
+
+# --- audience / issuer from config, regexes ---------------------------------------------------
+
+
+def test_audience_and_issuer_from_keys() -> None:
+    verifier = TokenVerifier(Keys(hmac_secret_key=SECRET, audience="gw", issuer="backend"))
+    assert verifier.verify_connect(hs({"aud": ["x", "gw"], "iss": "backend"}), NOW).user == ""
+    for bad in ({"aud": "gw"}, {"iss": "backend"}, {"aud": "gw", "iss": "backend2"}, {"aud": "g", "iss": "backend"}):
+        assert_invalid_connect(verifier, hs(bad))
+
+
+def test_audience_regex() -> None:
+    verifier = TokenVerifier(Keys(hmac_secret_key=SECRET, audience_regex=r"gw-(eu|us)"))
+    for good in ("gw-eu", ["other", "gw-us"]):
+        assert verifier.verify_connect(hs({"aud": good}), NOW).user == ""
+    # Full match only: a prefix or a suffix is not enough.
+    for bad in ({"aud": "gw-eu-x"}, {"aud": "xgw-eu"}, {"aud": ["gw"]}, {}, {"aud": 5}, {"aud": [5]}):
+        assert_invalid_connect(verifier, hs(bad))
+    assert_denied(verifier, hs({"channel": "c", "aud": "nope"}))
+
+
+def test_issuer_regex() -> None:
+    verifier = TokenVerifier(Keys(hmac_secret_key=SECRET, issuer_regex=r"https://auth\.example\.com/t/\w+"))
+    assert verifier.verify_connect(hs({"iss": "https://auth.example.com/t/acme"}), NOW).user == ""
+    for bad in ({"iss": "https://auth.example.com/t/acme/x"}, {"iss": "https://auth.example.com/t/"}, {}):
+        assert_invalid_connect(verifier, hs(bad))
+    assert_invalid_connect(verifier, jwt.api_jws.encode(b'{"iss": 1}', SECRET, algorithm="HS256"))
+
+
+def test_exact_and_regex_both_apply() -> None:
+    verifier = TokenVerifier(Keys(hmac_secret_key=SECRET, audience="gw", audience_regex="g.*"))
+    assert verifier.verify_connect(hs({"aud": "gw"}), NOW).user == ""
+    assert_invalid_connect(verifier, hs({"aud": "gx"}))
+
+
+@pytest.mark.parametrize("setting", ["audience_regex", "issuer_regex"])
+def test_bad_regex_is_rejected(setting: str) -> None:
+    with pytest.raises(ValueError, match=setting):
+        TokenVerifier(Keys(hmac_secret_key=SECRET, **{setting: "(unclosed"}))  # type: ignore[arg-type]
+
+
+# --- HMAC key rotation ---------------------------------------------------------------------------
+
+PREVIOUS = "previous-secret-that-is-long-enough-for-hs512-0123456789abcdef0123456789abcd"
+UNTIL = int(NOW) + 100
+
+
+@pytest.fixture
+def rotating() -> TokenVerifier:
+    return TokenVerifier(
+        Keys(hmac_secret_key=SECRET, hmac_previous_secret_key=PREVIOUS, hmac_previous_secret_key_valid_until=UNTIL)
+    )
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS512"])
+def test_previous_key_valid_before_deadline(rotating: TokenVerifier, alg: str) -> None:
+    old = hs({"sub": "1"}, secret=PREVIOUS, alg=alg)
+    assert rotating.verify_connect(old, NOW).user == "1"
+    assert rotating.verify_connect(old, UNTIL - 0.001).user == "1"
+    assert rotating.verify_subscribe(hs({"channel": "c"}, secret=PREVIOUS, alg=alg), NOW).channel == "c"
+
+
+def test_previous_key_rejected_from_deadline(rotating: TokenVerifier) -> None:
+    old = hs({"sub": "1"}, secret=PREVIOUS)
+    for now in (UNTIL, UNTIL + 1):
+        with pytest.raises(Disconnect) as info:
+            rotating.verify_connect(old, now)
+        assert info.value.code == 3500
+        with pytest.raises(ClientError) as sub_info:
+            rotating.verify_subscribe(hs({"channel": "c"}, secret=PREVIOUS), now)
+        assert sub_info.value.code == 103
+
+
+def test_current_key_unaffected_by_rotation(rotating: TokenVerifier) -> None:
+    for now in (NOW, UNTIL + 10_000):
+        assert rotating.verify_connect(hs({"sub": "2"}), now).user == "2"
+    assert_invalid_connect(rotating, hs({"sub": "3"}, secret=SECRET + "x"))
+
+
+def test_previous_key_expired_token_is_109(rotating: TokenVerifier) -> None:
+    with pytest.raises(ClientError) as info:
+        rotating.verify_connect(hs({"exp": int(NOW) - 1}, secret=PREVIOUS), NOW)
+    assert_expired(info)
+
+
+def test_previous_key_alongside_rsa_key(rsa_key: rsa.RSAPrivateKey) -> None:
+    verifier = TokenVerifier(
+        Keys(rsa_public_key=_pem(rsa_key), hmac_previous_secret_key=PREVIOUS,
+             hmac_previous_secret_key_valid_until=UNTIL)
+    )
+    assert verifier.verify_connect(hs({"sub": "1"}, secret=PREVIOUS), NOW).user == "1"
+    assert verifier.verify_connect(jwt.encode({"sub": "r"}, rsa_key, algorithm="RS256"), NOW).user == "r"
+    assert set(verifier.algorithms) >= {"HS256", "RS256"}
+
+
+def test_rotation_settings_come_in_pairs() -> None:
+    with pytest.raises(ValueError, match="hmac_previous_secret_key_valid_until"):
+        TokenVerifier(Keys(hmac_secret_key=SECRET, hmac_previous_secret_key=PREVIOUS))
+    with pytest.raises(ValueError, match="without hmac_previous_secret_key"):
+        TokenVerifier(Keys(hmac_secret_key=SECRET, hmac_previous_secret_key_valid_until=UNTIL))
+
+
+# --- JWKS ------------------------------------------------------------------------------------------
+
+_PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def jwk_of(key: _PrivateKey, kid: str, **extra: object) -> dict[str, object]:
+    public = key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        data = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        data = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(public))
+    else:
+        data = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(public))
+    return {**data, "kid": kid, **extra}
+
+
+def signed(key: _PrivateKey, alg: str, claims: Mapping[str, object], kid: str | None) -> str:
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(dict(claims), key, algorithm=alg, headers=headers)
+
+
+def write_jwks(path: Path, *jwks: dict[str, object]) -> str:
+    path.write_text(json.dumps({"keys": list(jwks)}))
+    return path.resolve().as_uri()
+
+
+@pytest.fixture(scope="module")
+def ed_key() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="module")
+def ec384_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def test_jwks_file_rsa_ec_okp(
+    tmp_path: Path,
+    rsa_key: rsa.RSAPrivateKey,
+    ec_key: ec.EllipticCurvePrivateKey,
+    ec384_key: ec.EllipticCurvePrivateKey,
+    ed_key: ed25519.Ed25519PrivateKey,
+) -> None:
+    uri = write_jwks(
+        tmp_path / "jwks.json",
+        jwk_of(rsa_key, "r1"), jwk_of(ec_key, "e1"), jwk_of(ec384_key, "e3"), jwk_of(ed_key, "ed", use="sig"),
+    )
+    verifier = TokenVerifier(Keys(jwks_public_endpoint=uri, audience="gw"))
+    assert verifier.jwks is not None and verifier.jwks.kids == {"r1", "e1", "e3", "ed"}
+    claims = {"sub": "u", "aud": "gw"}
+    cases: list[tuple[_PrivateKey, str, str]] = [
+        (rsa_key, "RS256", "r1"), (rsa_key, "RS384", "r1"), (rsa_key, "RS512", "r1"),
+        (ec_key, "ES256", "e1"), (ec384_key, "ES384", "e3"), (ed_key, "EdDSA", "ed"),
+    ]
+    for key, alg, kid in cases:
+        assert verifier.verify_connect(signed(key, alg, claims, kid), NOW).user == "u", alg
+        assert verifier.verify_subscribe(signed(key, alg, {**claims, "channel": "c"}, kid), NOW).channel == "c"
+    # Wrong audience with a genuine JWKS signature.
+    assert_invalid_connect(verifier, signed(rsa_key, "RS256", {"aud": "x"}, "r1"))
+
+
+def test_jwks_key_only_verifies_its_own_algorithms(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey, ed_key: ed25519.Ed25519PrivateKey
+) -> None:
+    uri = write_jwks(tmp_path / "jwks.json", jwk_of(rsa_key, "r1"), jwk_of(ec_key, "e1"),
+                     jwk_of(rsa_key, "r256", alg="RS256"))
+    verifier = TokenVerifier(Keys(jwks_public_endpoint=uri))
+    # Signed by another key under a known kid, and a kid naming a key of another type.
+    assert_invalid_connect(verifier, signed(ed_key, "EdDSA", {}, "r1"))
+    assert_invalid_connect(verifier, signed(ec_key, "ES256", {}, "r1"))
+    assert_invalid_connect(verifier, signed(rsa_key, "RS256", {}, "e1"))
+    # An explicit "alg" in the JWK narrows the family.
+    assert verifier.verify_connect(signed(rsa_key, "RS256", {}, "r256"), NOW).user == ""
+    assert_invalid_connect(verifier, signed(rsa_key, "RS512", {}, "r256"))
+    # HS256 with the RSA modulus as a secret can never be chosen via a kid.
+    assert_invalid_connect(verifier, jwt.encode({}, "whatever-secret-0123456789abcdef", algorithm="HS256",
+                                                headers={"kid": "r1"}))
+    # No kid: JWKS keys are looked up by kid only.
+    assert_invalid_connect(verifier, signed(rsa_key, "RS256", {}, None))
+
+
+def test_parse_jwks_skips_unusable_keys(rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> None:
+    document = {
+        "keys": [
+            {"kty": "oct", "kid": "sym", "k": "c2VjcmV0"},  # a shared secret: never from a JWKS
+            {**jwk_of(rsa_key, "enc"), "use": "enc"},
+            {k: v for k, v in jwk_of(rsa_key, "x").items() if k != "kid"},
+            jwk_of(rsa_key, "ps", alg="PS256"),
+            {"kty": "RSA", "kid": "broken", "n": "AQAB"},
+            jwk_of(ec_key, "ok"),
+            "not an object",
+        ]
+    }
+    assert set(parse_jwks(json.dumps(document).encode())) == {"ok"}
+    for bad in (b"not json", b"[]", b'{"keys": 1}', b"\xff"):
+        with pytest.raises(ValueError):
+            parse_jwks(bad)
+
+
+def test_jwks_and_static_keys_coexist(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    other_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    uri = write_jwks(tmp_path / "jwks.json", jwk_of(rsa_key, "r1"))
+    verifier = TokenVerifier(Keys(hmac_secret_key=SECRET, rsa_public_key=_pem(other_rsa), jwks_public_endpoint=uri))
+    assert verifier.verify_connect(signed(rsa_key, "RS256", {"sub": "j"}, "r1"), NOW).user == "j"
+    assert verifier.verify_connect(signed(other_rsa, "RS256", {"sub": "s"}, None), NOW).user == "s"
+    # A kid the JWKS does not know falls back to the static key for the alg.
+    assert verifier.verify_connect(signed(other_rsa, "RS256", {"sub": "s"}, "unknown"), NOW).user == "s"
+    assert verifier.verify_connect(hs({"sub": "h"}), NOW).user == "h"
+    assert verifier.verify_connect(jwt.encode({"sub": "h"}, SECRET, headers={"kid": "r1x"}), NOW).user == "h"
+
+
+def test_jwks_file_unknown_kid_reloads_inline_at_most_every_30s(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    path = tmp_path / "jwks.json"
+    uri = write_jwks(path, jwk_of(rsa_key, "r1"))
+    verifier = TokenVerifier(Keys(jwks_public_endpoint=uri))
+    jwks = verifier.jwks
+    assert jwks is not None and jwks.fetches == 1
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    write_jwks(path, jwk_of(rsa_key, "r1"), jwk_of(new_key, "r2"))
+    # A file is re-read inline, so the very first token with the new kid already verifies.
+    assert verifier.verify_connect(signed(new_key, "RS256", {"sub": "2"}, "r2"), NOW).user == "2"
+    assert jwks.fetches == 2
+    # Unknown kids within 30 s of that refresh do not re-read the file ...
+    third = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    write_jwks(path, jwk_of(third, "r3"))
+    assert_invalid_connect(verifier, signed(third, "RS256", {}, "r3"))
+    with pytest.raises(Disconnect):
+        verifier.verify_connect(signed(third, "RS256", {}, "r3"), NOW + 29.9)
+    assert jwks.fetches == 2
+    # ... a forged token under a known kid never triggers a read ...
+    with pytest.raises(Disconnect):
+        verifier.verify_connect(signed(third, "RS256", {}, "r1"), NOW + 31)
+    assert jwks.fetches == 2
+    # ... and after 30 s the unknown kid reloads; the new set replaces the old one.
+    assert verifier.verify_connect(signed(third, "RS256", {"sub": "3"}, "r3"), NOW + 30).user == "3"
+    assert jwks.fetches == 3 and jwks.kids == {"r3"}
+    with pytest.raises(Disconnect):
+        verifier.verify_connect(signed(rsa_key, "RS256", {}, "r1"), NOW + 30)
+
+
+def test_jwks_file_problems_fail_construction(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="jwks_public_endpoint"):
+        TokenVerifier(Keys(jwks_public_endpoint=(tmp_path / "missing.json").as_uri()))
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="jwks_public_endpoint"):
+        TokenVerifier(Keys(jwks_public_endpoint=(tmp_path / "bad.json").as_uri()))
+    for url in ("ftp://example.com/jwks", "example.com/jwks", "http:///jwks", "file://otherhost/jwks"):
+        with pytest.raises(ValueError, match="jwks_public_endpoint"):
+            TokenVerifier(Keys(jwks_public_endpoint=url))
+
+
+class FakeHttp:
+    """Stands in for the network and the thread: documents to serve, jobs to run by hand."""
+
+    def __init__(self) -> None:
+        self.documents: list[bytes | Exception] = []
+        self.default: bytes | Exception = OSError("no document")
+        self.requests: list[tuple[str, float]] = []
+        self.jobs: list[Callable[[], None]] = []
+
+    def fetch(self, url: str, timeout: float) -> bytes:
+        self.requests.append((url, timeout))
+        item = self.documents.pop(0) if self.documents else self.default
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def spawn(self, job: Callable[[], None]) -> None:
+        self.jobs.append(job)
+
+    def run_jobs(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for job in jobs:
+            job()
+
+
+def jwks_bytes(*jwks: dict[str, object]) -> bytes:
+    return json.dumps({"keys": list(jwks)}).encode()
+
+
+def http_verifier(fake: FakeHttp, *, prefetch: bool = True) -> tuple[TokenVerifier, JwksCache]:
+    cache = JwksCache("https://auth.example.com/.well-known/jwks.json", fetch=fake.fetch, spawn=fake.spawn,
+                      clock=lambda: NOW)
+    return TokenVerifier(Keys(), jwks=cache, prefetch=prefetch), cache
+
+
+def test_jwks_http_never_fetches_on_the_verify_path(rsa_key: rsa.RSAPrivateKey) -> None:
+    fake = FakeHttp()
+    fake.default = jwks_bytes(jwk_of(rsa_key, "r1"))
+    verifier, cache = http_verifier(fake, prefetch=False)
+    assert fake.jobs == [] and fake.requests == []  # construction alone starts nothing
+    token = signed(rsa_key, "RS256", {"sub": "1"}, "r1")
+    # Unknown kid: invalid now, one background job queued, nothing fetched inline.
+    assert_invalid_connect(verifier, token)
+    assert len(fake.jobs) == 1 and fake.requests == [] and cache.refreshing
+    # While it runs, more unknown kids neither fetch nor queue another job.
+    with pytest.raises(ClientError) as info:
+        verifier.verify_subscribe(signed(rsa_key, "RS256", {"channel": "c"}, "r1"), NOW + 60)
+    assert info.value.code == 103
+    assert len(fake.jobs) == 1
+    fake.run_jobs()
+    assert not cache.refreshing
+    assert fake.requests == [("https://auth.example.com/.well-known/jwks.json", 1.0)]
+    assert verifier.verify_connect(token, NOW + 1).user == "1"
+
+
+def test_jwks_http_prefetch_and_rate_limit(rsa_key: rsa.RSAPrivateKey) -> None:
+    fake = FakeHttp()
+    fake.default = jwks_bytes(jwk_of(rsa_key, "r1"))
+    verifier, cache = http_verifier(fake)
+    assert len(fake.jobs) == 1  # prefetch
+    fake.run_jobs()
+    assert verifier.verify_connect(signed(rsa_key, "RS256", {"sub": "1"}, "r1"), NOW).user == "1"
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fake.default = jwks_bytes(jwk_of(rsa_key, "r1"), jwk_of(new_key, "r2"))
+    r2 = signed(new_key, "RS256", {"sub": "2"}, "r2")
+    # The prefetch does not count against the 30 s limit: the first unknown kid refreshes.
+    assert_invalid_connect(verifier, r2)
+    fake.run_jobs()
+    assert verifier.verify_connect(r2, NOW).user == "2"
+    # A second unknown kid within 30 s of the last on-demand refresh waits.
+    r3_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fake.default = jwks_bytes(jwk_of(r3_key, "r3"))
+    r3 = signed(r3_key, "RS256", {"sub": "3"}, "r3")
+    for now in (NOW + 1, NOW + 29.9):
+        with pytest.raises(Disconnect):
+            verifier.verify_connect(r3, now)
+    assert fake.jobs == []
+    with pytest.raises(Disconnect):
+        verifier.verify_connect(r3, NOW + 30)
+    assert len(fake.jobs) == 1
+    fake.run_jobs()
+    assert verifier.verify_connect(r3, NOW + 30).user == "3"
+    assert cache.kids == {"r3"}
+
+
+def test_jwks_http_retry_once_then_keep_cached_keys(rsa_key: rsa.RSAPrivateKey) -> None:
+    fake = FakeHttp()
+    fake.documents = [OSError("timeout"), jwks_bytes(jwk_of(rsa_key, "r1"))]
+    verifier, cache = http_verifier(fake)
+    fake.run_jobs()
+    assert len(fake.requests) == 2  # one failure, one retry that succeeded
+    token = signed(rsa_key, "RS256", {"sub": "1"}, "r1")
+    assert verifier.verify_connect(token, NOW).user == "1"
+    # Two failures in a row: the refresh gives up and the cached keys stay in use.
+    fake.documents = [OSError("down"), OSError("still down")]
+    assert_invalid_connect(verifier, signed(rsa_key, "RS256", {}, "unknown"))
+    fake.run_jobs()
+    assert len(fake.requests) == 4 and cache.last_error is not None
+    assert verifier.verify_connect(token, NOW).user == "1"
+
+
+def test_jwks_http_cache_expires_after_an_hour(rsa_key: rsa.RSAPrivateKey) -> None:
+    fake = FakeHttp()
+    fake.default = jwks_bytes(jwk_of(rsa_key, "r1"))
+    verifier, cache = http_verifier(fake)
+    fake.run_jobs()
+    token = signed(rsa_key, "RS256", {"sub": "1"}, "r1")
+    assert verifier.verify_connect(token, NOW + 3599).user == "1"
+    assert fake.jobs == []
+    # Stale: the cached key still verifies (no outage lock-out) and a refresh is started.
+    fake.default = jwks_bytes()
+    assert verifier.verify_connect(token, NOW + 3600).user == "1"
+    assert len(fake.jobs) == 1
+    fake.run_jobs()
+    assert cache.kids == frozenset()
+    assert_invalid_connect(verifier, token)
+
+
+def test_jwks_http_thread_failure_to_start_is_survivable(rsa_key: rsa.RSAPrivateKey) -> None:
+    def no_threads(job: Callable[[], None]) -> None:
+        raise RuntimeError("can't start new thread")
+
+    cache = JwksCache("http://127.0.0.1:9/jwks", spawn=no_threads)
+    verifier = TokenVerifier(Keys(), jwks=cache, prefetch=True)
+    assert not cache.refreshing
+    assert_invalid_connect(verifier, signed(rsa_key, "RS256", {}, "r1"))
+
+
+# --- config validation ---------------------------------------------------------------------------
+
+
+def token_config(table_name: str = "token", /, **settings: object) -> TokenConfig:
+    config = parse_config({"client": {table_name: settings}})
+    result: TokenConfig = getattr(config.client, table_name)
+    return result
+
+
+def test_config_reads_token_settings(tmp_path: Path) -> None:
+    cfg = token_config(
+        hmac_secret_key="a", hmac_previous_secret_key="b", hmac_previous_secret_key_valid_until=UNTIL,
+        audience="gw", audience_regex="g.*", issuer="iss", issuer_regex="i.*",
+        jwks_public_endpoint="https://auth.example.com/jwks",
+    )
+    assert cfg == TokenConfig(
+        hmac_secret_key="a", hmac_previous_secret_key="b", hmac_previous_secret_key_valid_until=UNTIL,
+        audience="gw", audience_regex="g.*", issuer="iss", issuer_regex="i.*",
+        jwks_public_endpoint="https://auth.example.com/jwks",
+    )
+    assert token_config().configured is False
+    assert token_config(jwks_public_endpoint="file:///etc/jwks.json").configured
+    sub = token_config("subscription_token", jwks_public_endpoint="http://localhost:8080/jwks", audience="a")
+    assert sub.configured and sub.audience == "a"
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        ({"audience_regex": "(x"}, "client.token.audience_regex"),
+        ({"issuer_regex": "[a-"}, "client.token.issuer_regex"),
+        ({"hmac_previous_secret_key_valid_until": 5}, "client.token.hmac_previous_secret_key_valid_until"),
+        ({"hmac_secret_key": "a", "hmac_previous_secret_key": "b"}, "client.token.hmac_previous_secret_key"),
+        ({"hmac_previous_secret_key_valid_until": "soon"}, "client.token.hmac_previous_secret_key_valid_until"),
+        ({"hmac_previous_secret_key_valid_until": -1}, "client.token.hmac_previous_secret_key_valid_until"),
+        ({"jwks_public_endpoint": "ftp://example.com/jwks"}, "client.token.jwks_public_endpoint"),
+        ({"jwks_public_endpoint": "/etc/jwks.json"}, "client.token.jwks_public_endpoint"),
+        ({"jwks_public_endpoint": "https:///jwks"}, "client.token.jwks_public_endpoint"),
+        ({"jwks_public_endpoint": "file://host/jwks"}, "client.token.jwks_public_endpoint"),
+        ({"jwks_public_endpoint": "http://[::1/jwks"}, "client.token.jwks_public_endpoint"),
+        ({"jwks_public_endpoint": "http://example.com:99999/jwks"}, "client.token.jwks_public_endpoint"),
+        ({"audience": 5}, "client.token.audience"),
+        ({"audiences": "typo"}, "client.token.audiences"),
+    ],
+)
+def test_config_rejects_bad_token_settings(settings: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        token_config(**settings)
+    assert info.value.key == key
+    with pytest.raises(ConfigError) as sub_info:
+        token_config("subscription_token", **settings)
+    assert sub_info.value.key == key.replace("client.token", "client.subscription_token")
