@@ -6,6 +6,8 @@ failures nothing is lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import signal
 import time
@@ -72,7 +74,7 @@ class Run:
                        timeout=20, what="every subscriber caught up")
 
     def check(self, lossless: bool) -> None:
-        for client, cev, sev in self.clients:
+        for client, _cev, sev in self.clients:
             ks = [d["k"] for _, d in sev.pubs]
             assert len(ks) == len(set(ks)), f"{client.client_id}: duplicates"
             assert ks == sorted(ks), f"{client.client_id}: out of order"
@@ -80,7 +82,7 @@ class Run:
                 assert ks == list(range(ks[0], self.sent)), f"{client.client_id}: lost publications"
                 assert all(s.recovered for s in sev.subscribed[1:]), "not recovered"
             # A gap may only follow a resubscribe that said recovered: false.
-            gaps = sum(1 for a, b in zip(ks, ks[1:], strict=False) if b != a + 1)
+            gaps = sum(1 for a, b in itertools.pairwise(ks) if b != a + 1)
             unrecovered = sum(1 for s in sev.subscribed[1:] if not s.recovered)
             assert gaps <= unrecovered, f"{client.client_id}: a gap was presented as recovered"
 
@@ -143,10 +145,8 @@ async def test_sigstop_worker_is_replaced_and_clients_recover(gateway_factory) -
         await run.finish()
         run.check(lossless=True)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(stuck, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
         await run.close()
 
 
