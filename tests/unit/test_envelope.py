@@ -95,7 +95,7 @@ def test_bad_version(version: int) -> None:
         decode([bytes([version]) + header[1:], *rest])
 
 
-@pytest.mark.parametrize("kind", [0, 7, 255])
+@pytest.mark.parametrize("kind", [0, 8, 255])
 def test_unknown_kind(kind: int) -> None:
     header, *rest = encode(_sample(Kind.REQUEST))
     with pytest.raises(EnvelopeError):
