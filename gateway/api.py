@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ClientError
+from gateway.history import history_request
 from sharding.ids import slot_of_client
 
 if TYPE_CHECKING:
@@ -180,20 +181,7 @@ class ApiExecutor:
 
     async def history(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
-        limit = params.get("limit") or 0
-        if type(limit) is not int:
-            raise ClientError(107, "bad request: limit must be an integer")
-        max_limit = self._node.config.client.history_max_publication_limit
-        if limit < 0 or limit > max_limit:
-            limit = max_limit
-        body: dict[str, Any] = {"channel": channel, "limit": limit, "reverse": bool(params.get("reverse"))}
-        since = params.get("since")
-        if since is not None:
-            if not isinstance(since, dict) or type(since.get("offset", 0)) is not int:
-                raise ClientError(107, "bad request: since must be {offset, epoch}")
-            if body["reverse"] and not since.get("offset"):
-                raise ClientError(107, "bad request: reverse history needs since.offset")
-            body["since"] = {"offset": since.get("offset", 0), "epoch": str(since.get("epoch") or "")}
+        body = history_request(channel, params, self._node.config.client.history_max_publication_limit)
         return await self._node.call(channel, "history", body)
 
     async def history_remove(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ Errors are classified in one place, :meth:`Session._fail`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -21,13 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from gateway import __version__, commands, subscription
+from gateway import __version__, commands, server_subs, subscription
 from gateway.auth import ConnectCredentials
 from gateway.errors import (
-    DISCONNECT_CHANNEL_LIMIT,
     DISCONNECT_CONNECTION_LIMIT,
     DISCONNECT_EXPIRED,
-    DISCONNECT_INTERNAL,
     DISCONNECT_INVALID_TOKEN,
     DISCONNECT_NO_PONG,
     DISCONNECT_SLOW,
@@ -135,7 +132,20 @@ class Session:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
+    @property
+    def connected(self) -> bool:
+        return self.state is State.CONNECTED
+
     # -- output ---------------------------------------------------------------------------------
+
+    def hold_pushes(self) -> None:
+        """Until :meth:`release_pushes`, queue pushes aside (replies still go out)."""
+        self._held = []
+
+    def release_pushes(self) -> None:
+        held, self._held = self._held, None
+        for data in held or ():
+            self.write(data)
 
     def write(self, data: bytes) -> None:
         """Queue one reply or push; flushed with the others queued this tick.
@@ -319,61 +329,9 @@ class Session:
         if cfg.connect_include_server_time:
             result["time"] = int(now * 1000)
         if creds.channels:
-            self._server_side_subscribe(cmd, creds.channels, result)
+            server_subs.subscribe_on_connect(self, cmd, creds.channels, result)
         else:
             self.reply(cmd, result)
-
-    def _server_side_subscribe(self, cmd: Command, channels: tuple[str, ...], result: dict[str, Any]) -> None:
-        """Subscribe the token's ``channels`` claim, then reply to connect with ``subs``.
-
-        Pushes for those channels can arrive before every owner has answered; they are
-        held back until the connect reply is written, because an SDK only routes a push
-        for a server-side channel it learned about from that reply.
-        """
-        node = self.node
-        limit = node.config.client.channel_limit
-        if limit and len(channels) > limit:
-            raise DISCONNECT_CHANNEL_LIMIT
-        recovery = cmd.body.get("subs")
-        if not isinstance(recovery, dict):
-            recovery = {}
-        plans = []
-        for channel in dict.fromkeys(channels):
-            opts = node.config.channel_options(channel)
-            if opts is None or len(channel) > node.config.channel.max_length or not channel.isascii():
-                log.warning("client %s: skipping server-side channel %r (unknown or invalid)", self.client_id,
-                            channel)
-                continue
-            request = recovery.get(channel)
-            plans.append(subscription.plan(channel, opts, request if isinstance(request, dict) else {}))
-        subs: dict[str, Any] = {}
-        waiting = len(plans)
-        self._held = []
-
-        def on_subscribed(channel: str, sub_result: dict[str, Any] | None, error: ClientError | None) -> None:
-            nonlocal waiting
-            if self.closed:
-                return
-            if error is not None:
-                log.warning("client %s: server-side subscribe to %r failed: %s", self.client_id, channel, error)
-                self.close(DISCONNECT_INTERNAL)
-                return
-            subs[channel] = sub_result or {}
-            waiting -= 1
-            if waiting == 0:
-                if subs:
-                    result["subs"] = subs
-                held, self._held = self._held, None
-                self.reply(cmd, result)
-                for data in held or ():
-                    self.write(data)
-
-        if not plans:
-            self._held = None
-            self.reply(cmd, result)
-            return
-        for params in plans:
-            self._start_subscription(params, functools.partial(on_subscribed, params.channel))
 
     def _set_expiry(self, expire_at: int | None, now: float, result: dict[str, Any]) -> None:
         self.expire_at = expire_at
@@ -469,9 +427,9 @@ class Session:
             else:
                 self.reply(cmd, result or {})
 
-        self._start_subscription(params, on_subscribed)
+        self.start_subscription(params, on_subscribed)
 
-    def _start_subscription(self, params: subscription.SubscribeParams,
+    def start_subscription(self, params: subscription.SubscribeParams,
                             done: Callable[[dict[str, Any] | None, ClientError | None], None]) -> None:
         """Ask the owner, then join the local fan-out at exactly the answered position."""
         node = self.node
@@ -587,43 +545,7 @@ class Session:
 
     def server_subscribe(self, channel: str, request: dict[str, Any]) -> None:
         """A subscription made by the server API: the client learns of it from a push."""
-        node = self.node
-        if self.state is not State.CONNECTED or channel in self.subs:
-            return
-        opts = node.config.channel_options(channel)
-        if opts is None or len(channel) > node.config.channel.max_length or not channel.isascii():
-            log.warning("client %s: server subscribe to unknown or invalid channel %r", self.client_id, channel)
-            return
-        limit = node.config.client.channel_limit
-        if limit and len(self.subs) >= limit:
-            self.close(DISCONNECT_CHANNEL_LIMIT)
-            return
-        since = request.get("recover_since")
-        wanted: dict[str, Any] = {}
-        if isinstance(since, dict):
-            wanted = {"recover": True, "offset": since.get("offset") or 0, "epoch": since.get("epoch") or ""}
-        expire_at = request.get("expire_at")
-        try:
-            params = subscription.plan(channel, opts, wanted, chan_info=request.get("info"),
-                                       expire_at=expire_at if type(expire_at) is int and expire_at > 0 else None)
-        except ClientError:
-            log.warning("client %s: bad recover_since for %r", self.client_id, channel)
-            return
-        data = request.get("data")
-
-        def done(result: dict[str, Any] | None, error: ClientError | None) -> None:
-            if error is not None or result is None:
-                log.warning("client %s: server subscribe to %r failed: %s", self.client_id, channel, error)
-                return
-            keys = ("recoverable", "epoch", "offset", "positioned")
-            push: dict[str, Any] = {k: result[k] for k in keys if k in result}
-            if data is not None:
-                push["data"] = data
-            self.write(encode_push(channel, "subscribe", orjson.dumps(push)))
-            for pub in result.get("publications") or ():
-                self.write(encode_push(channel, "pub", orjson.dumps(pub)))
-
-        self._start_subscription(params, done)
+        server_subs.subscribe_from_api(self, channel, request)
 
     def server_refresh(self, request: dict[str, Any]) -> None:
         """The server API changed this connection's expiry or info."""

@@ -18,6 +18,7 @@ from gateway.errors import (
     ERROR_NOT_AVAILABLE,
     ERROR_PERMISSION_DENIED,
 )
+from gateway.history import history_request
 from gateway.protocol import Command
 from gateway.rpc import RpcContext
 
@@ -62,21 +63,8 @@ def history(session: Session, cmd: Command) -> None:
     if not allowed(session, channel, opts.allow_history_for_subscriber, opts.allow_history_for_client,
                          opts.allow_history_for_anonymous):
         raise ERROR_PERMISSION_DENIED
-    body = cmd.body
     max_limit = session.node.config.client.history_max_publication_limit
-    limit = body.get("limit") or 0
-    if type(limit) is not int:
-        raise ERROR_BAD_REQUEST
-    if limit < 0 or limit > max_limit:
-        limit = max_limit
-    request: dict[str, Any] = {"channel": channel, "limit": limit, "reverse": bool(body.get("reverse"))}
-    since = body.get("since")
-    if since is not None:
-        if not isinstance(since, dict) or type(since.get("offset", 0)) is not int:
-            raise ERROR_BAD_REQUEST
-        if request["reverse"] and not since.get("offset"):
-            raise ERROR_BAD_REQUEST
-        request["since"] = {"offset": since.get("offset", 0), "epoch": str(since.get("epoch") or "")}
+    request = history_request(channel, cmd.body, max_limit)
     session.owner_call(cmd, channel, request, lambda res: session.reply(cmd, res))
 
 # -- rpc and send ---------------------------------------------------------------------------

@@ -12,8 +12,11 @@ import random
 import string
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Stream", "HistoryItem", "new_epoch", "is_recovered"]
+from gateway.errors import ClientError
+
+__all__ = ["Stream", "HistoryItem", "new_epoch", "is_recovered", "history_request"]
 
 _EPOCH_ALPHABET = string.ascii_letters
 
@@ -102,6 +105,30 @@ class Stream:
                 if 0 < limit <= len(out):
                     break
         return out
+
+
+def history_request(channel: str, params: dict[str, Any], max_limit: int) -> dict[str, Any]:
+    """Normalise a history call (client command or server API) into the owner's request.
+
+    ``limit`` 0 asks for the position only, a negative or too large one for ``max_limit``.
+
+    Raises:
+        ClientError: 107 for a malformed limit or ``since``, or ``reverse`` without ``since.offset``.
+    """
+    limit = params.get("limit") or 0
+    if type(limit) is not int:
+        raise ClientError(107, "bad request: limit must be an integer")
+    if limit < 0 or limit > max_limit:
+        limit = max_limit
+    request: dict[str, Any] = {"channel": channel, "limit": limit, "reverse": bool(params.get("reverse"))}
+    since = params.get("since")
+    if since is not None:
+        if not isinstance(since, dict) or type(since.get("offset", 0)) is not int:
+            raise ClientError(107, "bad request: since must be {offset, epoch}")
+        if request["reverse"] and not since.get("offset"):
+            raise ClientError(107, "bad request: reverse history needs since.offset")
+        request["since"] = {"offset": since.get("offset", 0), "epoch": str(since.get("epoch") or "")}
+    return request
 
 
 def is_recovered(items: list[HistoryItem], req_offset: int, req_epoch: str, epoch: str, top: int) -> bool:

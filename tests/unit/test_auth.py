@@ -12,9 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gateway.auth import ConnectCredentials, JwksCache, SubscribeCredentials, TokenVerifier, parse_jwks
+from gateway.auth import ConnectCredentials, SubscribeCredentials, TokenVerifier
 from gateway.config import ConfigError, TokenConfig, parse_config
 from gateway.errors import ClientError, Disconnect
+from gateway.jwks import JwksCache, parse_jwks
 from tools.token import SECRET_ENV, main, mint_token
 
 SECRET = "test-secret-that-is-long-enough-for-hs512-0123456789abcdef0123456789abcdef"

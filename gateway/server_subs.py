@@ -1,0 +1,118 @@
+"""Server-side subscriptions: from the connection token's ``channels`` claim (answered in
+the connect reply's ``subs``) and from the server API (announced by ``subscribe`` pushes).
+
+Both go through :meth:`gateway.client.Session.start_subscription`, like client-side
+subscribes, so they get the same positions, recovery and owner bookkeeping.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway import subscription
+from gateway.errors import DISCONNECT_CHANNEL_LIMIT, DISCONNECT_INTERNAL, ClientError
+from gateway.protocol import Command, encode_push
+
+if TYPE_CHECKING:
+    from gateway.client import Session
+
+__all__ = ["subscribe_from_api", "subscribe_on_connect"]
+
+log = logging.getLogger("shardgate.client")
+
+
+def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ...], result: dict[str, Any]) -> None:
+    """Subscribe the token's ``channels`` claim, then reply to connect with ``subs``.
+
+    Pushes for those channels can arrive before every owner has answered; they are
+    held back until the connect reply is written, because an SDK only routes a push
+    for a server-side channel it learned about from that reply.
+    """
+    node = session.node
+    limit = node.config.client.channel_limit
+    if limit and len(channels) > limit:
+        raise DISCONNECT_CHANNEL_LIMIT
+    recovery = cmd.body.get("subs")
+    if not isinstance(recovery, dict):
+        recovery = {}
+    plans = []
+    for channel in dict.fromkeys(channels):
+        opts = node.config.channel_options(channel)
+        if opts is None or len(channel) > node.config.channel.max_length or not channel.isascii():
+            log.warning("client %s: skipping server-side channel %r (unknown or invalid)", session.client_id,
+                        channel)
+            continue
+        request = recovery.get(channel)
+        plans.append(subscription.plan(channel, opts, request if isinstance(request, dict) else {}))
+    subs: dict[str, Any] = {}
+    waiting = len(plans)
+    session.hold_pushes()
+
+    def on_subscribed(channel: str, sub_result: dict[str, Any] | None, error: ClientError | None) -> None:
+        nonlocal waiting
+        if session.closed:
+            return
+        if error is not None:
+            log.warning("client %s: server-side subscribe to %r failed: %s", session.client_id, channel, error)
+            session.close(DISCONNECT_INTERNAL)
+            return
+        subs[channel] = sub_result or {}
+        waiting -= 1
+        if waiting == 0:
+            if subs:
+                result["subs"] = subs
+            session.reply(cmd, result)
+            session.release_pushes()
+
+    if not plans:
+        session.release_pushes()
+        session.reply(cmd, result)
+        return
+    for params in plans:
+        session.start_subscription(params, functools.partial(on_subscribed, params.channel))
+
+
+def subscribe_from_api(session: Session, channel: str, request: dict[str, Any]) -> None:
+    """A subscription made by the server API (``/api/subscribe``): the client learns of it
+    from a ``subscribe`` push, followed by any publications it recovered."""
+    node = session.node
+    if not session.connected or channel in session.subs:
+        return
+    opts = node.config.channel_options(channel)
+    if opts is None or len(channel) > node.config.channel.max_length or not channel.isascii():
+        log.warning("client %s: server subscribe to unknown or invalid channel %r", session.client_id, channel)
+        return
+    limit = node.config.client.channel_limit
+    if limit and len(session.subs) >= limit:
+        session.close(DISCONNECT_CHANNEL_LIMIT)
+        return
+    since = request.get("recover_since")
+    wanted: dict[str, Any] = {}
+    if isinstance(since, dict):
+        wanted = {"recover": True, "offset": since.get("offset") or 0, "epoch": since.get("epoch") or ""}
+    expire_at = request.get("expire_at")
+    try:
+        params = subscription.plan(channel, opts, wanted, chan_info=request.get("info"),
+                                   expire_at=expire_at if type(expire_at) is int and expire_at > 0 else None)
+    except ClientError:
+        log.warning("client %s: bad recover_since for %r", session.client_id, channel)
+        return
+    data = request.get("data")
+
+    def done(result: dict[str, Any] | None, error: ClientError | None) -> None:
+        if error is not None or result is None:
+            log.warning("client %s: server subscribe to %r failed: %s", session.client_id, channel, error)
+            return
+        keys = ("recoverable", "epoch", "offset", "positioned")
+        push: dict[str, Any] = {k: result[k] for k in keys if k in result}
+        if data is not None:
+            push["data"] = data
+        session.write(encode_push(channel, "subscribe", orjson.dumps(push)))
+        for pub in result.get("publications") or ():
+            session.write(encode_push(channel, "pub", orjson.dumps(pub)))
+
+    session.start_subscription(params, done)
