@@ -87,5 +87,6 @@ async def test_soak_short(gateway_factory) -> None:  # type: ignore[no-untyped-d
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 async def test_soak_100k(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     await _soak(gateway_factory(base_config(shardgate={"command_rate": 0})), cycles=100_000)
