@@ -381,7 +381,7 @@ async def start_client_server(node: Node, host: str, port: int, backlog: int = 4
             True,  # enable_auto_pong
             cfg.websocket.message_size_limit,
             None,  # extra headers
-            16 * 1024,  # read buffer initial size
+            1024,  # initial read buffer: picows grows it as needed; 16 KiB each would dominate idle memory
         )
         proto.gate = gate
         proto.clock = node.clock

@@ -237,12 +237,17 @@ def summary_table(r: dict[str, Any]) -> str:
         rows.append(("  same worker", _fmt_lat(r["latency_same_worker_ms"])))
         rows.append(("  cross worker", _fmt_lat(r["latency_cross_worker_ms"])))
     rows.append(("errors", f"{r['errors']} error replies, {r['disconnects']} disconnects"
-                           + (f", close codes {r['close_codes']}" if r["close_codes"] else "")))
+                           + (f", close codes {r['close_codes']}" if r["close_codes"] else "")
+                           + (f", error replies {r['error_codes']}" if r.get("error_codes") else "")))
     sc_cpu = r["server_cpu_pct"]
     rows.append(("cpu", f"client {r['client_cpu_pct']:.0f}%  server "
                         + (f"{sc_cpu:.0f}% (pids {','.join(map(str, r['server_pids']))})" if sc_cpu is not None
                            else "n/a (pass --server-pids)")
                         + "   (100% = one core)"))
+    la, cores = r.get("loadavg", [0, 0]), r.get("cpu_count") or 1
+    if max(la) > cores:
+        rows.append(("note", f"load average {la[0]:.1f} -> {la[1]:.1f} on {cores} cores: other processes "
+                             "competed for the CPUs; figures are pessimistic"))
     if r["client_cpu_pct"] >= 90 * r["client_processes"]:
         rows.append(("note", "client processes were saturated: this measures the client, add --clients"))
     if r.get("setup_errors"):

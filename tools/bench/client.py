@@ -108,6 +108,7 @@ class Proc:
         self.lat: list[int] = []          # µs samples since the last tick
         self.lat_cross: list[int] = []    # rooms: subscriber on another worker than the channel owner
         self.close_codes: Counter[str] = Counter()
+        self.error_codes: Counter[str] = Counter()
 
 
 def scan_ts(data: bytes, now: int, append: Any) -> int:
@@ -148,6 +149,8 @@ class Conn(WSListener):  # type: ignore[misc]
     # -- picows callbacks ---------------------------------------------------------------------------
     def on_ws_connected(self, transport: Any) -> None:
         self.t = transport
+        if self.proto == "socketio":  # the server speaks first ("0{...}"): be ready before ws_connect returns
+            self.sio_open = asyncio.get_running_loop().create_future()
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         mt = frame.msg_type
@@ -198,9 +201,8 @@ class Conn(WSListener):  # type: ignore[misc]
             elif data.startswith(b"0{"):
                 self.send(b"40")
             elif data.startswith(b"40"):
-                fut = self.waiters.pop("sio", None)
-                if fut is not None and not fut.done():
-                    fut.set_result(data)
+                if self.sio_open is not None and not self.sio_open.done():
+                    self.sio_open.set_result(data)
             elif data.startswith(b"43"):
                 fut = self.waiters.pop("ack", None)
                 if fut is not None and not fut.done():
@@ -223,7 +225,8 @@ class Conn(WSListener):  # type: ignore[misc]
                 raise ConnectionError(f"connect error {msg['error']}")
             self.slot = _slot_of(msg["connect"]["client"])
         elif self.proto == "socketio":
-            await self.request("sio", None, timeout)
+            assert self.sio_open is not None
+            await asyncio.wait_for(self.sio_open, timeout)
 
     async def subscribe(self, channel: str, timeout: float) -> None:
         if self.proto == "centrifugo":
@@ -237,6 +240,18 @@ class Conn(WSListener):  # type: ignore[misc]
         else:
             await self.request("ack", b'421["s"]', timeout)
 
+    def _error_reply(self, data: bytes) -> None:
+        """Count error replies and keep the first few codes (``error_codes`` in the result)."""
+        import orjson
+        for line in data.split(b"\n"):
+            if b'"error"' in line:
+                self.proc.errors += 1
+                try:
+                    err = orjson.loads(line).get("error", {})
+                    self.proc.error_codes[f"{err.get('code')} {err.get('message')}"] += 1
+                except (orjson.JSONDecodeError, AttributeError):
+                    self.proc.error_codes["unparsable"] += 1
+
     # -- fast paths ---------------------------------------------------------------------------------
     def sub_handle_cf(self, data: bytes) -> None:
         now = time.monotonic_ns()
@@ -248,7 +263,7 @@ class Conn(WSListener):  # type: ignore[misc]
             proc.delivered += n
             proc.shared[proc.index] = proc.delivered
         elif b'"error"' in data:
-            self.proc.errors += 1
+            self._error_reply(data)
 
     def sub_handle_plain(self, data: bytes) -> None:
         now = time.monotonic_ns()
@@ -265,7 +280,8 @@ class Conn(WSListener):  # type: ignore[misc]
             if b"{}" in data and _has_ping_line(data):
                 self.send(b"{}")
             self.proc.acks += data.count(b'"publish"')
-            self.proc.errors += data.count(b'"error"')
+            if b'"error"' in data:
+                self._error_reply(data)
         elif self.proto == "raw":
             if data == b"a":
                 self.proc.acks += 1
@@ -281,7 +297,7 @@ class Conn(WSListener):  # type: ignore[misc]
             if b"{}" in data and _has_ping_line(data):
                 self.send(b"{}")
             if b'"error"' in data:
-                self.proc.errors += data.count(b'"error"')
+                self._error_reply(data)
         elif data == b"2":
             self.send(b"3")
             return
@@ -582,7 +598,7 @@ class Runner:
         return {"t": time.monotonic_ns(), "delivered": p.delivered, "published": p.published, "acks": p.acks,
                 "rpc_sent": p.rpc_sent, "rpc_done": p.rpc_done, "errors": p.errors,
                 "disconnects": p.disconnects, "connected": p.connected, "failed": p.failed,
-                "close_codes": dict(p.close_codes), "hist": self._encode(p.lat),
+                "close_codes": dict(p.close_codes), "error_codes": dict(p.error_codes), "hist": self._encode(p.lat),
                 "hist_cross": self._encode(p.lat_cross), "final": final,
                 "storm_done": getattr(self, "storm_done_at", None), "errors_text": self.setup_failures[:3]}
 
@@ -642,17 +658,15 @@ class Runner:
 def process_main(job: Job, plan: Plan, pipe: Any, shared: Any) -> None:
     """Entry point of a forked client process."""
     import signal
+    import warnings
 
     import uvloop
-    import warnings
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
     warnings.filterwarnings("ignore", message=".*HMAC key.*")  # short test secrets are fine for a load tool
 
     async def amain() -> None:
         await Runner(job, plan, pipe, shared).main()
 
-    try:
+    with contextlib.suppress(BrokenPipeError, EOFError):
         uvloop.run(amain())
-    except (BrokenPipeError, EOFError):
-        pass
     os._exit(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 from typing import Any
@@ -144,9 +145,13 @@ def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace)
             if r.get("lost") or r.get("disconnects"):
                 bad = f" (lost {r.get('lost', 0)}, disconnects {r.get('disconnects', 0)})"
             line += [f"{r[key]:,.0f}{bad}", f"{lat['p99']:.2f}" if lat.get("count") else "-",
-                     f"{row.get(job + '_ratio', '-')}" if row["target"] != "shardgate" else "1.00",
+                     (f"{row[job + '_ratio']:.2f}" if job + "_ratio" in row else "-"),
                      f"{r['client_cpu_pct']:.0f}%/{sc:.0f}%" if sc is not None else f"{r['client_cpu_pct']:.0f}%/-"]
         lines.append(line)
+        loads = [r["loadavg"] for j in jobs if isinstance(r := row.get(j), dict) and "loadavg" in r]
+        if loads and max(max(x) for x in loads) > (os.cpu_count() or 1):
+            notes.append(f"{row['target']}: load average up to {max(max(x) for x in loads):.1f} during its "
+                         "runs (other processes on the box); treat as pessimistic")
         if row.get("note"):
             notes.append(f"{row['target']}: {row['note']}")
     widths = [max(len(str(ln[i])) for ln in lines) for i in range(len(head))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import sys
 import time
 from multiprocessing.connection import wait
@@ -123,6 +124,7 @@ def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any],
 
     server = Meter(server_pids)
     clients = Meter([p.pid for p in procs])
+    load_before = os.getloadavg()[0]
     rss0 = server.rss()
     s_cpu0, c_cpu0 = server.cpu(), clients.cpu()
 
@@ -148,9 +150,15 @@ def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any],
     last_progress_count, last_progress_at = -1, time.monotonic()
     hard_deadline = time.monotonic() + job.duration + drain + hold + 30
 
+    count_key = {"rpc": "rpc_done", "connect": "connected"}.get(job.scenario, "delivered")
+
+    def one_count(v: dict[str, Any]) -> int:
+        return int(v[count_key])
+
     def count_of(s: dict[int, dict[str, Any]]) -> int:
-        key = {"rpc": "rpc_done", "connect": "connected"}.get(job.scenario, "delivered")
-        return sum(v[key] for v in s.values())
+        return sum(one_count(v) for v in s.values())
+
+    rates: dict[int, float] = {}
 
     while len(done) < n:
         now_m = time.monotonic()
@@ -171,6 +179,10 @@ def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any],
                         dec = HdrHistogram.decode(snap[key].encode())
                         h.add(dec)
                         interval.add(dec)
+                prev = snaps.get(i)
+                if prev is not None and snap["t"] > prev["t"]:
+                    # per-process rate from the process's own clock: immune to when the pipe is read
+                    rates[i] = (one_count(snap) - one_count(prev)) * NS / (snap["t"] - prev["t"])
                 snaps[i] = snap
                 if kind == "ran":
                     ran[i] = snap
@@ -186,7 +198,7 @@ def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any],
             cnt = count_of(snaps)
             s_cpu, c_cpu = server.cpu(), clients.cpu()
             dt = now_m - last_t
-            rate = (cnt - last_count) / dt
+            rate = sum(rates.values()) if rates else (cnt - last_count) / dt
             p99 = interval.get_value_at_percentile(99) / 1000 if interval.get_total_count() else None
             el = (time.monotonic_ns() - t0) / NS
             series.append({"t": round(el, 3), "rate": round(rate, 1), "p99_ms": p99,
@@ -241,9 +253,12 @@ def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any],
     in_window = {k: sum(v[k] for v in ran_all.values()) for k in ("delivered", "published", "rpc_done",
                                                                     "connected")}
     close_codes: dict[str, int] = {}
+    error_codes: dict[str, int] = {}
     for v in final.values():
         for code, c in v.get("close_codes", {}).items():
             close_codes[code] = close_codes.get(code, 0) + c
+        for code, c in v.get("error_codes", {}).items():
+            error_codes[code] = error_codes.get(code, 0) + c
     both = new_hist()
     both.add(total)  # same-worker (or all) samples
     both.add(cross)  # rooms: samples where subscriber and channel owner are on different workers
@@ -254,10 +269,13 @@ def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any],
         "connections": connected + (totals["connected"] if job.scenario == "connect" else 0),
         "setup_failed": setup_failed, "setup_errors": setup_errors,
         "errors": totals["errors"], "disconnects": totals["disconnects"], "close_codes": close_codes,
+        "error_codes": error_codes,
         "latency_ms": lat_summary(both),
         "client_cpu_pct": round(100 * (run_cpu[2] - c_cpu0) / wall, 1),
         "server_cpu_pct": round(100 * (run_cpu[1] - s_cpu0) / wall, 1) if server.pids else None,
         "server_pids": server.pids, "series": series, "_hist": both,
+        # 1-minute load average around the run: above the core count, other processes shared the CPUs
+        "loadavg": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpu_count": os.cpu_count(),
     }
     if job.scenario in ("fanout", "rooms"):
         per_pub = max((p.expected_per_pub for p in plans), default=0)

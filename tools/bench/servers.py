@@ -116,7 +116,7 @@ class Server:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self._lines.put(line)
-            self._tail = (self._tail + [line.rstrip()])[-20:]
+            self._tail = ([*self._tail, line.rstrip()])[-20:]
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -163,11 +163,13 @@ class Server:
 
 
 def shardgate_config(secret: str, workers: int) -> dict[str, Any]:
-    """A permissive config for benchmarks: no history/presence, echo rpc on, publish for clients."""
+    """A permissive config for benchmarks: no history/presence, echo rpc on, publish for clients, and no
+    per-connection command rate limit (one max-rate publisher sends far more than 1000 commands/s)."""
     return {
         "client": {"token": {"hmac_secret_key": secret}, "allow_anonymous_connect_without_token": False},
         "channel": {"without_namespace": {"allow_subscribe_for_client": True, "allow_publish_for_client": True}},
-        "shardgate": {"workers": workers, "rpc_echo": True, "graceful_timeout": "2s", "log_level": "warning"},
+        "shardgate": {"workers": workers, "rpc_echo": True, "graceful_timeout": "2s", "log_level": "warning",
+                      "command_rate": 0},
     }
 
 

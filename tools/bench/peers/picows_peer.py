@@ -6,7 +6,6 @@ subscriber, one frame each (one transport.send per subscriber), then "a" to the 
 """
 
 import argparse
-import asyncio
 
 import uvloop
 from picows import WSCloseCode, WSListener, WSMsgType, ws_create_server
@@ -43,8 +42,9 @@ class Peer(WSListener):
         SUBS.discard(t)
 
 
-async def main(port: int) -> None:
-    srv = await ws_create_server(lambda req: Peer(), "127.0.0.1", port, backlog=4096)
+async def main(port: int, read_buffer: int, aiofastnet: bool) -> None:
+    srv = await ws_create_server(lambda req: Peer(), "127.0.0.1", port, backlog=4096,
+                                 read_buffer_init_size=read_buffer, use_aiofastnet=aiofastnet)
     print(f"PEER READY port={srv.sockets[0].getsockname()[1]}", flush=True)
     await srv.serve_forever()
 
@@ -52,4 +52,7 @@ async def main(port: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
-    uvloop.run(main(ap.parse_args().port))
+    ap.add_argument("--read-buffer", type=int, default=16 * 1024, help="picows read_buffer_init_size")
+    ap.add_argument("--no-aiofastnet", action="store_true", help="use uvloop's own transports")
+    a = ap.parse_args()
+    uvloop.run(main(a.port, a.read_buffer, not a.no_aiofastnet))
