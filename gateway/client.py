@@ -115,6 +115,7 @@ class Session:
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._slow = False
+        self._direct = False  # inside on_message: its end flushes
         self._queue_max = node.config.client.queue_max_size
         rate = node.config.shardgate.command_rate
         self._bucket = TokenBucket(rate, node.config.shardgate.command_burst, node.clock()) if rate else None
@@ -159,7 +160,7 @@ class Session:
         if self._held is not None and not data.startswith(b'{"id":'):
             self._held.append(data)
             return
-        if not self._out:
+        if not self._out and not self._direct:
             self.node.flusher.mark(self)
         self._out.append(data)
         self._out_bytes += len(data) + 1
@@ -197,20 +198,28 @@ class Session:
         stats = self.node.metrics
         bucket = self._bucket
         now = self.node.clock()
-        for cmd in commands:
-            stats.received(cmd.method or "pong", len(data))
-            if self.closed:
-                return
-            if bucket is not None and cmd.method:
-                verdict = bucket.take(now)
-                if verdict is Verdict.ABUSE:
-                    self.close(DISCONNECT_TOO_MANY_REQUESTS)
+        # Replies to this message go out in one write as soon as it is handled, not a loop
+        # tick later through the flusher (request/response latency).
+        self._direct = True
+        try:
+            for cmd in commands:
+                stats.received(cmd.method or "pong", len(data))
+                if self.closed:
                     return
-                if verdict is Verdict.OVER:
-                    if cmd.id:
-                        self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
-                    continue
-            self._dispatch(cmd)
+                if bucket is not None and cmd.method:
+                    verdict = bucket.take(now)
+                    if verdict is Verdict.ABUSE:
+                        self.close(DISCONNECT_TOO_MANY_REQUESTS)
+                        return
+                    if verdict is Verdict.OVER:
+                        if cmd.id:
+                            self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
+                        continue
+                self._dispatch(cmd)
+        finally:
+            self._direct = False
+        if self._out or self._slow:
+            self.flush()
 
     def _dispatch(self, cmd: Command) -> None:
         method = cmd.method

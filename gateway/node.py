@@ -52,6 +52,7 @@ ERROR_RELOADING = ClientError(100, "internal server error: channel owner reloadi
 CONTROL_PREFIX = "ctl."
 _HELLO_RETRY = 0.02
 _MAX_EXPIRED = 10_000
+_OWNER_CACHE_SIZE = 65_536
 
 
 class Bus(Protocol):
@@ -135,6 +136,7 @@ class Node:
         self._pending: dict[int, _Pending] = {}
         self._expired: dict[int, _Pending] = {}  # timed-out subscribes, to undo if they land late
         self._corr = self.rng.getrandbits(31)  # distinct from a predecessor's in-flight ids
+        self._owners: dict[str, int] = {}
         self._peers: dict[int, int] = {}  # slot -> incarnation seen in its HELLO
         self._hello_unsent: dict[int, int] = {}  # slot -> HELLO flags still to deliver
         self._hello_retrying = False
@@ -201,7 +203,12 @@ class Node:
         return make_client_id(self.slot, self.rng)
 
     def owner(self, channel: str) -> int:
-        return owner(channel, self.workers)
+        slot = self._owners.get(channel)
+        if slot is None:
+            if len(self._owners) >= _OWNER_CACHE_SIZE:
+                self._owners.clear()  # bounded: hashing is cheap, a burst of new names just recomputes
+            slot = self._owners[channel] = owner(channel, self.workers)
+        return slot
 
     # -- requests to channel owners -------------------------------------------------------------
 

@@ -90,8 +90,8 @@ class OwnerShard:
         if state.idle():
             self._channels.pop(channel, None)
 
-    def _slots(self, state: _Channel) -> list[int]:
-        return [slot for slot, count in state.interest.items() if count > 0]
+    def _slots(self, state: _Channel) -> tuple[int, ...]:
+        return tuple(state.interest)  # entries are removed when their count reaches 0
 
     # -- operations (request bodies are JSON-shaped dicts) -------------------------------------
 
@@ -293,7 +293,8 @@ class OwnerShard:
         for client, (slot, info) in doc.get("presence", {}).items():
             state.presence[client] = (int(slot), info)
         for slot, n in doc.get("interest", {}).items():
-            state.interest[int(slot)] = int(n)
+            if int(n) > 0:
+                state.interest[int(slot)] = int(n)
         st = doc.get("stream")
         if st is not None:
             stream = Stream(st["epoch"], int(st["size"]), float(st["ttl"]), float(st["touched_at"]))

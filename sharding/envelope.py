@@ -38,6 +38,9 @@ class Kind(IntEnum):
     HANDOFF = 7  # reload: a retiring worker's channel state for its successor (flags 1 = last one)
 
 
+_KINDS = {int(k): k for k in Kind}
+
+
 class EnvelopeError(ValueError):
     """A message that is not ours or not this version: dropped and counted, never crashes a worker."""
 
@@ -69,8 +72,11 @@ def decode(frames: list[bytes]) -> Envelope:
     version, kind, flags, origin, corr, offset, ts = _HEADER.unpack(header)
     if version != VERSION:
         raise EnvelopeError(f"unsupported envelope version {version}")
+    member = _KINDS.get(kind)  # a dict lookup: Kind(kind) is slow on the hot path
+    if member is None:
+        raise EnvelopeError(f"unknown kind {kind}")
     try:
-        return Envelope(Kind(kind), origin, corr, offset, flags, channel.decode("utf-8"),
-                        epoch.decode("ascii"), payload, ts)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return Envelope(member, origin, corr, offset, flags, channel.decode("utf-8"),
+                        epoch.decode("ascii") if epoch else "", payload, ts)
+    except UnicodeDecodeError as exc:
         raise EnvelopeError(str(exc)) from None
