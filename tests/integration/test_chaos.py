@@ -97,7 +97,9 @@ async def _quick_reconnects(run: Run, victims: list[int], started: float) -> Non
     """Everyone on the failed worker is connected and subscribed again within 3 s."""
     await wait_for(lambda: all(len(sev.subscribed) >= 2 for _, _, sev in
                                [run.clients[i] for i in victims]), timeout=10, what="victims resubscribed")
-    assert time.monotonic() - started < scaled(3) + 1.5, "reconnect took longer than 3 s"
+    elapsed = time.monotonic() - started
+    print(f"chaos: {len(victims)} subscribers reconnected and resubscribed {elapsed:.2f}s after the fault")
+    assert elapsed < scaled(3), "reconnect took longer than 3 s"
 
 
 async def test_kill_non_owner_loses_nothing(gateway_factory) -> None:  # type: ignore[no-untyped-def]
