@@ -58,6 +58,10 @@ CLIENT_PATH = b"/connection/websocket"
 _JSON_SUBPROTOCOL = "centrifuge-json"
 
 
+# How long a close we started waits for the peer's CLOSE before dropping the connection.
+_CLOSE_HANDSHAKE_TIMEOUT = 1.0
+
+
 def _valid_close_code(code: int) -> bool:
     """RFC 6455 §7.4: codes a peer may send in a CLOSE frame."""
     return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
@@ -101,6 +105,7 @@ class FrameListener(WSListener):
         self._frag: bytearray | None = None
         self._frag_type = WSMsgType.TEXT
         self._utf8: codecs.IncrementalDecoder | None = None
+        self._linger: asyncio.TimerHandle | None = None
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -115,6 +120,11 @@ class FrameListener(WSListener):
     def _on_peer_close(self) -> None:
         """The peer sent CLOSE; it has been answered and the transport is disconnecting."""
 
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
     # -- shared ---------------------------------------------------------------------------------
 
     def _close_transport(self, code: int, reason: str) -> None:
@@ -123,7 +133,15 @@ class FrameListener(WSListener):
             return
         if not t.is_close_frame_sent:
             t.send_close(WSCloseCode(code if code > 0 else 1000), reason.encode()[:123])
-        t.disconnect()
+        if code < 3000 and code not in (1000, 1001):
+            t.disconnect()  # failing the connection (RFC 6455 §7.1.7): no handshake owed
+            return
+        # A closing handshake: wait (briefly) for the peer's CLOSE, reading and discarding
+        # what it still sends. Closing the socket on unread input would reset it, and the
+        # peer could lose our CLOSE frame, and with it the code that tells an SDK whether
+        # to reconnect.
+        if self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(_CLOSE_HANDSHAKE_TIMEOUT, t.disconnect)
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._t = transport
@@ -230,6 +248,7 @@ class ClientConnection(FrameListener):
     # -- picows callbacks -----------------------------------------------------------------------
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        super().on_ws_disconnected(transport)
         self.session.on_transport_closed()
 
     def pause_writing(self) -> None:
@@ -322,33 +341,18 @@ class _GatedProtocol(WSProtocol):  # type: ignore[misc]
         self._ip = str(peer[0]) if peer else ""
         reason = self.gate.admit(self._ip, self.clock())
         self._refused = reason is not None
+        super().connection_made(transport)
         if reason is not None:
+            # Closing the transport stops reading, so picows never parses this request;
+            # no per-read hook is needed, which keeps the hot path free of Python overrides.
             body = reason.encode()
             transport.write(_REFUSED % (len(body), body))
             transport.close()
-            return
-        super().connection_made(transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._refused:
-            return
-        self.gate.release(self._ip)
-        super().connection_lost(exc)
-
-    def get_buffer(self, size_hint: int) -> Any:
-        if self._refused:
-            return bytearray(4096)
-        return super().get_buffer(size_hint)
-
-    def buffer_updated(self, nbytes: int) -> None:
         if not self._refused:
-            super().buffer_updated(nbytes)
-
-    def eof_received(self) -> bool:
-        if self._refused:
-            return False
-        result: bool = super().eof_received()
-        return result
+            self.gate.release(self._ip)
+        super().connection_lost(exc)
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
