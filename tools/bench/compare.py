@@ -118,10 +118,9 @@ def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
 
 def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace) -> str:
     head = ["target"]
-    if "fanout" in jobs:
-        head += ["fanout deliveries/s", "p99 ms", "shardgate/peer", "cpu client/server"]
-    if "echo" in jobs:
-        head += ["echo round trips/s", "p99 ms", "shardgate/peer", "cpu client/server"]
+    for job in jobs:  # columns in the order the jobs ran, like the cells below
+        head += [("fanout deliveries/s" if job == "fanout" else "echo round trips/s"), "p99 ms", "shardgate/peer",
+                 "cpu client/server"]
     lines = [head]
     notes = []
     for row in rows:
