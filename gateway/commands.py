@@ -8,7 +8,6 @@ the RPC registry). Errors are raised and classified by ``Session.fail``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import (
@@ -27,47 +26,71 @@ if TYPE_CHECKING:
 
 __all__ = ["allowed", "history", "presence", "publish", "rpc", "send"]
 
+
 def allowed(session: Session, channel: str, for_subscriber: bool, for_client: bool, for_anonymous: bool) -> bool:
     if for_subscriber and session.is_subscribed(channel):
         return True
     return for_client and (bool(session.user) or for_anonymous)
 
+
 def publish(session: Session, cmd: Command) -> None:
     channel = session.channel_of(cmd)
     opts = session.options_for(channel)
-    if not allowed(session, channel, opts.allow_publish_for_subscriber, opts.allow_publish_for_client,
-                         opts.allow_publish_for_anonymous):
+    if not allowed(
+        session,
+        channel,
+        opts.allow_publish_for_subscriber,
+        opts.allow_publish_for_client,
+        opts.allow_publish_for_anonymous,
+    ):
         raise ERROR_PERMISSION_DENIED
     if "data" not in cmd.body:
         raise ERROR_BAD_REQUEST
     sub = session.subs.get(channel)
-    request = {"channel": channel, "data": cmd.body["data"],
-               "info": session.client_info(sub.chan_info if sub else None)}
+    request = {
+        "channel": channel,
+        "data": cmd.body["data"],
+        "info": session.client_info(sub.chan_info if sub else None),
+    }
     session.owner_call(cmd, channel, request, lambda res: session.reply(cmd, {}))
+
 
 def presence(session: Session, cmd: Command) -> None:
     channel = session.channel_of(cmd)
     opts = session.options_for(channel)
     if not opts.presence:
         raise ERROR_NOT_AVAILABLE
-    if not allowed(session, channel, opts.allow_presence_for_subscriber, opts.allow_presence_for_client,
-                         opts.allow_presence_for_anonymous):
+    if not allowed(
+        session,
+        channel,
+        opts.allow_presence_for_subscriber,
+        opts.allow_presence_for_client,
+        opts.allow_presence_for_anonymous,
+    ):
         raise ERROR_PERMISSION_DENIED
     session.owner_call(cmd, channel, {"channel": channel}, lambda res: session.reply(cmd, res))
+
 
 def history(session: Session, cmd: Command) -> None:
     channel = session.channel_of(cmd)
     opts = session.options_for(channel)
     if not opts.history_enabled:
         raise ERROR_NOT_AVAILABLE
-    if not allowed(session, channel, opts.allow_history_for_subscriber, opts.allow_history_for_client,
-                         opts.allow_history_for_anonymous):
+    if not allowed(
+        session,
+        channel,
+        opts.allow_history_for_subscriber,
+        opts.allow_history_for_client,
+        opts.allow_history_for_anonymous,
+    ):
         raise ERROR_PERMISSION_DENIED
     max_limit = session.node.config.client.history_max_publication_limit
     request = history_request(channel, cmd.body, max_limit)
     session.owner_call(cmd, channel, request, lambda res: session.reply(cmd, res))
 
+
 # -- rpc and send ---------------------------------------------------------------------------
+
 
 def rpc(session: Session, cmd: Command) -> None:
     method = cmd.body.get("method", "")
@@ -76,11 +99,12 @@ def rpc(session: Session, cmd: Command) -> None:
         raise ERROR_METHOD_NOT_FOUND
     ctx = RpcContext(session.client_id, session.user, session.conn_info)
     result = handler(ctx, cmd.body.get("data"))
-    if inspect.isawaitable(result):
+    if hasattr(result, "__await__"):  # a coroutine or future: finish it without blocking the loop
         task = asyncio.ensure_future(result)
         task.add_done_callback(lambda t: _rpc_done(session, cmd, t))
         return
     session.reply(cmd, {"data": result} if result is not None else {})
+
 
 def _rpc_done(session: Session, cmd: Command, task: asyncio.Future[Any]) -> None:
     if session.closed:
@@ -91,6 +115,7 @@ def _rpc_done(session: Session, cmd: Command, task: asyncio.Future[Any]) -> None
         return
     result = task.result()
     session.reply(cmd, {"data": result} if result is not None else {})
+
 
 def send(session: Session, cmd: Command) -> None:
     handler = session.node.message_handler

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["RpcContext", "RpcHandler", "RpcRegistry", "echo", "load_handler"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RpcContext:
     client: str
     user: str

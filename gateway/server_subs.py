@@ -43,8 +43,7 @@ def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ..
     for channel in dict.fromkeys(channels):
         opts = node.config.channel_options(channel)
         if opts is None or len(channel) > node.config.channel.max_length or not channel.isascii():
-            log.warning("client %s: skipping server-side channel %r (unknown or invalid)", session.client_id,
-                        channel)
+            log.warning("client %s: skipping server-side channel %r (unknown or invalid)", session.client_id, channel)
             continue
         request = recovery.get(channel)
         plans.append(subscription.plan(channel, opts, request if isinstance(request, dict) else {}))
@@ -96,8 +95,13 @@ def subscribe_from_api(session: Session, channel: str, request: dict[str, Any]) 
         wanted = {"recover": True, "offset": since.get("offset") or 0, "epoch": since.get("epoch") or ""}
     expire_at = request.get("expire_at")
     try:
-        params = subscription.plan(channel, opts, wanted, chan_info=request.get("info"),
-                                   expire_at=expire_at if type(expire_at) is int and expire_at > 0 else None)
+        params = subscription.plan(
+            channel,
+            opts,
+            wanted,
+            chan_info=request.get("info"),
+            expire_at=expire_at if type(expire_at) is int and expire_at > 0 else None,
+        )
     except ClientError:
         log.warning("client %s: bad recover_since for %r", session.client_id, channel)
         return
