@@ -73,28 +73,22 @@ class Control:
                 count += 1
         return {"count": count}
 
+    def _each(self, body: dict[str, Any], action: Callable[[Subscriber], None]) -> dict[str, Any]:
+        targets = self._targets(body)
+        for sub in targets:
+            action(sub)
+        return {"count": len(targets)}
+
     def subscribe(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = _str(body, "channel", required=True)
-        count = 0
-        for sub in self._targets(body):
-            sub.server_subscribe(channel, body)
-            count += 1
-        return {"count": count}
+        return self._each(body, lambda sub: sub.server_subscribe(channel, body))
 
     def unsubscribe(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = _str(body, "channel", required=True)
-        count = 0
-        for sub in self._targets(body):
-            sub.server_unsubscribe(channel, UNSUBSCRIBE_SERVER)
-            count += 1
-        return {"count": count}
+        return self._each(body, lambda sub: sub.server_unsubscribe(channel, UNSUBSCRIBE_SERVER))
 
     def refresh(self, body: dict[str, Any]) -> dict[str, Any]:
-        count = 0
-        for sub in self._targets(body):
-            sub.server_refresh(body)
-            count += 1
-        return {"count": count}
+        return self._each(body, lambda sub: sub.server_refresh(body))
 
     def channels(self, body: dict[str, Any]) -> dict[str, Any]:
         pattern = _str(body, "pattern")

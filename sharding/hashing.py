@@ -1,6 +1,6 @@
 """Channel ownership: a stable 64-bit hash of the channel name plus jump consistent hash.
 
-Python's ``hash()`` is salted per interpreter, so it must never decide ownership: the
+Python's built-in string hash is salted per interpreter, so it must never decide ownership: the
 ops CLI, a re-exec'd supervisor and another host would all disagree. FNV-1a 64 over the
 UTF-8 bytes followed by jump hash is what Centrifugo uses to place channels on Redis
 shards (``consistentIndex`` in centrifuge's redis_shard.go), so a channel maps to the
