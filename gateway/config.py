@@ -18,12 +18,11 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from gateway.durations import DurationError, parse_duration
+from gateway.config_table import ConfigError, Table, as_table, read_table
 
 __all__ = [
     "ChannelConfig",
@@ -42,34 +41,11 @@ __all__ = [
     "parse_config",
 ]
 
-_T = TypeVar("_T")
-
 # Centrifugo's namespace name rule.
 _NAMESPACE_NAME = re.compile(r"[-a-zA-Z0-9_.]{2,}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _PRIVATE_PREFIX = "$"
 _NAMESPACE_SEPARATOR = ":"
-
-
-class ConfigError(Exception):
-    """An invalid or unreadable configuration; ``key`` is the dotted path or file name.
-
-    The text is kept to one line so it reads well as a single log or CLI error line.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        message = " ".join(str(message).split())
-        if not key.isprintable():
-            key = repr(key)[1:-1]  # a key with control characters stays on one line
-        super().__init__(key, message)
-        self.key = key
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"config: {self.key}: {self.message}"
-
-
-# --------------------------------------------------------------------------- dataclasses
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,143 +277,7 @@ def _check_port(value: int, key: str) -> int:
 # --------------------------------------------------------------------------- reading
 
 
-class _Table:
-    """One config table being read: typed getters that remember which keys were used.
-
-    ``finish()`` then reports the first key nobody asked for as unknown, which is
-    how typos are caught without a separate schema.
-    """
-
-    __slots__ = ("_data", "_path", "_seen")
-
-    def __init__(self, data: Mapping[str, object], path: str) -> None:
-        self._data = data
-        self._path = path
-        self._seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self._path}.{name}" if self._path else name
-
-    def _get(self, name: str) -> object:
-        self._seen.add(name)
-        return self._data.get(name, _MISSING)
-
-    def has(self, name: str) -> bool:
-        return name in self._data
-
-    def names(self) -> list[str]:
-        """Every key of a free-form table (its keys are data, not settings)."""
-        return [str(name) for name in self._data]
-
-    def get_bool(self, name: str, default: bool) -> bool:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(self.key(name), "expected bool")
-        return value
-
-    def get_int(
-        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
-    ) -> int:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(self.key(name), "expected integer")
-        _check_range(self.key(name), value, minimum, maximum)
-        return value
-
-    def get_float(self, name: str, default: float, *, minimum: float | None = None) -> float:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(self.key(name), "expected number")
-        if minimum is not None and value < minimum:
-            raise ConfigError(self.key(name), f"must be >= {minimum}")
-        return float(value)
-
-    def get_str(self, name: str, default: str, *, choices: tuple[str, ...] = ()) -> str:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, str):
-            raise ConfigError(self.key(name), "expected string")
-        if choices and value not in choices:
-            raise ConfigError(self.key(name), f"must be one of {', '.join(choices)}")
-        return value
-
-    def duration(self, name: str, default: float, *, positive: bool = False) -> float:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        try:
-            seconds = parse_duration(value, self.key(name))
-        except DurationError as exc:
-            raise ConfigError(self.key(name), exc.message) from None
-        if positive and seconds <= 0:
-            raise ConfigError(self.key(name), "must be greater than 0")
-        return seconds
-
-    def str_list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ConfigError(self.key(name), "expected list of strings")
-        return tuple(value)
-
-    def table(self, name: str) -> _Table:
-        value = self._get(name)
-        if value is _MISSING:
-            return _Table({}, self.key(name))
-        return _as_table(value, self.key(name))
-
-    def table_list(self, name: str) -> list[_Table]:
-        value = self._get(name)
-        if value is _MISSING:
-            return []
-        if not isinstance(value, list):
-            raise ConfigError(self.key(name), "expected list of tables")
-        return [_as_table(item, f"{self.key(name)}[{i}]") for i, item in enumerate(value)]
-
-    def finish(self) -> None:
-        for name in self._data:
-            if name not in self._seen:
-                raise ConfigError(self.key(str(name)), "unknown key")
-
-
-_MISSING = object()
-
-
-def _as_table(value: object, key: str) -> _Table:
-    if not isinstance(value, Mapping):
-        raise ConfigError(key or "<root>", "expected table")
-    for name in value:
-        if not isinstance(name, str):
-            raise ConfigError(key or "<root>", f"non-string key {name!r}")
-    return _Table(value, key)
-
-
-def _check_range(key: str, value: int, minimum: int | None, maximum: int | None) -> None:
-    if minimum is not None and maximum is not None:
-        if not minimum <= value <= maximum:
-            raise ConfigError(key, f"must be in {minimum}..{maximum}")
-    elif minimum is not None and value < minimum:
-        raise ConfigError(key, f"must be >= {minimum}")
-    elif maximum is not None and value > maximum:
-        raise ConfigError(key, f"must be <= {maximum}")
-
-
-def _read(table: _Table, reader: Callable[[_Table], _T]) -> _T:
-    """Run ``reader`` over ``table`` and then reject any key it did not consume."""
-    result = reader(table)
-    table.finish()
-    return result
-
-
-def _read_token(t: _Table) -> TokenConfig:
+def _read_token(t: Table) -> TokenConfig:
     from urllib.parse import urlsplit
 
     d = TokenConfig()
@@ -485,17 +325,17 @@ def _read_token(t: _Table) -> TokenConfig:
     return cfg
 
 
-def _read_http_server(t: _Table) -> HttpServerConfig:
+def _read_http_server(t: Table) -> HttpServerConfig:
     d = HttpServerConfig()
     return HttpServerConfig(
         address=t.get_str("address", d.address),
         port=t.get_int("port", d.port, minimum=0, maximum=65535),
         internal_port=t.get_int("internal_port", d.internal_port, minimum=0, maximum=65535),
-        tls=_read(t.table("tls"), _read_tls),
+        tls=read_table(t.table("tls"), _read_tls),
     )
 
 
-def _read_tls(t: _Table) -> TlsConfig:
+def _read_tls(t: Table) -> TlsConfig:
     d = TlsConfig()
     tls = TlsConfig(
         enabled=t.get_bool("enabled", d.enabled),
@@ -507,11 +347,11 @@ def _read_tls(t: _Table) -> TlsConfig:
     return tls
 
 
-def _read_client(t: _Table) -> ClientConfig:
+def _read_client(t: Table) -> ClientConfig:
     d = ClientConfig()
     cfg = ClientConfig(
-        token=_read(t.table("token"), _read_token),
-        subscription_token=_read(t.table("subscription_token"), _read_token),
+        token=read_table(t.table("token"), _read_token),
+        subscription_token=read_table(t.table("subscription_token"), _read_token),
         allow_anonymous_connect_without_token=t.get_bool(
             "allow_anonymous_connect_without_token", d.allow_anonymous_connect_without_token
         ),
@@ -539,7 +379,7 @@ def _read_client(t: _Table) -> ClientConfig:
     return cfg
 
 
-def _read_websocket(t: _Table) -> WebSocketConfig:
+def _read_websocket(t: Table) -> WebSocketConfig:
     d = WebSocketConfig()
     return WebSocketConfig(
         message_size_limit=t.get_int("message_size_limit", d.message_size_limit, minimum=1),
@@ -547,7 +387,7 @@ def _read_websocket(t: _Table) -> WebSocketConfig:
     )
 
 
-def _read_http_api(t: _Table) -> HttpApiConfig:
+def _read_http_api(t: Table) -> HttpApiConfig:
     d = HttpApiConfig()
     return HttpApiConfig(
         key=t.get_str("key", d.key),
@@ -560,7 +400,7 @@ _OPTION_BOOLS = tuple(f.name for f in dataclasses.fields(ChannelOptions) if f.ty
 _NEEDS_HISTORY = ("force_recovery", "allow_recovery", "force_positioning", "allow_positioning")
 
 
-def _read_channel_options(t: _Table) -> ChannelOptions:
+def _read_channel_options(t: Table) -> ChannelOptions:
     flags = {name: t.get_bool(name, False) for name in _OPTION_BOOLS}
     size = t.get_int("history_size", 0, minimum=0)
     ttl = t.duration("history_ttl", 0.0)
@@ -577,9 +417,9 @@ def _read_channel_options(t: _Table) -> ChannelOptions:
     return ChannelOptions(history_size=size, history_ttl=ttl, history_meta_ttl=meta_ttl, **flags)
 
 
-def _read_channel(t: _Table) -> ChannelConfig:
+def _read_channel(t: Table) -> ChannelConfig:
     d = ChannelConfig()
-    without = _read(t.table("without_namespace"), _read_channel_options)
+    without = read_table(t.table("without_namespace"), _read_channel_options)
     namespaces: list[tuple[str, ChannelOptions]] = []
     seen: set[str] = set()
     for ns in t.table_list("namespaces"):
@@ -594,7 +434,7 @@ def _read_channel(t: _Table) -> ChannelConfig:
         if name in seen:
             raise ConfigError(name_key, f"duplicate namespace name {name!r}")
         seen.add(name)
-        namespaces.append((name, _read(ns, _read_channel_options)))
+        namespaces.append((name, read_table(ns, _read_channel_options)))
     return ChannelConfig(
         without_namespace=without,
         namespaces=tuple(namespaces),
@@ -606,7 +446,7 @@ def _read_channel(t: _Table) -> ChannelConfig:
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
-def _read_rpc_handlers(t: _Table) -> tuple[tuple[str, str], ...]:
+def _read_rpc_handlers(t: Table) -> tuple[tuple[str, str], ...]:
     """``[shardgate.rpc_handlers] method = "package.module:function"``."""
     handlers = []
     for method in t.names():
@@ -617,7 +457,7 @@ def _read_rpc_handlers(t: _Table) -> tuple[tuple[str, str], ...]:
     return tuple(handlers)
 
 
-def _read_shardgate(t: _Table) -> ShardgateConfig:
+def _read_shardgate(t: Table) -> ShardgateConfig:
     d = ShardgateConfig()
     return ShardgateConfig(
         workers=t.get_int("workers", d.workers, minimum=0),
@@ -649,14 +489,14 @@ def parse_config(data: Mapping[str, object]) -> Config:
     Missing keys take the dataclass defaults; every problem raises
     :class:`ConfigError` naming the dotted key.
     """
-    root = _as_table(data, "")
+    root = as_table(data, "")
     config = Config(
-        http_server=_read(root.table("http_server"), _read_http_server),
-        client=_read(root.table("client"), _read_client),
-        websocket=_read(root.table("websocket"), _read_websocket),
-        http_api=_read(root.table("http_api"), _read_http_api),
-        channel=_read(root.table("channel"), _read_channel),
-        shardgate=_read(root.table("shardgate"), _read_shardgate),
+        http_server=read_table(root.table("http_server"), _read_http_server),
+        client=read_table(root.table("client"), _read_client),
+        websocket=read_table(root.table("websocket"), _read_websocket),
+        http_api=read_table(root.table("http_api"), _read_http_api),
+        channel=read_table(root.table("channel"), _read_channel),
+        shardgate=read_table(root.table("shardgate"), _read_shardgate),
     )
     root.finish()
     return config
