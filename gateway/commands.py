@@ -55,35 +55,28 @@ def publish(session: Session, cmd: Command) -> None:
     session.owner_call(cmd, channel, request, lambda res: session.reply(cmd, {}))
 
 
+def _require(session: Session, channel: str, enabled: bool, for_subscriber: bool, for_client: bool,
+             for_anonymous: bool) -> None:
+    """A feature must be on in the namespace (108) and open to this client (103)."""
+    if not enabled:
+        raise ERROR_NOT_AVAILABLE
+    if not allowed(session, channel, for_subscriber, for_client, for_anonymous):
+        raise ERROR_PERMISSION_DENIED
+
+
 def presence(session: Session, cmd: Command) -> None:
     channel = session.channel_of(cmd)
     opts = session.options_for(channel)
-    if not opts.presence:
-        raise ERROR_NOT_AVAILABLE
-    if not allowed(
-        session,
-        channel,
-        opts.allow_presence_for_subscriber,
-        opts.allow_presence_for_client,
-        opts.allow_presence_for_anonymous,
-    ):
-        raise ERROR_PERMISSION_DENIED
+    _require(session, channel, opts.presence, opts.allow_presence_for_subscriber, opts.allow_presence_for_client,
+             opts.allow_presence_for_anonymous)
     session.owner_call(cmd, channel, {"channel": channel}, lambda res: session.reply(cmd, res))
 
 
 def history(session: Session, cmd: Command) -> None:
     channel = session.channel_of(cmd)
     opts = session.options_for(channel)
-    if not opts.history_enabled:
-        raise ERROR_NOT_AVAILABLE
-    if not allowed(
-        session,
-        channel,
-        opts.allow_history_for_subscriber,
-        opts.allow_history_for_client,
-        opts.allow_history_for_anonymous,
-    ):
-        raise ERROR_PERMISSION_DENIED
+    _require(session, channel, opts.history_enabled, opts.allow_history_for_subscriber,
+             opts.allow_history_for_client, opts.allow_history_for_anonymous)
     max_limit = session.node.config.client.history_max_publication_limit
     request = history_request(channel, cmd.body, max_limit)
     session.owner_call(cmd, channel, request, lambda res: session.reply(cmd, res))

@@ -45,6 +45,14 @@ class TokenBucket:
             return Verdict.ABUSE
         return Verdict.OVER
 
+    def allow(self, now: float) -> bool:
+        """Take a token if there is one; a refusal costs nothing (no debt), so a refused
+        caller is admitted again as soon as the bucket refills."""
+        verdict = self.take(now)
+        if verdict is not Verdict.OK:
+            self.tokens = max(self.tokens, -1.0)
+        return verdict is Verdict.OK
+
 
 @dataclass(slots=True)
 class _Ip:
@@ -62,6 +70,11 @@ class ConnectionGate:
     _ips: dict[str, _Ip] = field(default_factory=dict)
     _node_bucket: TokenBucket | None = None
 
+    def __post_init__(self) -> None:
+        if self.node_rate:
+            # Stamped at 0: the first admission sees a full bucket whatever the clock says.
+            self._node_bucket = TokenBucket(self.node_rate, max(1, int(self.node_rate)), 0.0)
+
     @classmethod
     def for_worker(cls, per_ip_limit: int, per_ip_rate: float, node_rate_limit: int, workers: int) -> ConnectionGate:
         share = math.ceil(node_rate_limit / workers) if node_rate_limit else 0
@@ -69,12 +82,8 @@ class ConnectionGate:
 
     def admit(self, ip: str, now: float) -> str | None:
         """None when admitted (call :meth:`release` when it closes), else the reason."""
-        if self.node_rate:
-            if self._node_bucket is None:
-                self._node_bucket = TokenBucket(self.node_rate, max(1, int(self.node_rate)), now)
-            if self._node_bucket.take(now) is not Verdict.OK:
-                self._node_bucket.tokens = max(self._node_bucket.tokens, -1.0)
-                return "connection rate limit"
+        if self._node_bucket is not None and not self._node_bucket.allow(now):
+            return "connection rate limit"
         entry = self._ips.get(ip)
         if entry is None:
             if len(self._ips) >= _SWEEP_AT:
@@ -85,8 +94,7 @@ class ConnectionGate:
         if self.per_ip_rate:
             if entry.bucket is None:
                 entry.bucket = TokenBucket(self.per_ip_rate, max(1, int(self.per_ip_rate)), now)
-            if entry.bucket.take(now) is not Verdict.OK:
-                entry.bucket.tokens = max(entry.bucket.tokens, -1.0)
+            if not entry.bucket.allow(now):
                 return "connection rate limit for this address"
         entry.open += 1
         return None

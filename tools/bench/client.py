@@ -215,14 +215,18 @@ class Conn(WSListener):  # type: ignore[misc]
             self.send(data)
         return await asyncio.wait_for(fut, timeout)
 
+    async def _command(self, body: bytes, what: str, timeout: float) -> Any:
+        """One Centrifugo command (``body`` is its method field) and its reply; errors raise."""
+        self.next_id += 1
+        msg = await self.request(self.next_id, b'{"id":%d,%s}' % (self.next_id, body), timeout)
+        if "error" in msg:
+            raise ConnectionError(f"{what} error {msg['error']}")
+        return msg
+
     async def handshake(self, token: str, timeout: float) -> None:
         """Protocol-level connect after the WebSocket upgrade."""
         if self.proto == "centrifugo":
-            self.next_id += 1
-            msg = await self.request(self.next_id, b'{"id":%d,"connect":{"token":"%s"}}' % (
-                self.next_id, token.encode()), timeout)
-            if "error" in msg:
-                raise ConnectionError(f"connect error {msg['error']}")
+            msg = await self._command(b'"connect":{"token":"%s"}' % token.encode(), "connect", timeout)
             self.slot = _slot_of(msg["connect"]["client"])
         elif self.proto == "socketio":
             assert self.sio_open is not None
@@ -230,11 +234,7 @@ class Conn(WSListener):  # type: ignore[misc]
 
     async def subscribe(self, channel: str, timeout: float) -> None:
         if self.proto == "centrifugo":
-            self.next_id += 1
-            msg = await self.request(self.next_id, b'{"id":%d,"subscribe":{"channel":"%s"}}' % (
-                self.next_id, channel.encode()), timeout)
-            if "error" in msg:
-                raise ConnectionError(f"subscribe error {msg['error']}")
+            await self._command(b'"subscribe":{"channel":"%s"}' % channel.encode(), "subscribe", timeout)
         elif self.proto == "raw":
             await self.request("raw", b"s", timeout)
         else:

@@ -144,6 +144,15 @@ class Server:
         kids = self.children()
         return kids or [self.proc.pid]
 
+    def ready_or_stopped(self, timeout: float) -> Server:
+        """Wait until it serves; if it does not, stop it (by pid) before re-raising."""
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def stop(self, timeout: float = 10.0) -> None:
         pids = self._known | set(self.children())
         if self.proc.poll() is None:
@@ -182,12 +191,7 @@ def start_shardgate(secret: str, workers: int, config: dict[str, Any] | None = N
     server = Server("shardgate", [sys.executable, "-m", "gateway", "serve", "--config", str(cfg_path),
                                   "--port", "0", "--internal-port", "0", "--workers", str(workers)],
                     r"clients\s+(ws://\S+)", "{0}", cwd=tmp, env=env, tmpdir=tmp)
-    try:
-        server.wait_ready(timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return server.ready_or_stopped(timeout)
 
 
 # name -> (proto, argv builder, description)
@@ -241,9 +245,4 @@ def start_peer(name: str, timeout: float = 20.0) -> Server:
     else:
         raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEER_ORDER)}")
     server = Server(name, argv, READY_RE, "ws://127.0.0.1:{0}/", cwd=PEERS_DIR)
-    try:
-        server.wait_ready(timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return server.ready_or_stopped(timeout)
