@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, dev_config, load_config
-from gateway.logs import setup_logging
+from gateway.obs.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -85,7 +85,7 @@ def _load(path: str | None) -> tuple[Config, str | None]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.supervisor import Supervisor
+    from gateway.process.supervisor import Supervisor
     from tools.token import mint_token
 
     config, dev_secret = _load(args.config)
@@ -129,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _check_loadable(config: Config) -> None:
     """What validation alone cannot see: key material that parses, handlers that import."""
     from gateway.auth import TokenVerifier
-    from gateway.rpc import load_handler
+    from gateway.session.rpc import load_handler
 
     for key, keys in (("client.token", config.client.token),
                       ("client.subscription_token", config.client.subscription_token)):

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.errors import Disconnect, Unsubscribe
-from gateway.stats import Stats
+from gateway.core.errors import Disconnect, Unsubscribe
+from gateway.obs.stats import Stats
 from sharding.envelope import FLAG_JOIN_LEAVE
 
 __all__ = ["Hub", "Subscriber", "LocalChannel"]

@@ -1,7 +1,7 @@
 """The composition root of one worker: hub, owner shard, bus routing, verifiers.
 
 A channel's operations run on its owner slot. When that is this worker they run
-synchronously through :class:`gateway.shard.OwnerShard`; otherwise they travel as a
+synchronously through :class:`gateway.engine.memory.OwnerShard`; otherwise they travel as a
 REQUEST over the bus and the answer comes back as a REPLY on the same ordered pipe as
 the owner's publications, which is what lets a subscribe reply mark the exact point
 from which this worker's subscriber receives the stream.
@@ -19,14 +19,14 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.auth import TokenVerifier
+from gateway.cluster.control import Control
 from gateway.config import Config
-from gateway.control import Control
-from gateway.errors import UNSUBSCRIBE_INSUFFICIENT_STATE, ClientError
+from gateway.core.errors import UNSUBSCRIBE_INSUFFICIENT_STATE, ClientError
+from gateway.engine.memory import OwnerShard
 from gateway.hub import Hub
-from gateway.protocol import dumps
-from gateway.rpc import RpcRegistry, echo, load_handler
-from gateway.shard import OwnerShard
-from gateway.stats import Stats
+from gateway.obs.stats import Stats
+from gateway.protocol.centrifuge_json import dumps
+from gateway.session.rpc import RpcRegistry, echo, load_handler
 from sharding.envelope import (
     FLAG_HANDOFF_DONE,
     FLAG_HELLO_ANSWER,
@@ -218,7 +218,7 @@ class Node:
 
     def request_slot(self, slot: int, method: str, body: dict[str, Any], callback: ReplyCallback,
                      timeout: float | None = None) -> None:
-        """Run a control ``method`` (see ``gateway.control``) on the worker in ``slot``."""
+        """Run a control ``method`` (see ``gateway.cluster.control``) on the worker in ``slot``."""
         self._request(slot, CONTROL_PREFIX + method, body, callback, "", timeout)
 
     def _request(self, slot: int, method: str, body: dict[str, Any], callback: ReplyCallback, channel: str,

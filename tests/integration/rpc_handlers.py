@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.errors import ClientError
-from gateway.rpc import RpcContext
+from gateway.core.errors import ClientError
+from gateway.session.rpc import RpcContext
 
 
 def whoami(ctx: RpcContext, data: Any) -> Any:

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.auth import ConnectCredentials, SubscribeCredentials, TokenVerifier
+from gateway.auth.jwks import JwksCache, parse_jwks
 from gateway.config import ConfigError, TokenConfig, parse_config
-from gateway.errors import ClientError, Disconnect
-from gateway.jwks import JwksCache, parse_jwks
+from gateway.core.errors import ClientError, Disconnect
 from tools.token import SECRET_ENV, main, mint_token
 
 SECRET = "test-secret-that-is-long-enough-for-hs512-0123456789abcdef0123456789abcdef"
@@ -121,8 +121,8 @@ def test_fractional_exp_rounds_up(verifier: TokenVerifier) -> None:
 
 
 def test_errors_are_fresh_copies(verifier: TokenVerifier) -> None:
-    """The shared constants in gateway.errors must not pick up tracebacks or causes."""
-    from gateway.errors import DISCONNECT_INVALID_TOKEN, ERROR_TOKEN_EXPIRED
+    """The shared constants in gateway.core.errors must not pick up tracebacks or causes."""
+    from gateway.core.errors import DISCONNECT_INVALID_TOKEN, ERROR_TOKEN_EXPIRED
 
     with pytest.raises(Disconnect) as bad:
         verifier.verify_connect("garbage", NOW)

@@ -23,7 +23,7 @@ from gateway.config import (
     load_config,
     parse_config,
 )
-from gateway.durations import DurationError, parse_duration
+from gateway.config.durations import DurationError, parse_duration
 
 FULL_TOML = """
 [http_server]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import render
+from gateway.obs.metrics import render
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "tools" / "grafana" / "shardgate-dashboard.json"
 
 
 def _exported_names() -> set[str]:
-    from gateway.stats import Stats
+    from gateway.obs.stats import Stats
 
     report = {"num_clients": 1, "num_users": 1, "num_subs": 1, "num_channels": 1, "num_owned_channels": 1,
               "pending_requests": 0, "uptime": 1, "process": {"rss": 1, "cpu": 0.0, "cpu_seconds": 1.0}}

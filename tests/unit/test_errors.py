@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import errors
-from gateway.errors import (
+from gateway.core import errors
+from gateway.core.errors import (
     ERROR_INTERNAL,
     ERROR_TOO_MANY_REQUESTS,
     ERROR_UNKNOWN_CHANNEL,

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import ConfigError, parse_config
-from gateway.durations import DurationError, parse_duration
-from gateway.errors import Disconnect
-from gateway.protocol import METHODS, Command, decode_commands
+from gateway.config.durations import DurationError, parse_duration
+from gateway.core.errors import Disconnect
+from gateway.protocol.centrifuge_json import METHODS, Command, decode_commands
 from sharding.envelope import EnvelopeError, decode
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

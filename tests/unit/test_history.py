@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from gateway.history import HistoryItem, Stream, is_recovered, new_epoch
+from gateway.core.history import HistoryItem, Stream, is_recovered, new_epoch
 
 
 def _stream(size: int = 10, ttl: float = 60.0, now: float = 0.0, epoch: str = "EPOCHabc") -> Stream:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import Unsubscribe
+from gateway.core.errors import Unsubscribe
 from gateway.hub import Hub
 from sharding.envelope import FLAG_JOIN_LEAVE
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.limits import ConnectionGate, TokenBucket, Verdict
+from gateway.core.limits import ConnectionGate, TokenBucket, Verdict
 
 
 def test_bucket_allows_burst_then_refuses_then_flags_abuse() -> None:

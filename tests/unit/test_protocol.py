@@ -9,13 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.errors import (
+from gateway.core.errors import (
     ERROR_TOO_MANY_REQUESTS,
     ERROR_UNKNOWN_CHANNEL,
     ClientError,
     Disconnect,
 )
-from gateway.protocol import (
+from gateway.protocol.centrifuge_json import (
     METHODS,
     PING,
     Command,

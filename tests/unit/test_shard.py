@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from gateway.config import Config, parse_config
-from gateway.errors import ClientError
-from gateway.shard import OwnerShard
+from gateway.core.errors import ClientError
+from gateway.engine.memory import OwnerShard
 from sharding.envelope import FLAG_JOIN_LEAVE
 
 CH = "news"

@@ -52,14 +52,21 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 
-from gateway.errors import (
+from gateway.auth.jwks import (
+    EC_CURVE_ALGORITHM,
+    JWKS_ALGORITHMS,
+    RSA_ALGORITHMS,
+    JwksCache,
+    VerifyKey,
+    check_jwks_endpoint,
+)
+from gateway.core.errors import (
     DISCONNECT_INVALID_TOKEN,
     ERROR_PERMISSION_DENIED,
     ERROR_TOKEN_EXPIRED,
     ClientError,
     Disconnect,
 )
-from gateway.jwks import EC_CURVE_ALGORITHM, JWKS_ALGORITHMS, RSA_ALGORITHMS, JwksCache, VerifyKey, check_jwks_endpoint
 
 if TYPE_CHECKING:
     from jwt.types import Options

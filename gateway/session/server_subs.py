@@ -1,7 +1,7 @@
 """Server-side subscriptions: from the connection token's ``channels`` claim (answered in
 the connect reply's ``subs``) and from the server API (announced by ``subscribe`` pushes).
 
-Both go through :meth:`gateway.client.Session.start_subscription`, like client-side
+Both go through :meth:`gateway.session.session.Session.start_subscription`, like client-side
 subscribes, so they get the same positions, recovery and owner bookkeeping.
 """
 
@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway import subscription
-from gateway.errors import DISCONNECT_CHANNEL_LIMIT, DISCONNECT_INTERNAL, ClientError
-from gateway.protocol import Command, encode_push
+from gateway.core import subscription
+from gateway.core.errors import DISCONNECT_CHANNEL_LIMIT, DISCONNECT_INTERNAL, ClientError
+from gateway.protocol.centrifuge_json import Command, encode_push
 
 if TYPE_CHECKING:
-    from gateway.client import Session
+    from gateway.session.session import Session
 
 __all__ = ["subscribe_from_api", "subscribe_on_connect"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from gateway import __version__
-from gateway.errors import ERROR_BAD_REQUEST, ERROR_METHOD_NOT_FOUND, UNSUBSCRIBE_SERVER, Disconnect
+from gateway.core.errors import ERROR_BAD_REQUEST, ERROR_METHOD_NOT_FOUND, UNSUBSCRIBE_SERVER, Disconnect
 from gateway.hub import Subscriber
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Prometheus exposition: the only module that imports prometheus_client.
 
-Workers keep plain counters (``gateway.stats``); whichever worker answers ``/metrics``
+Workers keep plain counters (``gateway.obs.stats``); whichever worker answers ``/metrics``
 surveys every slot over the bus and renders all of them here, each series labelled with
 its ``slot``, so one scrape covers the whole node. The text format comes from
 prometheus_client's own generator, never hand-written.

@@ -24,11 +24,11 @@ from typing import Any, NoReturn
 
 import uvloop
 
+from gateway.api.http import start_http_server
 from gateway.config import Config
-from gateway.errors import DISCONNECT_SHUTDOWN
-from gateway.httpapi import start_http_server
+from gateway.core.errors import DISCONNECT_SHUTDOWN
 from gateway.node import Node
-from gateway.ws import start_client_server, tls_context
+from gateway.transport.websocket import start_client_server, tls_context
 from sharding.bus import ZmqBus
 
 __all__ = ["WorkerSpec", "run_worker", "EXIT_BOOT_ERROR"]

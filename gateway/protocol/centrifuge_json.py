@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import DISCONNECT_BAD_REQUEST, ERROR_BAD_REQUEST, WS_INVALID_TEXT, ClientError, Disconnect
+from gateway.core.errors import DISCONNECT_BAD_REQUEST, ERROR_BAD_REQUEST, WS_INVALID_TEXT, ClientError, Disconnect
 
 __all__ = [
     "METHODS",

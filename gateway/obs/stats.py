@@ -1,6 +1,6 @@
 """Per-worker counters and histograms the hot path updates.
 
-Plain integers in dicts: cheap to bump. The exporters (Prometheus in ``gateway.metrics``,
+Plain integers in dicts: cheap to bump. The exporters (Prometheus in ``gateway.obs.metrics``,
 the ``info`` API, ``shardgate status``) read :meth:`Stats.snapshot` when asked, usually
 through a bus survey, instead of the hot path calling into a metrics library.
 """

@@ -1,6 +1,6 @@
 """Channel and application commands: publish, presence, history, rpc, send.
 
-Handlers take the :class:`gateway.client.Session` that received the command; they check
+Handlers take the :class:`gateway.session.session.Session` that received the command; they check
 permissions from the namespace options and hand the work to the channel's owner (or to
 the RPC registry). Errors are raised and classified by ``Session.fail``.
 """
@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import (
+from gateway.core.errors import (
     DISCONNECT_NOT_AVAILABLE,
     ERROR_BAD_REQUEST,
     ERROR_METHOD_NOT_FOUND,
     ERROR_NOT_AVAILABLE,
     ERROR_PERMISSION_DENIED,
 )
-from gateway.history import history_request
-from gateway.protocol import Command
-from gateway.rpc import RpcContext
+from gateway.core.history import history_request
+from gateway.protocol.centrifuge_json import Command
+from gateway.session.rpc import RpcContext
 
 if TYPE_CHECKING:
-    from gateway.client import Session
+    from gateway.session.session import Session
 
 __all__ = ["allowed", "history", "presence", "publish", "rpc", "send"]
 

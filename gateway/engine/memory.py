@@ -17,15 +17,15 @@ from typing import Any
 import orjson
 
 from gateway.config import ChannelOptions, Config
-from gateway.errors import (
+from gateway.core.errors import (
     ERROR_BAD_REQUEST,
     ERROR_NOT_AVAILABLE,
     ERROR_UNKNOWN_CHANNEL,
     ERROR_UNRECOVERABLE_POSITION,
     ClientError,
 )
-from gateway.history import Stream, is_recovered, new_epoch
-from gateway.protocol import encode_publication, encode_push
+from gateway.core.history import Stream, is_recovered, new_epoch
+from gateway.protocol.centrifuge_json import encode_publication, encode_push
 from sharding.envelope import FLAG_JOIN_LEAVE
 
 __all__ = ["OwnerShard", "Fanout"]

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import ClientError
+from gateway.core.errors import ClientError
 
 __all__ = ["Stream", "HistoryItem", "new_epoch", "is_recovered", "history_request"]
 

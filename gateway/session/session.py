@@ -1,6 +1,6 @@
 """One client connection: protocol state, command dispatch, subscriptions, timers.
 
-The edge (``gateway.ws``) hands complete WebSocket text messages to
+The edge (``gateway.transport.websocket``) hands complete WebSocket text messages to
 :meth:`Session.on_message` and implements :class:`Transport`. Commands that touch a
 channel go to the channel's owner through :class:`gateway.node.Node`, whose answer
 comes back as a synchronous callback (no task per command). Every write, replies and
@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from gateway import __version__, commands, server_subs, subscription
+from gateway import __version__
 from gateway.auth import ConnectCredentials
-from gateway.errors import (
+from gateway.core import subscription
+from gateway.core.errors import (
     DISCONNECT_CONNECTION_LIMIT,
     DISCONNECT_EXPIRED,
     DISCONNECT_INVALID_TOKEN,
@@ -44,9 +45,9 @@ from gateway.errors import (
     Unsubscribe,
     classify,
 )
-from gateway.limits import TokenBucket, Verdict
-from gateway.logs import RateLimit
-from gateway.protocol import (
+from gateway.core.limits import TokenBucket, Verdict
+from gateway.obs.logs import RateLimit
+from gateway.protocol.centrifuge_json import (
     PING,
     Command,
     client_info,
@@ -55,6 +56,7 @@ from gateway.protocol import (
     encode_push,
     encode_reply,
 )
+from gateway.session import commands, server_subs
 
 if TYPE_CHECKING:
     from gateway.config import ChannelOptions

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from gateway import metrics
-from gateway.api import API_ERROR_BAD_REQUEST, ApiExecutor, http_status_for
-from gateway.errors import ClientError
+from gateway.api.executor import API_ERROR_BAD_REQUEST, ApiExecutor, http_status_for
+from gateway.core.errors import ClientError
+from gateway.obs import metrics
 
 if TYPE_CHECKING:
     from gateway.node import Node

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import ChannelOptions
-from gateway.errors import ERROR_BAD_REQUEST, ERROR_UNRECOVERABLE_POSITION
+from gateway.core.errors import ERROR_BAD_REQUEST, ERROR_UNRECOVERABLE_POSITION
 
 __all__ = ["SubscribeParams", "plan", "result"]
 

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import Config, ConfigError
-from gateway.systemd import Notifier, watchdog_interval
-from gateway.worker import EXIT_BOOT_ERROR, WorkerSpec, handoff_file, run_worker
+from gateway.process.systemd import Notifier, watchdog_interval
+from gateway.process.worker import EXIT_BOOT_ERROR, WorkerSpec, handoff_file, run_worker
 from sharding.bus import endpoint_path
 
 __all__ = ["Supervisor", "reserve_port"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from gateway.durations import DurationError, parse_duration
+from gateway.config.durations import DurationError, parse_duration
 
 __all__ = ["ConfigError", "Table", "as_table", "read_table"]
 

@@ -1,6 +1,6 @@
 """The server API executor (PROTOCOL.md §3): request dicts in, result dicts out.
 
-Transport-free: ``gateway.httpapi`` maps HTTP onto it. Everything reaches every worker:
+Transport-free: ``gateway.api.http`` maps HTTP onto it. Everything reaches every worker:
 publications go through the channel's owner (the same ordering and history as client
 publishes), per-user actions go to every slot (or straight to the one named by a client
 id), presence and history come from the owner, reports are surveyed from all slots.
@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import ClientError
-from gateway.history import history_request
+from gateway.core.errors import ClientError
+from gateway.core.history import history_request
 from sharding.ids import slot_of_client
 
 if TYPE_CHECKING:

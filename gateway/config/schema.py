@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config_table import ConfigError, Table, as_table, read_table
+from gateway.config.table import ConfigError, Table, as_table, read_table
 
 __all__ = [
     "ChannelConfig",

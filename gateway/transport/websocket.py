@@ -39,15 +39,15 @@ from picows import (
 )
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
-from gateway.client import Session
-from gateway.errors import (
+from gateway.core.errors import (
     DISCONNECT_INAPPROPRIATE_PROTOCOL,
     WS_INVALID_TEXT,
     WS_MESSAGE_TOO_BIG,
     Disconnect,
 )
-from gateway.limits import ConnectionGate
+from gateway.core.limits import ConnectionGate
 from gateway.node import Node
+from gateway.session.session import Session
 
 __all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed", "FrameListener", "ClientConnection",
            "EchoConnection"]

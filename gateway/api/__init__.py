@@ -1,0 +1,1 @@
+"""The server API: a transport-free executor and its HTTP glue (the only aiohttp import)."""

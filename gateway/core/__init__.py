@@ -1,0 +1,3 @@
+"""The pure core: errors with protocol codes, the typed model, history and recovery math, subscription
+planning, limits. No sockets, no event loop.
+"""

@@ -1,0 +1,1 @@
+"""Observability: per-worker counters, Prometheus rendering (the only prometheus import), logs."""

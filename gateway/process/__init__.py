@@ -1,0 +1,1 @@
+"""Processes: the supervisor (fork, reap, signals), the worker main, systemd notify."""

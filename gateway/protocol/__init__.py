@@ -1,0 +1,1 @@
+"""Client protocol codecs (sans-I/O): Centrifugo JSON today."""

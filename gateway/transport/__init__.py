@@ -1,0 +1,1 @@
+"""Client transports: WebSocket over picows (the only picows import)."""
