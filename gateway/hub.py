@@ -1,10 +1,12 @@
 """Local indexes of one worker: connections by client id and user, subscribers by channel.
 
-Fan-out is synchronous and never awaits per subscriber: the same encoded bytes are
-queued on every local subscriber, and each connection's queue is flushed once per loop
-tick as one WebSocket message (pushes joined by ``\\n``, which the protocol allows). A
-subscriber that cannot keep up is disconnected by its own queue cap, never buffered
-without bound.
+The hub is the engine's :class:`~gateway.engine.base.BrokerEventHandler`: publications,
+joins and leaves arrive structured, and the hub encodes each one **once per codec** and
+writes the same bytes to every local subscriber of that codec (subscribers are grouped by
+codec per channel, so the hot loop does no lookups). Fan-out is synchronous and never
+awaits per subscriber; each connection coalesces what it got in one loop tick into one
+message, and a subscriber that cannot keep up is disconnected by its own queue cap, never
+buffered without bound.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.core.errors import Disconnect, Unsubscribe
+from gateway.core.model import ClientInfo, Publication, StreamPosition
+from gateway.engine.base import BrokerEventHandler
 from gateway.obs.stats import Stats
-from sharding.envelope import FLAG_JOIN_LEAVE
+from gateway.protocol.codec import Codec
 
 __all__ = ["Hub", "Subscriber", "LocalChannel"]
 
@@ -25,8 +29,9 @@ class Subscriber(Protocol):
 
     client_id: str
     user: str
+    codec: Codec
 
-    def write(self, data: bytes) -> None: ...
+    def write_push(self, data: bytes) -> None: ...
 
     def on_stream_gap(self, channel: str) -> None: ...
 
@@ -41,17 +46,52 @@ class Subscriber(Protocol):
 
 @dataclass(slots=True)
 class LocalChannel:
-    """The local subscribers of one channel and the last position delivered to them."""
+    """The local subscribers of one channel, by codec (-> wants join/leave pushes), and the
+    last position delivered to them."""
 
-    subscribers: dict[Subscriber, bool] = field(default_factory=dict)  # -> wants join/leave pushes
+    groups: dict[Codec, dict[Subscriber, bool]] = field(default_factory=dict)
     epoch: str = ""
     offset: int = 0
+
+    def __len__(self) -> int:
+        return sum(len(subs) for subs in self.groups.values())
+
+    def subscribers(self) -> list[Subscriber]:
+        return [sub for subs in self.groups.values() for sub in subs]
+
+    def __contains__(self, sub: Subscriber) -> bool:
+        subs = self.groups.get(sub.codec)
+        return subs is not None and sub in subs
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Publications that arrived while subscribes to a channel were in flight."""
+
+    count: int = 0
+    publications: list[tuple[Publication, StreamPosition]] = field(default_factory=list)
+    overflow: bool = False
+
+    def add(self, pub: Publication, position: StreamPosition) -> None:
+        if len(self.publications) >= _PENDING_MAX:
+            self.overflow = True  # the subscriber resubscribes and recovers (2500)
+            return
+        self.publications.append((pub, position))
+
+    def top(self, position: StreamPosition) -> int:
+        """The highest offset of ``position``'s epoch kept here."""
+        offsets = [at.offset for _, at in self.publications if at.epoch == position.epoch]
+        return max(offsets, default=position.offset)
+
+
+_PENDING_MAX = 10_000
 
 
 class Hub:
     def __init__(self, stats: Stats | None = None) -> None:
         self.stats = stats or Stats()
         self.channels: dict[str, LocalChannel] = {}
+        self._pending: dict[str, _Pending] = {}
         self.clients: dict[str, Subscriber] = {}
         self.users: dict[str, set[str]] = {}
 
@@ -79,59 +119,132 @@ class Hub:
 
     # -- subscriptions -------------------------------------------------------------------------
 
-    def subscribe(self, channel: str, sub: Subscriber, join_leave: bool, epoch: str, offset: int) -> None:
+    def begin_subscribe(self, channel: str) -> None:
+        """A subscribe to ``channel`` is on its way to the engine: keep what arrives for the
+        channel meanwhile, so the new subscriber misses nothing after its answered position
+        (the Redis engine's answer and publications travel different connections)."""
+        pending = self._pending.get(channel)
+        if pending is None:
+            pending = self._pending[channel] = _Pending()
+        pending.count += 1
+
+    def end_subscribe(self, channel: str) -> None:
+        pending = self._pending.get(channel)
+        if pending is not None:
+            pending.count -= 1
+            if pending.count <= 0:
+                del self._pending[channel]
+
+    def subscribe(self, channel: str, sub: Subscriber, join_leave: bool, position: StreamPosition | None) -> None:
+        """Add ``sub`` from ``position`` on: publications after it that reached this worker
+        while the subscribe was in flight are written to ``sub`` now."""
         local = self.channels.get(channel)
         if local is None:
             local = self.channels[channel] = LocalChannel()
-        local.subscribers[sub] = join_leave
-        if epoch:
-            # Replies and publications from the owner travel one ordered pipe, so the
-            # position in a subscribe reply is exactly what this worker has seen so far.
-            local.epoch, local.offset = epoch, offset
+        group = local.groups.get(sub.codec)
+        if group is None:
+            group = local.groups[sub.codec] = {}
+        group[sub] = join_leave
+        if position is None or not position.epoch:
+            return
+        pending = self._pending.get(channel)
+        if pending is not None:
+            if pending.overflow:
+                sub.on_stream_gap(channel)
+                return
+            for pub, at in pending.publications:
+                if at.epoch == position.epoch and at.offset > position.offset:
+                    sub.write_push(sub.codec.publication_push(channel, pub))
+        if local.epoch != position.epoch:
+            if local.epoch:
+                # The stream was recreated under the subscribers already here: they recover.
+                for other in local.subscribers():
+                    if other is not sub:
+                        other.on_stream_gap(channel)
+            local.epoch, local.offset = position.epoch, 0
+        top = pending.top(position) if pending is not None else position.offset
+        local.offset = max(local.offset, position.offset, top)
 
     def unsubscribe(self, channel: str, sub: Subscriber) -> bool:
         """Remove; True when it was subscribed."""
         local = self.channels.get(channel)
-        if local is None or sub not in local.subscribers:
+        if local is None:
             return False
-        del local.subscribers[sub]
-        if not local.subscribers:
-            del self.channels[channel]
+        group = local.groups.get(sub.codec)
+        if group is None or sub not in group:
+            return False
+        del group[sub]
+        if not group:
+            del local.groups[sub.codec]
+            if not local.groups:
+                del self.channels[channel]
         return True
 
     def num_subscriptions(self) -> int:
-        return sum(len(local.subscribers) for local in self.channels.values())
+        return sum(len(local) for local in self.channels.values())
 
-    # -- fan-out -------------------------------------------------------------------------------
+    # -- BrokerEventHandler: fan-out -----------------------------------------------------------
 
-    def deliver(self, channel: str, data: bytes, offset: int, epoch: str, flags: int) -> int:
-        """Queue ``data`` on every local subscriber of ``channel``; returns how many got it."""
+    def handle_publication(self, channel: str, pub: Publication, position: StreamPosition | None) -> None:
+        """Write ``pub`` to every local subscriber of ``channel``, encoded once per codec."""
+        if position is not None and self._pending:
+            pending = self._pending.get(channel)
+            if pending is not None:
+                pending.add(pub, position)
         local = self.channels.get(channel)
         if local is None:
-            return 0
-        if offset:
+            return
+        if position is not None:
+            offset, epoch = position.offset, position.epoch
             if local.offset and (epoch != local.epoch or offset != local.offset + 1):
                 if epoch == local.epoch and offset <= local.offset:
-                    return 0  # a duplicate: already delivered
+                    return  # a duplicate: already delivered
                 # A publication was lost between owner and this worker, or the stream was
                 # recreated: positioned subscribers must resubscribe and recover (2500).
                 local.epoch, local.offset = epoch, offset
-                for sub in list(local.subscribers):
+                for sub in local.subscribers():
                     sub.on_stream_gap(channel)
                 local = self.channels.get(channel)
                 if local is None:
-                    return 0
+                    return
             local.epoch, local.offset = epoch, offset
-        if flags & FLAG_JOIN_LEAVE:
-            count = 0
-            for sub, join_leave in local.subscribers.items():
-                if join_leave:
-                    sub.write(data)
-                    count += 1
-            self.stats.sent("join_leave", len(data), count)
-            return count
-        for sub in local.subscribers:
-            sub.write(data)
-        count = len(local.subscribers)
-        self.stats.sent("publication", len(data), count)
-        return count
+        count = 0
+        size = 0
+        for codec, subs in local.groups.items():
+            data = codec.publication_push(channel, pub)
+            for sub in subs:
+                sub.write_push(data)
+            count += len(subs)
+            size = len(data)
+        self.stats.sent("publication", size, count)
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        local = self.channels.get(channel)
+        if local is not None:
+            for codec, subs in local.groups.items():
+                self._join_leave(subs, codec.join_push(channel, info), info.client)
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        local = self.channels.get(channel)
+        if local is not None:
+            for codec, subs in local.groups.items():
+                self._join_leave(subs, codec.leave_push(channel, info), info.client)
+
+    def _join_leave(self, subs: dict[Subscriber, bool], data: bytes, client: str) -> None:
+        """To the subscribers that asked for join/leave pushes; a client is never told of
+        its own join (it learns of it from its subscribe reply)."""
+        count = 0
+        for sub, join_leave in subs.items():
+            if join_leave and sub.client_id != client:
+                sub.write_push(data)
+                count += 1
+        self.stats.sent("join_leave", len(data), count)
+
+    def handle_stream_lost(self, channel: str) -> None:
+        local = self.channels.get(channel)
+        if local is not None:
+            for sub in local.subscribers():
+                sub.on_stream_gap(channel)
+
+
+_: type[BrokerEventHandler] = Hub

@@ -1,9 +1,11 @@
 """Inter-worker messages as ZeroMQ multipart frames.
 
 Frames: ``[header, channel, epoch, payload]``. The header is fixed-size binary so the
-hot path (a publication fanned out to another worker) needs no JSON work: the payload
-is the client push, already encoded once by the channel's owner, and is written as-is
-to every local subscriber.
+hot path (a publication fanned out to another worker) needs no JSON work: the payload is
+the publication in its packed binary form (``gateway.core.model.pack_publication``,
+unpacked by slicing), and each receiving worker's hub encodes the client push once per
+codec. Requests carry their operation in ``flags``, so nothing on the bus is keyed by
+method strings.
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["VERSION", "Kind", "Envelope", "EnvelopeError", "encode", "decode", "FLAG_JOIN_LEAVE",
+__all__ = ["VERSION", "Kind", "Envelope", "EnvelopeError", "encode", "decode",
            "FLAG_HELLO_ANSWER", "FLAG_HELLO_HANDOFF", "FLAG_HANDOFF_DONE"]
 
-VERSION = 1
+VERSION = 2
 _HEADER = struct.Struct("!BBBHIQd")  # version, kind, flags, origin slot, correlation id, offset, sent at
 
-# DELIVER flag: only subscribers that asked for join/leave pushes receive it.
-FLAG_JOIN_LEAVE = 1
 # HELLO flags: an answer to a HELLO (do not answer it), and a successor that took over its
 # predecessor's state in a reload (peers keep what they know about the slot).
 FLAG_HELLO_ANSWER = 1
@@ -30,12 +30,13 @@ FLAG_HANDOFF_DONE = 1
 
 class Kind(IntEnum):
     HELLO = 1  # slot `origin` announces itself: corr = incarnation, payload = its bus endpoint
-    REQUEST = 2  # channel = method name, payload = JSON body; answered by REPLY with the same corr
-    REPLY = 3  # flags: 0 = ok, 1 = error; payload = JSON body
-    PUBLICATION = 4  # channel, offset, epoch, payload = encoded client push
-    DELIVER = 5  # channel, payload = encoded client push without a position (join/leave, ...)
-    NOTIFY = 6  # one-way: channel = method name, payload = JSON body
+    REQUEST = 2  # flags = operation, channel, payload = its typed body; answered by REPLY with the same corr
+    REPLY = 3  # flags: 0 = ok (payload = typed result), 1 = error (payload = JSON {code, message, temporary})
+    PUBLICATION = 4  # channel, offset and epoch (0 and "" without history), payload = packed publication
+    JOIN = 5  # channel, payload = packed ClientInfo
+    NOTIFY = 6  # one-way: flags = operation, channel, payload = its typed body
     HANDOFF = 7  # reload: a retiring worker's channel state for its successor (flags 1 = last one)
+    LEAVE = 8  # channel, payload = packed ClientInfo
 
 
 _KINDS = {int(k): k for k in Kind}

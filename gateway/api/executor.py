@@ -13,8 +13,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.core.errors import ClientError
-from gateway.core.history import history_request
+import orjson
+
+from gateway.core.errors import ClientError, server_disconnect
+from gateway.core.history import history_filter
+from gateway.core.model import PresenceStats, Publication, PublishOptions, StreamOptions, StreamPosition
+from gateway.session.commands import history_reply
 from sharding.ids import slot_of_client
 
 if TYPE_CHECKING:
@@ -130,9 +134,12 @@ class ApiExecutor:
 
     def _channel(self, params: dict[str, Any]) -> str:
         channel = _str(params, "channel", required=True)
-        if self._node.config.channel_options(channel) is None:
-            raise API_ERROR_UNKNOWN_CHANNEL
+        self._node.resolve_channel(channel)
         return channel
+
+    def _stream(self, channel: str) -> StreamOptions | None:
+        self._node.resolve_channel(channel)
+        return self._node.stream_options(channel)
 
     async def publish(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
@@ -147,14 +154,16 @@ class ApiExecutor:
         if tags is not None and not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
             raise ClientError(107, "bad request: tags must map strings to strings")
         key = _str(params, "idempotency_key")
-        body: dict[str, Any] = {"channel": channel, "data": params["data"]}
-        if tags:
-            body["tags"] = tags
-        if params.get("skip_history"):
-            body["skip_history"] = True
-        if key:
-            body["idempotency_key"] = key
-        return await self._node.call(channel, "publish", body)
+        try:
+            data = orjson.dumps(params["data"])
+        except orjson.JSONEncodeError:
+            raise ClientError(107, "bad request: data cannot be encoded") from None
+        stream = None if params.get("skip_history") else self._stream(channel)
+        pub = Publication(data, None, 0, dict(tags) if tags else None)
+        engine = self._node.engine
+        position: StreamPosition = await self._node.wait(
+            lambda done: engine.publish(channel, pub, PublishOptions(stream, key), done))
+        return {"offset": position.offset, "epoch": position.epoch} if position.offset else {}
 
     async def broadcast(self, params: dict[str, Any]) -> dict[str, Any]:
         channels = params.get("channels")
@@ -163,45 +172,62 @@ class ApiExecutor:
 
         async def one(channel: str) -> dict[str, Any]:
             try:
-                if self._node.config.channel_options(channel) is None:
-                    raise API_ERROR_UNKNOWN_CHANNEL
+                self._node.resolve_channel(channel)
                 return {"result": await self._publish_one(channel, params)}
             except Exception as exc:
                 return {"error": _api_error(exc).as_dict()}
 
         return {"responses": list(await asyncio.gather(*(one(c) for c in channels)))}
 
+    def _require(self, channel: str, enabled: bool) -> None:
+        if not enabled:
+            raise ClientError(108, "not available")
+
     async def presence(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
-        return await self._node.call(channel, "presence", {"channel": channel})
+        self._require(channel, self._node.resolve_channel(channel).presence)
+        engine = self._node.engine
+        return {"presence": await self._node.wait(lambda done: engine.presence(channel, done))}
 
     async def presence_stats(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
-        return await self._node.call(channel, "presence_stats", {"channel": channel})
+        self._require(channel, self._node.resolve_channel(channel).presence)
+        engine = self._node.engine
+        stats: PresenceStats = await self._node.wait(lambda done: engine.presence_stats(channel, done))
+        return {"num_clients": stats.num_clients, "num_users": stats.num_users}
 
     async def history(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
-        body = history_request(channel, params, self._node.config.client.history_max_publication_limit)
-        return await self._node.call(channel, "history", body)
+        stream = self._stream(channel)
+        if stream is None:
+            raise ClientError(108, "not available")
+        filter = history_filter(params, self._node.config.client.history_max_publication_limit)
+        engine = self._node.engine
+        return history_reply(await self._node.wait(lambda done: engine.history(channel, filter, stream, done)))
 
     async def history_remove(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
-        await self._node.call(channel, "history_remove", {"channel": channel})
+        engine = self._node.engine
+        removed: bool = await self._node.wait(lambda done: engine.remove_history(
+            channel, lambda error: done(None if error else True, error)))
+        assert removed
         return {}
 
     # -- connection methods, wherever the connections live --------------------------------------
 
     async def _to_connections(self, method: str, body: dict[str, Any]) -> None:
+        """Act on a user's (or one client's) connections on every worker of this node, and,
+        with several nodes, have the others do the same on theirs."""
         client = _str(body, "client")
         if client:
             slot = slot_of_client(client)
-            if slot is None or slot >= self._node.workers:
-                return  # not one of ours: nothing to act on
-            await self._node.call_slot(slot, method, body)
-            return
-        results = await self._node.survey(method, body)
-        if any(result is None for _, result in results):
-            raise ClientError(100, "internal server error: a worker did not answer")
+            if slot is not None and slot < self._node.workers:
+                await self._node.call_slot(slot, method, body)
+        else:
+            results = await self._node.survey(method, body)
+            if any(result is None for _, result in results):
+                raise ClientError(100, "internal server error: a worker did not answer")
+        await self._node.cluster_broadcast(method, body)
 
     async def subscribe(self, params: dict[str, Any]) -> dict[str, Any]:
         _str(params, "user", required=True)
@@ -226,10 +252,8 @@ class ApiExecutor:
         if spec is not None:
             if not isinstance(spec, dict):
                 raise API_ERROR_BAD_REQUEST
-            code, reason = spec.get("code", 3503), spec.get("reason", "force disconnect")
-            if type(code) is not int or not 3000 <= code <= 4999 or not isinstance(reason, str):
-                raise ClientError(107, "bad request: disconnect code must be in 3000..4999")
-            body["code"], body["reason"] = code, reason
+            disconnect = server_disconnect(spec.get("code", 3503), spec.get("reason", "force disconnect"))
+            body["code"], body["reason"] = disconnect.code, disconnect.reason
         whitelist = params.get("whitelist")
         if whitelist is not None:
             if not isinstance(whitelist, list) or not all(isinstance(c, str) for c in whitelist):
@@ -253,28 +277,37 @@ class ApiExecutor:
     async def channels(self, params: dict[str, Any]) -> dict[str, Any]:
         body = {"pattern": _str(params, "pattern")}
         totals: dict[str, int] = {}
-        for _, result in await self._node.survey("channels", body):
+        results = [result for _, result in await self._node.survey("channels", body)]
+        for remote in (await self._node.cluster_survey("channels", body)).values():
+            results.extend(remote)
+        for result in results:
             for name, count in (result or {}).get("channels", {}).items():
                 totals[name] = totals.get(name, 0) + int(count)
         return {"channels": {name: {"num_clients": count} for name, count in sorted(totals.items())}}
 
     async def info(self, params: dict[str, Any]) -> dict[str, Any]:
-        nodes = []
-        for slot, stats in await self._node.survey("stats", {}):
-            if stats is None:
-                continue
-            nodes.append({
-                "uid": stats["uid"],
-                "name": stats["name"],
-                "version": stats["version"],
-                "num_clients": stats["num_clients"],
-                "num_users": stats["num_users"],
-                "num_subs": stats["num_subs"],
-                "num_channels": stats["num_channels"],
-                "uptime": stats["uptime"],
-                "process": {"cpu": stats["process"]["cpu"], "rss": stats["process"]["rss"]},
-                "metrics": {"interval": 0, "items": _counters(stats)},
-                "slot": slot,
-                "pid": stats["pid"],
-            })
+        nodes = [_node_info(stats) for _, stats in await self._node.survey("stats", {}) if stats is not None]
+        if self._node.cluster is not None:
+            others = await self._node.call_slot(0, "cluster_nodes", {})
+            for info in others.get("nodes", {}).values():
+                nodes.extend(_node_info(stats) for stats in info.get("workers", ()))
         return {"nodes": nodes}
+
+
+def _node_info(stats: dict[str, Any]) -> dict[str, Any]:
+    """One worker in ``info`` (a Centrifugo "node"; ``name`` is host.slot)."""
+    return {
+        "uid": stats["uid"],
+        "name": stats["name"],
+        "version": stats["version"],
+        "num_clients": stats["num_clients"],
+        "num_users": stats["num_users"],
+        "num_subs": stats["num_subs"],
+        "num_channels": stats["num_channels"],
+        "uptime": stats["uptime"],
+        "process": {"cpu": stats["process"]["cpu"], "rss": stats["process"]["rss"]},
+        "metrics": {"interval": 0, "items": _counters(stats)},
+        "slot": stats["slot"],
+        "pid": stats["pid"],
+        "node": stats.get("node", ""),
+    }

@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.api.executor import API_ERROR_BAD_REQUEST, ApiExecutor, http_status_for
 from gateway.core.errors import ClientError
 from gateway.obs import metrics
+from gateway.protocol.centrifuge_json import dumps
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -28,7 +29,8 @@ _READY_TIMEOUT = 1.0
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type=_JSON)
+    # The client protocol's JSON codec: results hold model values (publications, client infos).
+    return web.Response(body=dumps(data), status=status, content_type=_JSON)
 
 
 class _Handlers:
@@ -90,6 +92,10 @@ class _Handlers:
         missing = [slot for slot, result in results if result is None]
         if missing:
             return _json({"status": "not ready", "missing_slots": missing}, status=503)
+        engine_down = [slot for slot, result in results if result is not None and not result.get("engine", True)]
+        if engine_down:
+            # Redis cannot be reached: publish/history/presence would fail (error 100).
+            return _json({"status": "not ready", "engine_unavailable_slots": engine_down}, status=503)
         return _json({"status": "ready", "workers": self.node.workers})
 
 

@@ -9,21 +9,30 @@ synchronously, from its own hub.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
-import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psutil
 
 from gateway import __version__
-from gateway.core.errors import ERROR_BAD_REQUEST, ERROR_METHOD_NOT_FOUND, UNSUBSCRIBE_SERVER, Disconnect
-from gateway.hub import Subscriber
+from gateway.cluster.nodes import ClusterDirectory
+from gateway.cluster.router import Router
+from gateway.core.errors import ERROR_BAD_REQUEST, ERROR_METHOD_NOT_FOUND, UNSUBSCRIBE_SERVER, server_disconnect
+from gateway.engine.base import NodeEngine
+from gateway.hub import Hub, Subscriber
+from gateway.obs.stats import Stats
 
-if TYPE_CHECKING:
-    from gateway.node import Node
+__all__ = ["Control", "CONTROL_OP", "CLUSTER_SURVEY_OP"]
 
-__all__ = ["Control"]
+#: The router operation that carries control actions (``Envelope.channel`` = the action).
+CONTROL_OP = 64
+#: Asks slot 0 to survey the other nodes (``Envelope.channel`` = the control action).
+CLUSTER_SURVEY_OP = 65
+
+
+log = logging.getLogger("shardgate.control")
 
 
 def _str(body: dict[str, Any], key: str, required: bool = False) -> str:
@@ -37,8 +46,26 @@ def _str(body: dict[str, Any], key: str, required: bool = False) -> str:
     return value
 
 
+class Worker(Protocol):
+    """What the control actions read of their worker (``gateway.node.Node`` is one); a
+    protocol rather than the node class, so this module does not import the node."""
+
+    slot: int
+    incarnation: int
+    node_id: str
+    node_name: str
+    started_at: float
+    hub: Hub
+    metrics: Stats
+    router: Router
+    engine: NodeEngine
+    cluster: ClusterDirectory | None
+
+    def clock(self) -> float: ...
+
+
 class Control:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Worker) -> None:
         self._node = node
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # prime: the first reading is always 0
@@ -61,22 +88,23 @@ class Control:
         return list(hub.user_clients(user))
 
     def disconnect(self, body: dict[str, Any]) -> dict[str, Any]:
-        code = body.get("code", 3503)
-        reason = body.get("reason") or "force disconnect"
-        if type(code) is not int or not 3000 <= code <= 4999 or not isinstance(reason, str):
-            raise ERROR_BAD_REQUEST
+        disconnect = server_disconnect(body.get("code", 3503), body.get("reason") or "force disconnect")
         whitelist = set(body.get("whitelist") or ())
-        count = 0
-        for sub in self._targets(body):
-            if sub.client_id not in whitelist:
-                sub.close(Disconnect(code, reason[:120]))
-                count += 1
-        return {"count": count}
+        targets = [sub for sub in self._targets(body) if sub.client_id not in whitelist]
+        self._act(targets, lambda sub: sub.close(disconnect))
+        return {"count": len(targets)}
+
+    def _act(self, targets: list[Subscriber], action: Callable[[Subscriber], None]) -> None:
+        """Act on every target; one that fails is logged and never stops the others."""
+        for sub in targets:
+            try:
+                action(sub)
+            except Exception:
+                log.exception("control action on client %s failed", sub.client_id)
 
     def _each(self, body: dict[str, Any], action: Callable[[Subscriber], None]) -> dict[str, Any]:
         targets = self._targets(body)
-        for sub in targets:
-            action(sub)
+        self._act(targets, action)
         return {"count": len(targets)}
 
     def subscribe(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +123,7 @@ class Control:
         out: dict[str, int] = {}
         for name, local in self._node.hub.channels.items():
             if not pattern or fnmatch.fnmatchcase(name, pattern):
-                out[name] = len(local.subscribers)
+                out[name] = len(local)
         return {"channels": out}
 
     def stats(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +135,9 @@ class Control:
             cpu_percent = self._process.cpu_percent(None)
         return {
             "uid": f"{node.incarnation:08x}-{node.slot}",
-            "name": f"{socket.gethostname()}.{node.slot}",
+            "name": f"{node.node_name}.{node.slot}",
             "slot": node.slot,
+            "node": node.node_id,
             "pid": os.getpid(),
             "version": __version__,
             "uptime": int(node.clock() - node.started_at),
@@ -116,14 +145,19 @@ class Control:
             "num_users": len(hub.users),
             "num_subs": hub.num_subscriptions(),
             "num_channels": len(hub.channels),
-            "num_owned_channels": node.shard.stats()["channels"],
-            "pending_requests": node.pending_requests,
+            "num_owned_channels": node.engine.owned_channels(),
+            "pending_requests": node.router.pending,
             "process": {"cpu": cpu_percent, "rss": rss, "cpu_seconds": cpu_times.user + cpu_times.system},
             "stats": node.metrics.snapshot(),
         }
 
+    def cluster_nodes(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The other nodes this node heard from (slot 0 listens on the control channel)."""
+        cluster = self._node.cluster
+        return {"nodes": cluster.nodes() if cluster is not None and self._node.slot == 0 else {}}
+
     def ping(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"slot": self._node.slot}
+        return {"slot": self._node.slot, "engine": self._node.engine.healthy}
 
     _handlers: dict[str, Callable[[Control, dict[str, Any]], dict[str, Any]]] = {
         "disconnect": disconnect,
@@ -133,4 +167,5 @@ class Control:
         "channels": channels,
         "stats": stats,
         "ping": ping,
+        "cluster_nodes": cluster_nodes,
     }

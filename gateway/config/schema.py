@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.config.engine import EngineConfig, RedisEngineConfig, RedisTlsConfig, read_engine
 from gateway.config.table import ConfigError, Table, as_table, read_table
 
 __all__ = [
@@ -30,8 +31,11 @@ __all__ = [
     "ClientConfig",
     "Config",
     "ConfigError",
+    "EngineConfig",
     "HttpApiConfig",
     "HttpServerConfig",
+    "RedisEngineConfig",
+    "RedisTlsConfig",
     "ShardgateConfig",
     "TlsConfig",
     "TokenConfig",
@@ -146,6 +150,7 @@ class ClientConfig:
     connect_include_server_time: bool = False
     connection_limit: int = 0  # connections per node (split over workers); beyond it: disconnect 3504
     connection_rate_limit: int = 0  # new connections per second per node; beyond it: HTTP 503
+    channel_position_check_delay: float = 40.0  # Redis engine: how often delivered positions are checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +215,7 @@ class Config:
     http_api: HttpApiConfig = HttpApiConfig()
     channel: ChannelConfig = ChannelConfig()
     shardgate: ShardgateConfig = ShardgateConfig()
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def namespace_of(self, channel: str) -> str:
         """The namespace name: text before the first ``:`` once a leading ``$`` is dropped."""
@@ -372,6 +378,7 @@ def _read_client(t: Table) -> ClientConfig:
         connect_include_server_time=t.get_bool("connect_include_server_time", d.connect_include_server_time),
         connection_limit=t.get_int("connection_limit", d.connection_limit, minimum=0),
         connection_rate_limit=t.get_int("connection_rate_limit", d.connection_rate_limit, minimum=0),
+        channel_position_check_delay=t.duration("channel_position_check_delay", d.channel_position_check_delay),
     )
     # A pong deadline at or past the next ping would declare live clients dead.
     if cfg.ping_interval != 0 and cfg.ping_interval <= cfg.pong_timeout:
@@ -497,6 +504,7 @@ def parse_config(data: Mapping[str, object]) -> Config:
         http_api=read_table(root.table("http_api"), _read_http_api),
         channel=read_table(root.table("channel"), _read_channel),
         shardgate=read_table(root.table("shardgate"), _read_shardgate),
+        engine=read_table(root.table("engine"), read_engine),
     )
     root.finish()
     return config

@@ -123,6 +123,17 @@ class Table:
             raise ConfigError(self.key(name), "expected list of strings")
         return tuple(value)
 
+    def str_or_list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A string or a list of strings (Centrifugo accepts both for address keys)."""
+        value = self._get(name)
+        if value is _MISSING:
+            return default
+        if isinstance(value, str):
+            return (value,) if value else ()
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(self.key(name), "expected string or list of strings")
+        return tuple(value)
+
     def table(self, name: str) -> Table:
         value = self._get(name)
         if value is _MISSING:

@@ -28,7 +28,13 @@ __all__ = [
     "ERROR_EXPIRED",
     "ERROR_TOO_MANY_REQUESTS",
     "ERROR_UNRECOVERABLE_POSITION",
+    "CLOSE_REASON_MAX_BYTES",
+    "server_disconnect",
+    "truncate_reason",
 ]
+
+#: A CLOSE frame's reason after its 2-byte code fits in a 125-byte control frame (RFC 6455 §5.5).
+CLOSE_REASON_MAX_BYTES = 123
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,26 @@ UNSUBSCRIBE_EXPIRED = Unsubscribe(2501, "subscription expired")
 WS_PROTOCOL_ERROR = Disconnect(1002, "protocol error")
 WS_INVALID_TEXT = Disconnect(1007, "invalid utf-8")
 WS_MESSAGE_TOO_BIG = Disconnect(1009, "message too big")
+
+
+def truncate_reason(reason: str, limit: int = CLOSE_REASON_MAX_BYTES) -> str:
+    """``reason`` cut to at most ``limit`` UTF-8 bytes on a character boundary."""
+    raw = reason.encode()
+    if len(raw) <= limit:
+        return reason
+    return raw[:limit].decode("utf-8", errors="ignore")
+
+
+def server_disconnect(code: object, reason: object) -> Disconnect:
+    """The rule for every disconnect a backend asks for (server API, control actions):
+    a code in 3000..4999 and a string reason, truncated to fit a CLOSE frame.
+
+    Raises:
+        ClientError: 107 otherwise.
+    """
+    if type(code) is not int or not 3000 <= code <= 4999 or not isinstance(reason, str):
+        raise ClientError(107, "bad request: disconnect code must be in 3000..4999")
+    return Disconnect(code, truncate_reason(reason))
 
 
 def classify(exc: BaseException) -> ClientError | Disconnect:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import random
 import string
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.core.errors import ClientError
+from gateway.core.model import HistoryFilter, Publication, StreamPosition
 
-__all__ = ["Stream", "HistoryItem", "new_epoch", "is_recovered", "history_request"]
+__all__ = ["Stream", "HistoryItem", "new_epoch", "is_recovered", "history_filter"]
 
 _EPOCH_ALPHABET = string.ascii_letters
 
@@ -30,7 +32,7 @@ def new_epoch(rng: random.Random) -> str:
 class HistoryItem:
     offset: int
     expires_at: float
-    publication: bytes  # the encoded Publication object, offset included
+    publication: Publication  # offset included
 
 
 class Stream:
@@ -49,7 +51,7 @@ class Stream:
     def next_offset(self) -> int:
         return self.top + 1
 
-    def append(self, offset: int, publication: bytes, now: float) -> None:
+    def append(self, offset: int, publication: Publication, now: float) -> None:
         if offset != self.top + 1:
             raise ValueError(f"offset {offset} does not follow top {self.top}")
         self.top = offset
@@ -64,7 +66,7 @@ class Stream:
     def items(self) -> list[HistoryItem]:
         return list(self._items)
 
-    def restore(self, top: int, items: list[tuple[int, float, bytes]]) -> None:
+    def restore(self, top: int, items: list[tuple[int, float, Publication]]) -> None:
         """Continue a stream handed over by a retiring worker (same epoch, same offsets)."""
         self.top = top
         self._items.clear()
@@ -107,8 +109,8 @@ class Stream:
         return out
 
 
-def history_request(channel: str, params: dict[str, Any], max_limit: int) -> dict[str, Any]:
-    """Normalise a history call (client command or server API) into the owner's request.
+def history_filter(params: dict[str, Any], max_limit: int) -> HistoryFilter:
+    """Normalise a history call (client command or server API) into a HistoryFilter.
 
     ``limit`` 0 asks for the position only, a negative or too large one for ``max_limit``.
 
@@ -120,18 +122,24 @@ def history_request(channel: str, params: dict[str, Any], max_limit: int) -> dic
         raise ClientError(107, "bad request: limit must be an integer")
     if limit < 0 or limit > max_limit:
         limit = max_limit
-    request: dict[str, Any] = {"channel": channel, "limit": limit, "reverse": bool(params.get("reverse"))}
+    reverse = bool(params.get("reverse"))
     since = params.get("since")
+    position: StreamPosition | None = None
     if since is not None:
         if not isinstance(since, dict) or type(since.get("offset", 0)) is not int:
             raise ClientError(107, "bad request: since must be {offset, epoch}")
-        if request["reverse"] and not since.get("offset"):
+        if reverse and not since.get("offset"):
             raise ClientError(107, "bad request: reverse history needs since.offset")
-        request["since"] = {"offset": since.get("offset", 0), "epoch": str(since.get("epoch") or "")}
-    return request
+        position = StreamPosition(since.get("offset", 0), str(since.get("epoch") or ""))
+    return HistoryFilter(limit=limit, since=position, reverse=reverse)
 
 
-def is_recovered(items: list[HistoryItem], req_offset: int, req_epoch: str, epoch: str, top: int) -> bool:
+class _Positioned(Protocol):
+    @property
+    def offset(self) -> int: ...
+
+
+def is_recovered(items: Sequence[_Positioned], req_offset: int, req_epoch: str, epoch: str, top: int) -> bool:
     """True only when ``items`` provably fill the gap from ``req_offset`` to ``top``."""
     if req_epoch and req_epoch != epoch:
         return False

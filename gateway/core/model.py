@@ -129,6 +129,7 @@ class SubscribeRequest:
     positioned: bool = False
     recover: bool = False
     since: StreamPosition | None = None
+    recovery_limit: int = -1  # at most this many publications are recovered (-1: no limit)
 
 
 @dataclass(slots=True)
@@ -198,12 +199,23 @@ def unpack_publication(raw: bytes) -> Publication:
     data, user, client, conn, chan, tags = fields
     info = None
     if user is not None and client is not None:
-        info = ClientInfo(user.decode(), client.decode(), conn, chan)
-    try:
-        tag_map = orjson.loads(tags) if tags is not None else None
-    except orjson.JSONDecodeError:
-        raise PackError("bad tags") from None
+        info = ClientInfo(_text(user), _text(client), conn, chan)
+    tag_map = None
+    if tags is not None:
+        try:
+            tag_map = orjson.loads(tags)
+        except orjson.JSONDecodeError:
+            raise PackError("bad tags") from None
+        if not isinstance(tag_map, dict) or not all(isinstance(v, str) for v in tag_map.values()):
+            raise PackError("tags are not a string map")
     return Publication(data or b"null", info, offset, tag_map)
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise PackError("invalid utf-8") from None
 
 
 def pack_client_info(info: ClientInfo) -> bytes:
@@ -228,4 +240,4 @@ def unpack_client_info(raw: bytes) -> ClientInfo:
         fields.append(raw[pos:end])
         pos = end
     user, client, conn, chan = fields
-    return ClientInfo((user or b"").decode(), (client or b"").decode(), conn, chan)
+    return ClientInfo(_text(user or b""), _text(client or b""), conn, chan)

@@ -13,8 +13,9 @@ from typing import Any
 
 from gateway.config import ChannelOptions
 from gateway.core.errors import ERROR_BAD_REQUEST, ERROR_UNRECOVERABLE_POSITION
+from gateway.core.model import StreamOptions, StreamPosition, SubscribeAnswer, SubscribeRequest
 
-__all__ = ["SubscribeParams", "plan", "result"]
+__all__ = ["SubscribeParams", "plan", "result", "engine_request", "stream_options"]
 
 _FLAG_REJECT_UNRECOVERED = 2
 
@@ -29,11 +30,11 @@ class SubscribeParams:
     epoch: str
     join_leave: bool
     reject_unrecovered: bool
-    chan_info: Any = None
+    chan_info: bytes | None = None  # raw JSON
     expire_at: int | None = None
 
 
-def plan(channel: str, opts: ChannelOptions, request: dict[str, Any], *, chan_info: Any = None,
+def plan(channel: str, opts: ChannelOptions, request: dict[str, Any], *, chan_info: bytes | None = None,
          expire_at: int | None = None) -> SubscribeParams:
     """Decide the subscription's features from the namespace and the request.
 
@@ -63,20 +64,23 @@ def plan(channel: str, opts: ChannelOptions, request: dict[str, Any], *, chan_in
     )
 
 
-def owner_request(params: SubscribeParams, info: dict[str, Any]) -> dict[str, Any]:
-    """The body sent to the channel's owner."""
-    return {
-        "channel": params.channel,
-        "info": info,
-        "positioned": params.positioned,
-        "recover": params.recover,
-        "offset": params.offset,
-        "epoch": params.epoch,
-    }
+def stream_options(opts: ChannelOptions, default_meta_ttl: float) -> StreamOptions | None:
+    """A namespace's history settings for the engine (None without history)."""
+    if not opts.history_enabled:
+        return None
+    return StreamOptions(opts.history_size, opts.history_ttl, opts.history_meta_ttl or default_meta_ttl)
 
 
-def result(params: SubscribeParams, answer: dict[str, Any], now: float) -> dict[str, Any]:
-    """The SubscribeResult for the client, from the owner's answer.
+def engine_request(params: SubscribeParams, stream: StreamOptions | None, recovery_limit: int) -> SubscribeRequest:
+    """What the engine is asked for this subscription."""
+    since = StreamPosition(params.offset, params.epoch) if params.recover else None
+    return SubscribeRequest(stream if params.positioned else None, params.positioned, params.recover, since,
+                            recovery_limit)
+
+
+def result(params: SubscribeParams, answer: SubscribeAnswer, now: float) -> dict[str, Any]:
+    """The SubscribeResult for the client, from the engine's answer (``publications`` hold
+    model values; the connection's codec encodes them).
 
     When recovered, ``offset`` is the client's own offset and the missed publications
     follow, so the SDK advances through them with no special case.
@@ -92,16 +96,16 @@ def result(params: SubscribeParams, answer: dict[str, Any], now: float) -> dict[
         out["recoverable"] = True
     if params.positioned:
         out["positioned"] = True
-        out["epoch"] = str(answer.get("epoch", ""))
-        out["offset"] = int(answer.get("offset", 0))
+        position = answer.position
+        out["epoch"] = position.epoch if position else ""
+        out["offset"] = position.offset if position else 0
     if params.recover:
         out["was_recovering"] = True
-        if answer.get("recovered"):
+        if answer.recovered:
             out["recovered"] = True
             out["offset"] = params.offset
-            pubs = answer.get("publications")
-            if pubs:
-                out["publications"] = pubs
+            if answer.publications:
+                out["publications"] = answer.publications
         elif params.reject_unrecovered:
             raise ERROR_UNRECOVERABLE_POSITION
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.cluster.router import Reply
 from gateway.core.model import (
     ClientInfo,
     Done,
@@ -29,8 +30,9 @@ from gateway.core.model import (
     SubscribeAnswer,
     SubscribeRequest,
 )
+from sharding.envelope import Envelope
 
-__all__ = ["Broker", "BrokerEventHandler", "PresenceManager", "Engine"]
+__all__ = ["Broker", "BrokerEventHandler", "PresenceManager", "Engine", "NodeEngine"]
 
 
 class Broker(Protocol):
@@ -100,6 +102,47 @@ class PresenceManager(Protocol):
 
 class Engine(Broker, PresenceManager, Protocol):
     """Both halves, as one worker uses them."""
+
+
+class NodeEngine(Engine, Protocol):
+    """An engine as a worker's node drives it: its side of the bus, its lifecycle, and the
+    reload handoff. Both implementations route a channel's node-local work to the same owner
+    worker, ``owner(channel, workers)``."""
+
+    frozen: bool
+
+    def owner(self, channel: str) -> int: ...
+
+    async def start(self) -> None:
+        """Connect to whatever keeps the state (nothing to do in memory)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def healthy(self) -> bool:
+        """Whether operations can succeed now (``/ready``)."""
+        ...
+
+    def handle_request(self, op: int, channel: str, payload: bytes, origin: int, reply: Reply) -> None: ...
+
+    def handle_notify(self, op: int, channel: str, payload: bytes, origin: int) -> None: ...
+
+    def handle_delivery(self, env: Envelope) -> None: ...
+
+    def forget_slot(self, slot: int) -> None:
+        """Another worker of this node restarted and lost its memory."""
+        ...
+
+    def freeze(self) -> None: ...
+
+    def handoff_envelopes(self) -> list[Envelope]: ...
+
+    def install_handoff(self, env: Envelope) -> bool:
+        """Install one handoff message from a predecessor; True after the last one."""
+        ...
+
+    def owned_channels(self) -> int: ...
 
 
 class BrokerEventHandler(Protocol):

@@ -1,305 +1,295 @@
-"""The owner side of channels: ordering, history, presence and who to fan out to.
+"""The memory engine: each channel's state lives in its owner worker, reached over the bus.
 
-Every channel has exactly one owner slot (``sharding.hashing.owner``). The owner is the
-only writer of its channels' streams, which is what makes per-channel order total. This
-module is synchronous: the node calls it directly for channels it owns and from the bus
-for requests that other workers route here; delivery goes through the ``fanout``
-callback the node passes in, so nothing here knows about sockets.
+``owner(channel) = jump(fnv1a64(channel), workers)``. An operation on a channel this
+worker owns runs synchronously on its :class:`~gateway.engine.owner.OwnerShard` (``done``
+is called before the method returns); otherwise it travels to the owner as a typed
+REQUEST or NOTIFY (:mod:`gateway.engine.wire`) and ``done`` runs when the REPLY arrives.
+The owner fans publications out to the slots that have subscribers, in their structured
+form; each slot's hub encodes them once per codec. With one worker there are no peers and
+every channel is owned locally: the same code path, no special case.
 """
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 import orjson
 
-from gateway.config import ChannelOptions, Config
-from gateway.core.errors import (
-    ERROR_BAD_REQUEST,
-    ERROR_NOT_AVAILABLE,
-    ERROR_UNKNOWN_CHANNEL,
-    ERROR_UNRECOVERABLE_POSITION,
-    ClientError,
+from gateway.cluster.router import Reply, Router
+from gateway.core.errors import ClientError
+from gateway.core.model import (
+    ClientInfo,
+    Done,
+    DoneErr,
+    HistoryFilter,
+    HistoryResult,
+    PackError,
+    PresenceStats,
+    Publication,
+    PublishOptions,
+    StreamOptions,
+    StreamPosition,
+    SubscribeAnswer,
+    SubscribeRequest,
+    pack_client_info,
+    unpack_client_info,
 )
-from gateway.core.history import Stream, is_recovered, new_epoch
-from gateway.protocol.centrifuge_json import encode_publication, encode_push
-from sharding.envelope import FLAG_JOIN_LEAVE
+from gateway.engine import wire
+from gateway.engine.base import BrokerEventHandler, NodeEngine
+from gateway.engine.fanout import NodeFanout
+from gateway.engine.owner import OwnerShard
+from gateway.engine.wire import Op
+from gateway.obs.stats import Stats
+from sharding.envelope import FLAG_HANDOFF_DONE, Envelope, Kind
+from sharding.hashing import owner
 
-__all__ = ["OwnerShard", "Fanout"]
+__all__ = ["MemoryEngine", "ERROR_RELOADING"]
 
-_IDEMPOTENCY_WINDOW = 300.0
-_IDEMPOTENCY_MAX = 10_000
+log = logging.getLogger("shardgate.engine")
 
-# fanout(channel, slots, offset, epoch, flags, push_bytes): deliver an encoded push to the
-# local subscribers of `channel` in each slot (the owner's own slot included).
-Fanout = Callable[[str, Iterable[int], int, str, int, bytes], None]
+T = TypeVar("T")
 
-
-@dataclass(slots=True)
-class _Channel:
-    """Owner-side state of one channel."""
-
-    stream: Stream | None = None
-    presence: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # client -> (slot, info)
-    interest: dict[int, int] = field(default_factory=dict)  # slot -> local subscriber count
-
-    def idle(self) -> bool:
-        return not self.presence and not self.interest and self.stream is None
+# The owner is handing its channels to a reloaded successor: retry in a moment.
+ERROR_RELOADING = ClientError(100, "internal server error: channel owner reloading", temporary=True)
+_ERROR_INTERNAL = ClientError(100, "internal server error", temporary=True)
+_OWNER_CACHE_SIZE = 65_536
 
 
-class OwnerShard:
-    """State of the channels owned by one slot."""
+class MemoryEngine:
+    """Broker and PresenceManager over per-core owners (one instance per worker)."""
 
-    def __init__(self, config: Config, fanout: Fanout, clock: Callable[[], float], rng: random.Random) -> None:
-        self._config = config
-        self._fanout = fanout
-        self._clock = clock
-        self._rng = rng
-        self._channels: dict[str, _Channel] = {}
-        # Server API idempotency keys: (channel, key) -> (valid until, result), like Centrifugo's 5 min.
-        self._idempotent: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+    def __init__(self, router: Router, handler: BrokerEventHandler, clock: Callable[[], float],
+                 rng: random.Random, stats: Stats, join_leave: Callable[[str], bool]) -> None:
+        self.router = router
+        self.slot = router.slot
+        self.workers = router.workers
+        self.handler = handler
+        self.clock = clock
+        self.stats = stats
+        self.fanout = NodeFanout(router, handler, clock, stats)
+        self.shard = OwnerShard(self.fanout, clock, rng)
+        self.frozen = False
+        self._join_leave = join_leave
+        self._owners: dict[str, int] = {}
 
-    # -- helpers ------------------------------------------------------------------------------
+    def owner(self, channel: str) -> int:
+        slot = self._owners.get(channel)
+        if slot is None:
+            if len(self._owners) >= _OWNER_CACHE_SIZE:
+                self._owners.clear()  # bounded: hashing is cheap, a burst of new names just recomputes
+            slot = self._owners[channel] = owner(channel, self.workers)
+        return slot
 
-    def _options(self, channel: str) -> ChannelOptions:
-        opts = self._config.channel_options(channel)
-        if opts is None:
-            raise ERROR_UNKNOWN_CHANNEL
-        return opts
+    # -- calling the owner ----------------------------------------------------------------------
 
-    def _channel(self, channel: str) -> _Channel:
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = _Channel()
-        return state
+    def _local(self, done: Done[T], run: Callable[[], T], what: str, channel: str) -> None:
+        if self.frozen:
+            done(None, ERROR_RELOADING)
+            return
+        try:
+            result = run()
+        except ClientError as exc:
+            done(None, exc)
+            return
+        except Exception:
+            log.exception("%s on %r failed", what, channel)
+            done(None, _ERROR_INTERNAL)
+            return
+        done(result, None)
 
-    def _stream(self, channel: str, state: _Channel, opts: ChannelOptions) -> Stream:
-        now = self._clock()
-        stream = state.stream
-        meta_ttl = opts.history_meta_ttl or self._config.channel.history_meta_ttl
-        if stream is not None and now - stream.touched_at > meta_ttl:
-            stream = None  # the position expired: a new epoch tells clients the old one is gone
-        if stream is None:
-            stream = state.stream = Stream(new_epoch(self._rng), opts.history_size, opts.history_ttl, now)
-        return stream
+    def _remote(self, slot: int, op: Op, channel: str, payload: bytes, done: Done[T],
+                decode: Callable[[bytes], T], on_late: Callable[[], None] | None = None) -> None:
+        def reply(raw: bytes | None, error: ClientError | None) -> None:
+            if error is not None or raw is None:
+                done(None, error or _ERROR_INTERNAL)
+                return
+            try:
+                result = decode(raw)
+            except (PackError, ValueError, TypeError, orjson.JSONDecodeError):
+                log.exception("bad answer to op %s on %r from slot %d", op.name, channel, slot)
+                done(None, _ERROR_INTERNAL)
+                return
+            done(result, None)
 
-    def _maybe_forget(self, channel: str, state: _Channel) -> None:
-        if state.idle():
-            self._channels.pop(channel, None)
+        self.router.request(slot, op, channel, payload, reply, on_late=on_late)
 
-    def _slots(self, state: _Channel) -> tuple[int, ...]:
-        return tuple(state.interest)  # entries are removed when their count reaches 0
+    def _notify(self, op: Op, channel: str, payload: bytes, run: Callable[[OwnerShard], None]) -> None:
+        slot = self.owner(channel)
+        if slot != self.slot:
+            self.router.notify(slot, op, channel, payload)
+            return
+        if self.frozen:
+            return  # retiring after a handoff: the successor owns this state now
+        try:
+            run(self.shard)
+        except Exception:
+            log.exception("owner op %s on %r failed", op.name, channel)
 
-    # -- operations (request bodies are JSON-shaped dicts) -------------------------------------
+    # -- Broker ---------------------------------------------------------------------------------
 
-    def handle(self, method: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
-        """Run one owner operation; raises ClientError for the requester."""
-        handler = self._handlers.get(method)
-        if handler is None:
-            raise ClientError(104, "method not found")
-        channel = body.get("channel")
-        if not isinstance(channel, str) or not channel:
-            raise ERROR_BAD_REQUEST
-        return handler(self, channel, body, origin)
-
-    def publish(self, channel: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
-        opts = self._options(channel)
-        key = body.get("idempotency_key")
-        if key:
-            cache_key = (channel, str(key))
-            cached = self._idempotent.get(cache_key)
-            if cached is not None and cached[0] > self._clock():
-                return cached[1]
-            result = self._publish(channel, body, opts)
-            self._idempotent[cache_key] = (self._clock() + _IDEMPOTENCY_WINDOW, result)
-            if len(self._idempotent) > _IDEMPOTENCY_MAX:
-                now = self._clock()
-                for k in [k for k, (until, _) in self._idempotent.items() if until <= now]:
-                    del self._idempotent[k]
-                while len(self._idempotent) > _IDEMPOTENCY_MAX:
-                    del self._idempotent[next(iter(self._idempotent))]
-            return result
-        return self._publish(channel, body, opts)
-
-    def _publish(self, channel: str, body: dict[str, Any], opts: ChannelOptions) -> dict[str, Any]:
-        state = self._channels.get(channel)
-        offset, epoch = 0, ""
-        if opts.history_enabled and not body.get("skip_history"):
-            state = state or self._channel(channel)
-            stream = self._stream(channel, state, opts)
-            offset, epoch = stream.next_offset(), stream.epoch
-            pub = encode_publication(body.get("data"), offset, body.get("info"), body.get("tags"))
-            stream.append(offset, pub, self._clock())
+    def publish(self, channel: str, pub: Publication, opts: PublishOptions, done: Done[StreamPosition]) -> None:
+        slot = self.owner(channel)
+        if slot == self.slot:
+            self._local(done, lambda: self.shard.publish(channel, pub, opts), "publish", channel)
         else:
-            pub = encode_publication(body.get("data"), 0, body.get("info"), body.get("tags"))
-        if state is not None:
-            self._fanout(channel, self._slots(state), offset, epoch, 0, encode_push(channel, "pub", pub))
-        result: dict[str, Any] = {}
-        if offset:
-            result = {"offset": offset, "epoch": epoch}
-        return result
+            self._remote(slot, Op.PUBLISH, channel, wire.encode_publish(pub, opts), done, wire.decode_position)
 
-    def subscribe(self, channel: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
-        """Register a subscriber on ``origin``; answer its stream position and recovery."""
-        opts = self._options(channel)
-        state = self._channel(channel)
-        state.interest[origin] = state.interest.get(origin, 0) + 1
-        info = body.get("info") or {}
-        client = str(info.get("client", ""))
-        if opts.presence and client:
-            state.presence[client] = (origin, info)
-        if opts.join_leave and client:
-            push = encode_push(channel, "join", orjson.dumps({"info": info}))
-            self._fanout(channel, self._slots(state), 0, "", FLAG_JOIN_LEAVE, push)
-        result: dict[str, Any] = {}
-        if body.get("positioned") and opts.history_enabled:
-            stream = self._stream(channel, state, opts)
-            result = {"epoch": stream.epoch, "offset": stream.top}
-            if body.get("recover"):
-                limit = self._config.client.recovery_max_publication_limit
-                req_offset = int(body.get("offset") or 0)
-                req_epoch = str(body.get("epoch") or "")
-                items = []
-                if not req_epoch or req_epoch == stream.epoch:
-                    items = stream.read(self._clock(), limit=limit, since=req_offset)
-                recovered = is_recovered(items, req_offset, req_epoch, stream.epoch, stream.top)
-                result["recovered"] = recovered
-                if recovered:
-                    result["publications"] = [orjson.Fragment(item.publication) for item in items]
-        return result
+    def publish_join(self, channel: str, info: ClientInfo) -> None:
+        self._notify(Op.JOIN, channel, pack_client_info(info), lambda s: s.join(channel, info))
 
-    def unsubscribe(self, channel: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
-        """A subscriber on ``origin`` left (one-way notify)."""
-        state = self._channels.get(channel)
-        if state is None:
-            return {}
-        count = state.interest.get(origin, 0) - 1
-        if count > 0:
-            state.interest[origin] = count
+    def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        self._notify(Op.LEAVE, channel, pack_client_info(info), lambda s: s.leave(channel, info))
+
+    def subscribe(self, channel: str, request: SubscribeRequest, done: Done[SubscribeAnswer]) -> None:
+        slot = self.owner(channel)
+        if slot == self.slot:
+            self._local(done, lambda: self.shard.subscribe(channel, self.slot, request), "subscribe", channel)
         else:
-            state.interest.pop(origin, None)
-        client = str(body.get("client", ""))
-        entry = state.presence.pop(client, None)
-        opts = self._config.channel_options(channel)
-        if opts is not None and opts.join_leave and client:
-            info = entry[1] if entry else body.get("info") or {"user": body.get("user", ""), "client": client}
-            push = encode_push(channel, "leave", orjson.dumps({"info": info}))
-            self._fanout(channel, self._slots(state), 0, "", FLAG_JOIN_LEAVE, push)
-        self._maybe_forget(channel, state)
-        return {}
+            # A subscribe that succeeds after we gave up registered a subscriber: undo it.
+            self._remote(slot, Op.SUBSCRIBE, channel, wire.encode_subscribe(request), done,
+                         wire.decode_subscribe_answer, on_late=lambda: self.unsubscribe(channel))
 
-    def presence(self, channel: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
-        if not self._options(channel).presence:
-            raise ERROR_NOT_AVAILABLE
-        state = self._channels.get(channel)
-        entries = state.presence if state else {}
-        return {"presence": {client: info for client, (_, info) in entries.items()}}
+    def unsubscribe(self, channel: str) -> None:
+        self._notify(Op.UNSUBSCRIBE, channel, b"", lambda s: s.unsubscribe(channel, self.slot))
 
-    def presence_stats(self, channel: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
-        if not self._options(channel).presence:
-            raise ERROR_NOT_AVAILABLE
-        state = self._channels.get(channel)
-        entries = state.presence if state else {}
-        users = {str(info.get("user", "")) for _, info in entries.values()}
-        return {"num_clients": len(entries), "num_users": len(users)}
+    def history(self, channel: str, filter: HistoryFilter, stream: StreamOptions,
+                done: Done[HistoryResult]) -> None:
+        slot = self.owner(channel)
+        if slot == self.slot:
+            self._local(done, lambda: self.shard.history(channel, filter, stream), "history", channel)
+        else:
+            self._remote(slot, Op.HISTORY, channel, wire.encode_history(filter, stream), done,
+                         wire.decode_history_result)
 
-    def history(self, channel: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
-        opts = self._options(channel)
-        if not opts.history_enabled:
-            raise ERROR_NOT_AVAILABLE
-        state = self._channel(channel)
-        stream = self._stream(channel, state, opts)
-        limit = int(body.get("limit") or 0)
-        since = body.get("since")
-        since_offset: int | None = None
-        if isinstance(since, dict):
-            since_epoch = str(since.get("epoch") or "")
-            if since_epoch and since_epoch != stream.epoch:
-                raise ERROR_UNRECOVERABLE_POSITION
-            since_offset = int(since.get("offset") or 0)
-        items = stream.read(self._clock(), limit=limit, since=since_offset, reverse=bool(body.get("reverse")))
-        return {
-            "publications": [orjson.Fragment(item.publication) for item in items],
-            "epoch": stream.epoch,
-            "offset": stream.top,
-        }
+    def remove_history(self, channel: str, done: DoneErr) -> None:
+        def finish(result: bool | None, error: ClientError | None) -> None:
+            done(error)
 
-    def history_remove(self, channel: str, body: dict[str, Any], origin: int) -> dict[str, Any]:
-        state = self._channels.get(channel)
-        if state is not None and state.stream is not None:
-            state.stream.clear()
-        return {}
+        def run() -> bool:
+            self.shard.remove_history(channel)
+            return True
 
-    _handlers: dict[str, Callable[[OwnerShard, str, dict[str, Any], int], dict[str, Any]]] = {
-        "publish": publish,
-        "subscribe": subscribe,
-        "unsubscribe": unsubscribe,
-        "presence": presence,
-        "presence_stats": presence_stats,
-        "history": history,
-        "history_remove": history_remove,
-    }
+        slot = self.owner(channel)
+        if slot == self.slot:
+            self._local(finish, run, "remove_history", channel)
+        else:
+            self._remote(slot, Op.REMOVE_HISTORY, channel, b"", finish, lambda raw: True)
 
-    # -- slot lifecycle -----------------------------------------------------------------------
+    # -- PresenceManager ------------------------------------------------------------------------
+
+    def add_presence(self, channel: str, info: ClientInfo) -> None:
+        self._notify(Op.PRESENCE_ADD, channel, pack_client_info(info),
+                     lambda s: s.add_presence(channel, self.slot, info))
+
+    def remove_presence(self, channel: str, client: str, user: str) -> None:
+        self._notify(Op.PRESENCE_REMOVE, channel, client.encode(), lambda s: s.remove_presence(channel, client))
+
+    def presence(self, channel: str, done: Done[dict[str, ClientInfo]]) -> None:
+        slot = self.owner(channel)
+        if slot == self.slot:
+            self._local(done, lambda: self.shard.presence(channel), "presence", channel)
+        else:
+            self._remote(slot, Op.PRESENCE, channel, b"", done, wire.decode_presence)
+
+    def presence_stats(self, channel: str, done: Done[PresenceStats]) -> None:
+        slot = self.owner(channel)
+        if slot == self.slot:
+            self._local(done, lambda: self.shard.presence_stats(channel), "presence_stats", channel)
+        else:
+            self._remote(slot, Op.PRESENCE_STATS, channel, b"", done, wire.decode_presence_stats)
+
+    # -- the owner's side of the bus (the node routes engine operations here) -------------------
+
+    def handle_request(self, op: int, channel: str, payload: bytes, origin: int, reply: Reply) -> None:
+        """An operation another slot routed here; answered synchronously."""
+        reply(self._run_request(op, channel, payload, origin), None)
+
+    def _run_request(self, op: int, channel: str, payload: bytes, origin: int) -> bytes:
+        if self.frozen:
+            raise ERROR_RELOADING
+        shard = self.shard
+        if op == Op.PUBLISH:
+            pub, opts = wire.decode_publish(payload)
+            return wire.encode_position(shard.publish(channel, pub, opts))
+        if op == Op.SUBSCRIBE:
+            return wire.encode_subscribe_answer(shard.subscribe(channel, origin, wire.decode_subscribe(payload)))
+        if op == Op.HISTORY:
+            filter, stream = wire.decode_history(payload)
+            return wire.encode_history_result(shard.history(channel, filter, stream))
+        if op == Op.REMOVE_HISTORY:
+            shard.remove_history(channel)
+            return b""
+        if op == Op.PRESENCE:
+            return wire.encode_presence(shard.presence(channel))
+        if op == Op.PRESENCE_STATS:
+            return wire.encode_presence_stats(shard.presence_stats(channel))
+        raise ClientError(104, "method not found")
+
+    def handle_notify(self, op: int, channel: str, payload: bytes, origin: int) -> None:
+        if self.frozen:
+            raise ERROR_RELOADING
+        shard = self.shard
+        if op == Op.UNSUBSCRIBE:
+            shard.unsubscribe(channel, origin)
+        elif op == Op.JOIN:
+            shard.join(channel, unpack_client_info(payload))
+        elif op == Op.LEAVE:
+            shard.leave(channel, unpack_client_info(payload))
+        elif op == Op.PRESENCE_ADD:
+            shard.add_presence(channel, origin, unpack_client_info(payload))
+        elif op == Op.PRESENCE_REMOVE:
+            shard.remove_presence(channel, payload.decode())
+        elif op == Op.STREAM_LOST:
+            self.handler.handle_stream_lost(channel)
+
+    def handle_delivery(self, env: Envelope) -> None:
+        self.fanout.handle_delivery(env)
+
+    # -- slot lifecycle and reload handoff ------------------------------------------------------
 
     def forget_slot(self, slot: int) -> None:
-        """Slot ``slot`` restarted: its subscribers and presence entries are gone everywhere."""
-        for channel, state in list(self._channels.items()):
-            state.interest.pop(slot, None)
-            gone = [client for client, (origin, _) in state.presence.items() if origin == slot]
-            opts = self._config.channel_options(channel)
-            for client in gone:
-                _, info = state.presence.pop(client)
-                if opts is not None and opts.join_leave:
-                    push = encode_push(channel, "leave", orjson.dumps({"info": info}))
-                    self._fanout(channel, self._slots(state), 0, "", FLAG_JOIN_LEAVE, push)
-            self._maybe_forget(channel, state)
+        """Slot ``slot`` lost its memory: drop its subscribers and presence here."""
+        self.shard.forget_slot(slot, self._join_leave)
 
-    # -- reload handoff -------------------------------------------------------------------------
+    def freeze(self) -> None:
+        """Stop changing owned channels: their state is being handed to a successor."""
+        self.frozen = True
 
-    def export_channels(self) -> list[tuple[str, dict[str, Any]]]:
-        """Everything a successor needs to continue these streams exactly: epoch, top
-        offset, retained publications, presence and which slots subscribe."""
-        out = []
-        now = self._clock()
-        keys: dict[str, dict[str, Any]] = {}
-        for (channel, key), (until, result) in self._idempotent.items():
-            if until > now:
-                keys.setdefault(channel, {})[key] = [until, result]
-        for name, state in self._channels.items():
-            doc: dict[str, Any] = {
-                "presence": {client: [slot, info] for client, (slot, info) in state.presence.items()},
-                "interest": {str(slot): n for slot, n in state.interest.items()},
-                # Publish retries that straddle the handoff must not publish twice.
-                "idempotent": keys.get(name, {}),
-            }
-            stream = state.stream
-            if stream is not None:
-                doc["stream"] = {
-                    "epoch": stream.epoch, "top": stream.top, "size": stream.size, "ttl": stream.ttl,
-                    "touched_at": stream.touched_at,
-                    "items": [[i.offset, i.expires_at, i.publication.decode()] for i in stream.items()],
-                }
-            out.append((name, doc))
-        return out
+    def handoff_envelopes(self) -> list[Envelope]:
+        envs = [Envelope(Kind.HANDOFF, self.slot, channel=name, payload=orjson.dumps(doc))
+                for name, doc in self.shard.export_channels()]
+        envs.append(Envelope(Kind.HANDOFF, self.slot, flags=FLAG_HANDOFF_DONE,
+                             payload=orjson.dumps({"channels": len(envs)})))
+        return envs
 
-    def import_channel(self, name: str, doc: dict[str, Any]) -> None:
-        state = self._channel(name)
-        for key, (until, result) in doc.get("idempotent", {}).items():
-            self._idempotent[(name, key)] = (float(until), result)
-        for client, (slot, info) in doc.get("presence", {}).items():
-            state.presence[client] = (int(slot), info)
-        for slot, n in doc.get("interest", {}).items():
-            if int(n) > 0:
-                state.interest[int(slot)] = int(n)
-        st = doc.get("stream")
-        if st is not None:
-            stream = Stream(st["epoch"], int(st["size"]), float(st["ttl"]), float(st["touched_at"]))
-            stream.restore(int(st["top"]), [(int(o), float(e), p.encode()) for o, e, p in st["items"]])
-            state.stream = stream
+    def install_handoff(self, env: Envelope) -> bool:
+        """Install one handoff message; True after the last one."""
+        if env.flags & FLAG_HANDOFF_DONE:
+            # The predecessor's own subscribers are being disconnected: drop their presence
+            # and subscriber counts, as if that slot restarted, but keep the streams.
+            self.forget_slot(self.slot)
+            self.frozen = False
+            log.info("handoff: installed %s channels from the previous worker",
+                     orjson.loads(env.payload).get("channels"))
+            return True
+        self.shard.import_channel(env.channel, orjson.loads(env.payload))
+        return False
 
-    def stats(self) -> dict[str, int]:
-        return {"channels": len(self._channels)}
+    def owned_channels(self) -> int:
+        return self.shard.stats()["channels"]
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+
+_: type[NodeEngine] = MemoryEngine

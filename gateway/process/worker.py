@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -83,7 +84,10 @@ class Worker:
     def __init__(self, spec: WorkerSpec, loop: asyncio.AbstractEventLoop) -> None:
         self.spec = spec
         self.loop = loop
-        self.node = Node(spec.config, spec.slot, spec.workers, loop, time.time, random.Random())
+        # One node id for all workers of this supervisor: how other nodes tell nodes apart.
+        node_id = f"{socket.gethostname()}-{spec.supervisor_pid}-{spec.port}"
+        self.node = Node(spec.config, spec.slot, spec.workers, loop, time.time, random.Random(), node_id=node_id,
+                         node_name=f"{socket.gethostname()}:{spec.port}")
         self.bus: ZmqBus | None = None
         self.servers: list[Any] = []
         self.http: Any = None
@@ -97,11 +101,14 @@ class Worker:
         successor = spec.successor
         # A successor owns nothing until its predecessor's state arrives.
         self.node.frozen = successor
+        await self.node.engine.start()
+        if self.node.cluster is not None and spec.slot == 0:
+            self.node.cluster.start()
         if spec.workers > 1:
             peers = {slot: path for slot, path in enumerate(spec.endpoints) if slot != spec.slot}
-            self.bus = ZmqBus(spec.endpoints[spec.slot], peers, self.loop, self.node.on_envelope,
+            self.bus = ZmqBus(spec.endpoints[spec.slot], peers, self.loop, self.node.router.on_envelope,
                               self.node.metrics.bus_batch.observe)
-            self.node.on_peer_change = self._maybe_ready
+            self.node.router.on_peer_change = self._maybe_ready
             self.node.on_handoff_done = self._after_handoff
             self.node.attach_bus(self.bus, announce=not successor)
         # A successor binds the client port now (so the port never goes unbound) but only
@@ -126,7 +133,7 @@ class Worker:
         self.loop.create_task(self._serve_after_handoff())
 
     async def _serve_after_handoff(self) -> None:
-        self.node.announce(handoff=True)
+        self.node.router.announce(handoff=True)
         for server in self.servers:
             await server.start_serving()
         self.http = await start_http_server(self.node, self.spec.host, self.spec.internal_port, self.ssl)
@@ -183,6 +190,9 @@ class Worker:
         if self.http is not None:
             await self.http.cleanup()
         self.node.close()
+        if self.node.cluster is not None:
+            self.node.cluster.close()
+        await self.node.engine.close()
         if self.bus is not None:
             self.bus.close()
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.core.errors import DISCONNECT_BAD_REQUEST, ERROR_BAD_REQUEST, WS_INVALID_TEXT, ClientError, Disconnect
+from gateway.core.model import ClientInfo, Publication
 
 __all__ = [
     "METHODS",
@@ -27,6 +28,10 @@ __all__ = [
     "client_info",
     "dumps",
     "push_prefix",
+    "JsonCodec",
+    "JSON",
+    "encode_client_info",
+    "encode_model_publication",
 ]
 
 # Request fields of Command, in proto field order (the first non-null one wins).
@@ -136,9 +141,32 @@ def client_info(user: str, client: str, conn_info: Any = None, chan_info: Any = 
     return info
 
 
+def encode_client_info(info: ClientInfo) -> bytes:
+    """ClientInfo (§1.6) from the model; the info fields are raw JSON, embedded as they are."""
+    out = b'{"user":' + orjson.dumps(info.user) + b',"client":' + orjson.dumps(info.client)
+    if info.conn_info is not None:
+        out += b',"conn_info":' + info.conn_info
+    if info.chan_info is not None:
+        out += b',"chan_info":' + info.chan_info
+    return out + b"}"
+
+
+def encode_model_publication(pub: Publication) -> bytes:
+    """A Publication object (§1.6) from the model; zero-valued fields are omitted as Go's
+    encoder does."""
+    out = b'{"data":' + pub.data
+    if pub.info is not None:
+        out += b',"info":' + encode_client_info(pub.info)
+    if pub.offset:
+        out += b',"offset":' + str(pub.offset).encode()
+    if pub.tags:
+        out += b',"tags":' + orjson.dumps(pub.tags)
+    return out + b"}"
+
+
 def encode_publication(data: Any, offset: int = 0, info: dict[str, Any] | None = None,
                        tags: dict[str, str] | None = None) -> bytes:
-    """A Publication object; zero-valued fields are omitted as Go's encoder does."""
+    """A Publication object from JSON values; zero-valued fields are omitted as Go's encoder does."""
     pub: dict[str, Any] = {"data": data}
     if info is not None:
         pub["info"] = info
@@ -149,14 +177,43 @@ def encode_publication(data: Any, offset: int = 0, info: dict[str, Any] | None =
     return dumps(pub)
 
 
+def _default(value: Any) -> Any:
+    """Model values inside reply dicts: encoded by this codec, embedded as they are."""
+    if isinstance(value, Publication):
+        return orjson.Fragment(encode_model_publication(value))
+    if isinstance(value, ClientInfo):
+        return orjson.Fragment(encode_client_info(value))
+    raise TypeError(type(value).__name__)
+
+
 def dumps(value: Any) -> bytes:
     """orjson.dumps, refusing what it cannot encode (JSON nested deeper than orjson's
     output limit, although its parser accepted it) as a bad request, not an internal error.
+    Model values (Publication, ClientInfo) inside ``value`` are encoded by this codec.
 
     Raises:
         ClientError: 107.
     """
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_default, option=orjson.OPT_PASSTHROUGH_DATACLASS)
     except orjson.JSONEncodeError:
         raise ERROR_BAD_REQUEST from None
+
+
+class JsonCodec:
+    """The Centrifugo JSON codec as the hub uses it: pushes from model values, each encoded
+    once per publication and written as the same bytes to every JSON subscriber."""
+
+    name = "json"
+
+    def publication_push(self, channel: str, pub: Publication) -> bytes:
+        return push_prefix(channel) + b'"pub":' + encode_model_publication(pub) + b"}}"
+
+    def join_push(self, channel: str, info: ClientInfo) -> bytes:
+        return push_prefix(channel) + b'"join":{"info":' + encode_client_info(info) + b"}}}"
+
+    def leave_push(self, channel: str, info: ClientInfo) -> bytes:
+        return push_prefix(channel) + b'"leave":{"info":' + encode_client_info(info) + b"}}}"
+
+
+JSON = JsonCodec()

@@ -1,14 +1,16 @@
 """Channel and application commands: publish, presence, history, rpc, send.
 
-Handlers take the :class:`gateway.session.session.Session` that received the command; they check
-permissions from the namespace options and hand the work to the channel's owner (or to
+Handlers take the :class:`gateway.session.session.Session` that received the command;
+they check permissions from the namespace options and hand the work to the engine (or to
 the RPC registry). Errors are raised and classified by ``Session.fail``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import orjson
 
 from gateway.core.errors import (
     DISCONNECT_NOT_AVAILABLE,
@@ -17,12 +19,18 @@ from gateway.core.errors import (
     ERROR_NOT_AVAILABLE,
     ERROR_PERMISSION_DENIED,
 )
-from gateway.core.history import history_request
+from gateway.core.history import history_filter
+from gateway.core.model import (
+    ClientInfo,
+    HistoryResult,
+    PresenceStats,
+    Publication,
+    PublishOptions,
+    StreamPosition,
+)
 from gateway.protocol.centrifuge_json import Command
 from gateway.session.rpc import RpcContext
-
-if TYPE_CHECKING:
-    from gateway.session.session import Session
+from gateway.session.session import Session
 
 __all__ = ["allowed", "history", "presence", "publish", "rpc", "send"]
 
@@ -46,13 +54,17 @@ def publish(session: Session, cmd: Command) -> None:
         raise ERROR_PERMISSION_DENIED
     if "data" not in cmd.body:
         raise ERROR_BAD_REQUEST
-    sub = session.subs.get(channel)
-    request = {
-        "channel": channel,
-        "data": cmd.body["data"],
-        "info": session.client_info(sub.chan_info if sub else None),
-    }
-    session.owner_call(cmd, channel, request, lambda res: session.reply(cmd, {}))
+    try:
+        data = orjson.dumps(cmd.body["data"])
+    except orjson.JSONEncodeError:
+        raise ERROR_BAD_REQUEST from None
+    pub = Publication(data, session.client_info(session.chan_info(channel)))
+    session.node.engine.publish(channel, pub, PublishOptions(session.stream_options(opts)),
+                                session.answer(cmd, lambda position: _published(session, cmd, position)))
+
+
+def _published(session: Session, cmd: Command, position: StreamPosition) -> None:
+    session.reply(cmd, {})
 
 
 def _require(session: Session, channel: str, enabled: bool, for_subscriber: bool, for_client: bool,
@@ -65,11 +77,24 @@ def _require(session: Session, channel: str, enabled: bool, for_subscriber: bool
 
 
 def presence(session: Session, cmd: Command) -> None:
+    """``presence`` and ``presence_stats``."""
     channel = session.channel_of(cmd)
     opts = session.options_for(channel)
     _require(session, channel, opts.presence, opts.allow_presence_for_subscriber, opts.allow_presence_for_client,
              opts.allow_presence_for_anonymous)
-    session.owner_call(cmd, channel, {"channel": channel}, lambda res: session.reply(cmd, res))
+    engine = session.node.engine
+    if cmd.method == "presence_stats":
+        engine.presence_stats(channel, session.answer(cmd, lambda stats: _stats(session, cmd, stats)))
+    else:
+        engine.presence(channel, session.answer(cmd, lambda entries: _presence(session, cmd, entries)))
+
+
+def _presence(session: Session, cmd: Command, entries: dict[str, ClientInfo]) -> None:
+    session.reply(cmd, {"presence": entries})
+
+
+def _stats(session: Session, cmd: Command, stats: PresenceStats) -> None:
+    session.reply(cmd, {"num_clients": stats.num_clients, "num_users": stats.num_users})
 
 
 def history(session: Session, cmd: Command) -> None:
@@ -77,9 +102,17 @@ def history(session: Session, cmd: Command) -> None:
     opts = session.options_for(channel)
     _require(session, channel, opts.history_enabled, opts.allow_history_for_subscriber,
              opts.allow_history_for_client, opts.allow_history_for_anonymous)
-    max_limit = session.node.config.client.history_max_publication_limit
-    request = history_request(channel, cmd.body, max_limit)
-    session.owner_call(cmd, channel, request, lambda res: session.reply(cmd, res))
+    filter = history_filter(cmd.body, session.node.config.client.history_max_publication_limit)
+    stream = session.stream_options(opts)
+    assert stream is not None  # history_enabled
+    session.node.engine.history(channel, filter, stream,
+                                session.answer(cmd, lambda result: session.reply(cmd, history_reply(result))))
+
+
+def history_reply(result: HistoryResult) -> dict[str, Any]:
+    """The HistoryResult for clients and the server API (model values, encoded by the codec)."""
+    return {"publications": result.publications, "epoch": result.position.epoch,
+            "offset": result.position.offset}
 
 
 # -- rpc and send ---------------------------------------------------------------------------

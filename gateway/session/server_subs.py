@@ -1,24 +1,22 @@
 """Server-side subscriptions: from the connection token's ``channels`` claim (answered in
 the connect reply's ``subs``) and from the server API (announced by ``subscribe`` pushes).
 
-Both go through :meth:`gateway.session.session.Session.start_subscription`, like client-side
-subscribes, so they get the same positions, recovery and owner bookkeeping.
+Both go through :meth:`gateway.session.session.Session.start_subscription`, like
+client-side subscribes, so they get the same positions, recovery, presence and join/leave.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from gateway.core import subscription
 from gateway.core.errors import DISCONNECT_CHANNEL_LIMIT, DISCONNECT_INTERNAL, ClientError
-from gateway.protocol.centrifuge_json import Command, encode_push
-
-if TYPE_CHECKING:
-    from gateway.session.session import Session
+from gateway.protocol.centrifuge_json import Command, dumps, encode_push
+from gateway.session.session import Session
 
 __all__ = ["subscribe_from_api", "subscribe_on_connect"]
 
@@ -41,12 +39,13 @@ def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ..
         recovery = {}
     plans = []
     for channel in dict.fromkeys(channels):
-        opts = node.config.channel_options(channel)
-        if opts is None or len(channel) > node.config.channel.max_length or not channel.isascii():
+        try:
+            opts = node.resolve_channel(channel)
+        except ClientError:
             log.warning("client %s: skipping server-side channel %r (unknown or invalid)", session.client_id, channel)
             continue
         request = recovery.get(channel)
-        plans.append(subscription.plan(channel, opts, request if isinstance(request, dict) else {}))
+        plans.append((subscription.plan(channel, opts, request if isinstance(request, dict) else {}), opts))
     subs: dict[str, Any] = {}
     waiting = len(plans)
     session.hold_pushes()
@@ -71,8 +70,8 @@ def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ..
         session.release_pushes()
         session.reply(cmd, result)
         return
-    for params in plans:
-        session.start_subscription(params, functools.partial(on_subscribed, params.channel))
+    for params, opts in plans:
+        session.start_subscription(params, opts, functools.partial(on_subscribed, params.channel))
 
 
 def subscribe_from_api(session: Session, channel: str, request: dict[str, Any]) -> None:
@@ -81,8 +80,9 @@ def subscribe_from_api(session: Session, channel: str, request: dict[str, Any]) 
     node = session.node
     if not session.connected or channel in session.subs:
         return
-    opts = node.config.channel_options(channel)
-    if opts is None or len(channel) > node.config.channel.max_length or not channel.isascii():
+    try:
+        opts = node.resolve_channel(channel)
+    except ClientError:
         log.warning("client %s: server subscribe to unknown or invalid channel %r", session.client_id, channel)
         return
     limit = node.config.client.channel_limit
@@ -94,12 +94,13 @@ def subscribe_from_api(session: Session, channel: str, request: dict[str, Any]) 
     if isinstance(since, dict):
         wanted = {"recover": True, "offset": since.get("offset") or 0, "epoch": since.get("epoch") or ""}
     expire_at = request.get("expire_at")
+    info = request.get("info")
     try:
         params = subscription.plan(
             channel,
             opts,
             wanted,
-            chan_info=request.get("info"),
+            chan_info=None if info is None else orjson.dumps(info),
             expire_at=expire_at if type(expire_at) is int and expire_at > 0 else None,
         )
     except ClientError:
@@ -111,12 +112,14 @@ def subscribe_from_api(session: Session, channel: str, request: dict[str, Any]) 
         if error is not None or result is None:
             log.warning("client %s: server subscribe to %r failed: %s", session.client_id, channel, error)
             return
+        if not session.is_subscribed(channel):
+            return  # unsubscribed or disconnected while the engine answered
         keys = ("recoverable", "epoch", "offset", "positioned")
         push: dict[str, Any] = {k: result[k] for k in keys if k in result}
         if data is not None:
             push["data"] = data
-        session.write(encode_push(channel, "subscribe", orjson.dumps(push)))
+        session.write_push(encode_push(channel, "subscribe", dumps(push)))
         for pub in result.get("publications") or ():
-            session.write(encode_push(channel, "pub", orjson.dumps(pub)))
+            session.write_push(session.codec.publication_push(channel, pub))
 
-    session.start_subscription(params, done)
+    session.start_subscription(params, opts, done)

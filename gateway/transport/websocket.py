@@ -44,9 +44,11 @@ from gateway.core.errors import (
     WS_INVALID_TEXT,
     WS_MESSAGE_TOO_BIG,
     Disconnect,
+    truncate_reason,
 )
 from gateway.core.limits import ConnectionGate
 from gateway.node import Node
+from gateway.session.handlers import HANDLERS
 from gateway.session.session import Session
 
 __all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed", "FrameListener", "ClientConnection",
@@ -132,7 +134,7 @@ class FrameListener(WSListener):
         if t is None:
             return
         if not t.is_close_frame_sent:
-            t.send_close(WSCloseCode(code if code > 0 else 1000), reason.encode()[:123])
+            t.send_close(WSCloseCode(code if code > 0 else 1000), truncate_reason(reason).encode())
         if code < 3000 and code not in (1000, 1001):
             t.disconnect()  # failing the connection (RFC 6455 §7.1.7): no handshake owed
             return
@@ -227,7 +229,7 @@ class ClientConnection(FrameListener):
     def __init__(self, node: Node) -> None:
         super().__init__(node.config.websocket.message_size_limit)
         self._node = node
-        self.session = Session(node, self)
+        self.session = Session(node, self, HANDLERS)
 
     # -- Transport protocol for the session -----------------------------------------------------
 
@@ -322,6 +324,38 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     return factory
 
 
+# -- picows' private API, in this one place -----------------------------------------------------
+#
+# picows' public ``ws_create_server`` builds its (private) ``WSProtocol`` itself, so a server
+# that needs a hook at TCP accept (the per-IP gate below) must build it the same way. These are
+# that constructor's parameters in order, as in picows 2.3.x; tests/unit/test_picows_private_api.py
+# compares them with the installed picows source, so an upgrade that changes them fails loudly
+# there instead of mis-wiring arguments at run time.
+PICOWS_PROTOCOL_PARAMETERS = (
+    "host_port", "ws_path", "is_client_side", "ws_listener_factory", "logger", "disconnect_on_exception",
+    "websocket_handshake_timeout", "enable_auto_ping", "auto_ping_idle_timeout", "auto_ping_reply_timeout",
+    "auto_ping_strategy", "enable_auto_pong", "max_frame_size", "extra_headers", "read_buffer_init_size",
+)
+_SERVER_PROTOCOL_DEFAULTS: dict[str, Any] = {
+    "host_port": None, "ws_path": None, "is_client_side": False,
+    "disconnect_on_exception": True,
+    # No WebSocket-level auto ping: the Centrifugo protocol pings ({}), as Centrifugo does.
+    "enable_auto_ping": False, "auto_ping_idle_timeout": 20, "auto_ping_reply_timeout": 20,
+    "auto_ping_strategy": WSAutoPingStrategy.PING_WHEN_IDLE,
+    "enable_auto_pong": True, "extra_headers": None,
+}
+
+
+def new_server_protocol(cls: type[Any], **kwargs: Any) -> Any:
+    """Build picows' server-side ``WSProtocol`` (or a subclass) by parameter name."""
+    values = {**_SERVER_PROTOCOL_DEFAULTS, **kwargs}
+    missing = [name for name in PICOWS_PROTOCOL_PARAMETERS if name not in values]
+    unknown = [name for name in values if name not in PICOWS_PROTOCOL_PARAMETERS]
+    if missing or unknown:
+        raise TypeError(f"picows WSProtocol: missing {missing}, unknown {unknown}")
+    return cls(*(values[name] for name in PICOWS_PROTOCOL_PARAMETERS))
+
+
 _REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n" \
     b"Connection: close\r\nRetry-After: 1\r\n\r\n%s"
 
@@ -377,15 +411,14 @@ async def start_client_server(node: Node, host: str, port: int, backlog: int = 4
     loop = asyncio.get_running_loop()
 
     def protocol_factory() -> _GatedProtocol:
-        proto = _GatedProtocol(
-            None, None, False, listener_factory, logger,
-            True,  # disconnect_on_exception
-            sg.handshake_timeout,
-            False, 20, 20, WSAutoPingStrategy.PING_WHEN_IDLE,  # no WS-level auto ping: the protocol pings
-            True,  # enable_auto_pong
-            cfg.websocket.message_size_limit,
-            None,  # extra headers
-            1024,  # initial read buffer: picows grows it as needed; 16 KiB each would dominate idle memory
+        proto: _GatedProtocol = new_server_protocol(
+            _GatedProtocol,
+            ws_listener_factory=listener_factory,
+            logger=logger,
+            websocket_handshake_timeout=sg.handshake_timeout,
+            max_frame_size=cfg.websocket.message_size_limit,
+            # picows grows the read buffer as needed; 16 KiB each would dominate idle memory.
+            read_buffer_init_size=1024,
         )
         proto.gate = gate
         proto.clock = node.clock

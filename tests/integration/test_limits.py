@@ -56,7 +56,7 @@ async def test_channel_rules_and_user_limited_channels(gateway_factory) -> None:
     bad = ["with space", "tab\there", "x" * 256, "ünïcode"]
     for i, channel in enumerate(bad):
         reply = await _command(ws, {"id": 10 + i, "subscribe": {"channel": channel}})
-        assert reply["error"] == {"code": 107, "message": "bad request"}, channel  # type: ignore[index]
+        assert reply["error"] == {"code": 107, "message": "bad request: invalid channel name"}, channel  # type: ignore[index]
     assert "subscribe" in await _command(ws, {"id": 20, "subscribe": {"channel": "dialog:chat#42,43"}})
     reply = await _command(ws, {"id": 21, "subscribe": {"channel": "dialog:chat#7,8"}})
     assert reply["error"]["code"] == 103  # type: ignore[index]

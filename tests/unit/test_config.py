@@ -16,7 +16,10 @@ from gateway.config import (
     ClientConfig,
     Config,
     ConfigError,
+    EngineConfig,
     HttpServerConfig,
+    RedisEngineConfig,
+    RedisTlsConfig,
     ShardgateConfig,
     TokenConfig,
     dev_config,
@@ -626,3 +629,79 @@ def test_frozen() -> None:
     config = Config()
     with pytest.raises(AttributeError):
         config.http_server.port = 1  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ engine (Centrifugo v6 engine.*)
+
+def test_engine_defaults_to_memory() -> None:
+    engine = parse_config({}).engine
+    assert engine == EngineConfig()
+    assert engine.type == "memory"
+    r = engine.redis
+    assert (r.prefix, r.connect_timeout, r.io_timeout, r.db, r.presence_ttl) == ("shardgate", 1.0, 4.0, 0, 60.0)
+    assert r.address == () and r.mode == "shards"
+
+
+def test_engine_redis_full() -> None:
+    data = {"engine": {"type": "redis", "redis": {
+        "address": ["redis://127.0.0.1:6379", "127.0.0.1:6380", "rediss://cache.example:6390"],
+        "prefix": "gw", "connect_timeout": "500ms", "io_timeout": "2s", "db": 3, "user": "u",
+        "password": "p", "client_name": "shardgate-1", "presence_ttl": "30s",
+        "tls": {"enabled": True, "cert_pem_file": "c.pem", "key_pem_file": "k.pem", "ca_pem_file": "ca.pem",
+                "insecure_skip_verify": True},
+    }}}
+    r = parse_config(data).engine.redis
+    assert r == RedisEngineConfig(
+        address=("redis://127.0.0.1:6379", "127.0.0.1:6380", "rediss://cache.example:6390"),
+        prefix="gw", connect_timeout=0.5, io_timeout=2.0, db=3, user="u", password="p",
+        client_name="shardgate-1", presence_ttl=30.0,
+        tls=RedisTlsConfig(True, "c.pem", "k.pem", "ca.pem", True))
+    # Same document in TOML form loads equal (a Centrifugo config moves over as-is).
+    toml_text = """
+[engine]
+type = "redis"
+[engine.redis]
+address = "localhost:6379"
+cluster_address = []
+"""
+    import tomllib
+    assert parse_config(tomllib.loads(toml_text)).engine.redis.address == ("localhost:6379",)
+
+
+def test_engine_cluster_and_sentinel() -> None:
+    cluster = parse_config({"engine": {"type": "redis", "redis": {
+        "cluster_address": ["127.0.0.1:7000", "127.0.0.1:7001"]}}}).engine.redis
+    assert cluster.mode == "cluster" and cluster.cluster_address == ("127.0.0.1:7000", "127.0.0.1:7001")
+    sentinel = parse_config({"engine": {"type": "redis", "redis": {
+        "sentinel_address": "127.0.0.1:26379", "sentinel_master_name": "mymaster",
+        "sentinel_password": "s"}}}).engine.redis
+    assert sentinel.mode == "sentinel" and sentinel.sentinel_address == ("127.0.0.1:26379",)
+    assert sentinel.sentinel_password == "s"
+
+
+@pytest.mark.parametrize(
+    ("engine", "key", "fragment"),
+    [
+        ({"type": "redis"}, "engine.redis.address", "needs an address"),
+        ({"type": "redis", "redis": {"address": ""}}, "engine.redis.address", "needs an address"),
+        ({"type": "postgres"}, "engine.type", "must be one of"),
+        ({"redis": {"address": "nohost"}}, "engine.redis.address", "host:port"),
+        ({"redis": {"address": ["127.0.0.1:1", "x:99999"]}}, "engine.redis.address[1]", "host:port"),
+        ({"redis": {"address": 6379}}, "engine.redis.address", "string or list"),
+        ({"redis": {"adress": "127.0.0.1:6379"}}, "engine.redis.adress", "unknown key"),
+        ({"redis": {"tls": {"enabled": True, "cert_pem_file": "c"}}}, "engine.redis.tls.cert_pem_file",
+         "go together"),
+        ({"redis": {"tls": {"server_name": "x"}}}, "engine.redis.tls.server_name", "unknown key"),
+        ({"redis": {"io_timeout": "0s"}}, "engine.redis.io_timeout", "greater than 0"),
+        ({"redis": {"prefix": ""}}, "engine.redis.prefix", "empty"),
+        ({"redis": {"db": -1}}, "engine.redis.db", ">= 0"),
+        ({"redis": {"address": "a:1", "cluster_address": ["b:2"]}}, "engine.redis.cluster_address", "exclusive"),
+        ({"redis": {"sentinel_address": ["a:1"]}}, "engine.redis.sentinel_master_name", "required"),
+        ({"redis": {"sentinel_master_name": "m"}}, "engine.redis.sentinel_address", "required"),
+        ({"redis": {"cluster_address": ["a:1"], "db": 2}}, "engine.redis.db", "only db 0"),
+    ],
+)
+def test_engine_errors(engine: dict[str, Any], key: str, fragment: str) -> None:
+    err = error_of({"engine": engine})
+    assert err.key == key
+    assert fragment in err.message

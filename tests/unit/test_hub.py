@@ -1,32 +1,57 @@
-"""Hub: local subscriber indexes and synchronous fan-out with gap/duplicate detection."""
+"""Hub: local subscriber indexes and synchronous fan-out, encoded once per codec, with
+gap/duplicate detection."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
-from gateway.core.errors import Unsubscribe
+from gateway.core.errors import Disconnect, Unsubscribe
+from gateway.core.model import ClientInfo, Publication, StreamPosition
 from gateway.hub import Hub
-from sharding.envelope import FLAG_JOIN_LEAVE
+from gateway.protocol.centrifuge_json import JSON
+from gateway.protocol.codec import Codec
 
 CH = "news"
+
+
+class CountingCodec:
+    """A codec that counts its encodes and returns a fresh bytes object each time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.encodes: list[tuple[str, str]] = []
+
+    def publication_push(self, channel: str, pub: Publication) -> bytes:
+        self.encodes.append(("pub", channel))
+        return b"%s|pub|%s|%d|%s" % (self.name.encode(), channel.encode(), pub.offset, pub.data)
+
+    def join_push(self, channel: str, info: ClientInfo) -> bytes:
+        self.encodes.append(("join", channel))
+        return b"%s|join|%s|%s" % (self.name.encode(), channel.encode(), info.client.encode())
+
+    def leave_push(self, channel: str, info: ClientInfo) -> bytes:
+        self.encodes.append(("leave", channel))
+        return b"%s|leave|%s|%s" % (self.name.encode(), channel.encode(), info.client.encode())
 
 
 class FakeSub:
     """A connection as the hub sees it; hashable by identity like the real Session."""
 
-    def __init__(self, client_id: str, user: str = "", hub: Hub | None = None,
-                 drop_on_gap: bool = False) -> None:
+    def __init__(self, client_id: str, user: str = "", hub: Hub | None = None, drop_on_gap: bool = False,
+                 codec: Codec = JSON) -> None:
         self.client_id = client_id
         self.user = user
+        self.codec = codec
         self.writes: list[bytes] = []
         self.gaps: list[str] = []
         self.unsubscribed: list[tuple[str, Unsubscribe]] = []
         self._hub = hub
         self._drop_on_gap = drop_on_gap
 
-    def write(self, data: bytes) -> None:
+    def write_push(self, data: bytes) -> None:
         self.writes.append(data)
 
     def on_stream_gap(self, channel: str) -> None:
@@ -38,6 +63,15 @@ class FakeSub:
     def server_unsubscribe(self, channel: str, reason: Unsubscribe) -> None:
         self.unsubscribed.append((channel, reason))
 
+    def close(self, disconnect: Disconnect) -> None:  # pragma: no cover - not used by the hub
+        pass
+
+    def server_subscribe(self, channel: str, request: dict[str, Any]) -> None:  # pragma: no cover
+        pass
+
+    def server_refresh(self, request: dict[str, Any]) -> None:  # pragma: no cover
+        pass
+
     def __repr__(self) -> str:
         return f"FakeSub({self.client_id!r})"
 
@@ -47,12 +81,30 @@ def hub() -> Hub:
     return Hub()
 
 
-def _subs(hub: Hub, n: int, join_leave: bool = False, epoch: str = "", offset: int = 0,
+def pos(offset: int, epoch: str = "E") -> StreamPosition:
+    return StreamPosition(offset, epoch)
+
+
+def publication(data: Any, offset: int = 0) -> Publication:
+    return Publication(orjson.dumps(data), ClientInfo("u", "pub-client"), offset)
+
+
+def deliver(hub: Hub, data: Any, offset: int = 0, epoch: str = "E") -> None:
+    """A publication as the engine hands it over: positionless without an offset."""
+    hub.handle_publication(CH, publication(data, offset), pos(offset, epoch) if offset else None)
+
+
+def received(sub: FakeSub) -> list[Any]:
+    """The publication data each write carried (JSON codec)."""
+    return [orjson.loads(w)["push"]["pub"]["data"] for w in sub.writes]
+
+
+def _subs(hub: Hub, n: int, join_leave: bool = False, position: StreamPosition | None = None,
           channel: str = CH, **kw: Any) -> list[FakeSub]:
     subs = [FakeSub(f"c{i}", f"u{i}", hub, **kw) for i in range(n)]
     for s in subs:
         hub.add_client(s)
-        hub.subscribe(channel, s, join_leave, epoch, offset)
+        hub.subscribe(channel, s, join_leave, position)
     return subs
 
 
@@ -60,9 +112,7 @@ def _subs(hub: Hub, n: int, join_leave: bool = False, epoch: str = "", offset: i
 
 
 def test_add_and_remove_client(hub: Hub) -> None:
-    a = FakeSub("c1", "alice")
-    b = FakeSub("c2", "alice")
-    c = FakeSub("c3", "bob")
+    a, b, c = FakeSub("c1", "alice"), FakeSub("c2", "alice"), FakeSub("c3", "bob")
     for s in (a, b, c):
         hub.add_client(s)
     assert hub.clients == {"c1": a, "c2": b, "c3": c}
@@ -93,20 +143,11 @@ def test_remove_client_twice_is_safe(hub: Hub) -> None:
 
 
 def test_remove_stale_client_keeps_replacement(hub: Hub) -> None:
-    old = FakeSub("c1", "alice")
-    new = FakeSub("c1", "alice")
+    old, new = FakeSub("c1", "alice"), FakeSub("c1", "alice")
     hub.add_client(old)
     hub.add_client(new)  # same id re-registered
     hub.remove_client(old)
     assert hub.clients.get("c1") is new
-
-
-def test_remove_stale_client_keeps_replacement_in_user_index(hub: Hub) -> None:
-    old = FakeSub("c1", "alice")
-    new = FakeSub("c1", "alice")
-    hub.add_client(old)
-    hub.add_client(new)
-    hub.remove_client(old)
     assert list(hub.user_clients("alice")) == [new]
 
 
@@ -128,8 +169,10 @@ def test_user_clients_tolerates_removal_during_iteration(hub: Hub) -> None:
 def test_subscribe_unsubscribe(hub: Hub) -> None:
     a, b = _subs(hub, 2)
     assert hub.num_subscriptions() == 2
+    assert a in hub.channels[CH]
     assert hub.unsubscribe(CH, a) is True
     assert hub.unsubscribe(CH, a) is False
+    assert a not in hub.channels[CH]
     assert hub.num_subscriptions() == 1
     assert hub.unsubscribe(CH, b) is True
     assert CH not in hub.channels
@@ -137,103 +180,162 @@ def test_subscribe_unsubscribe(hub: Hub) -> None:
 
 
 def test_subscribe_sets_position_only_with_epoch(hub: Hub) -> None:
-    a = FakeSub("a")
-    hub.subscribe(CH, a, False, "E", 5)
-    hub.subscribe(CH, FakeSub("b"), False, "", 0)
+    hub.subscribe(CH, FakeSub("a"), False, pos(5))
+    hub.subscribe(CH, FakeSub("b"), False, None)
+    hub.subscribe(CH, FakeSub("c"), False, StreamPosition(0, ""))
     local = hub.channels[CH]
     assert (local.epoch, local.offset) == ("E", 5)
+
+
+def test_unsubscribe_keeps_other_codec_group(hub: Hub) -> None:
+    other = CountingCodec("x")
+    a, b = FakeSub("a"), FakeSub("b", codec=other)
+    hub.subscribe(CH, a, False, None)
+    hub.subscribe(CH, b, False, None)
+    assert hub.unsubscribe(CH, a) is True
+    assert hub.channels[CH].subscribers() == [b]
+    deliver(hub, 1)
+    assert a.writes == [] and len(b.writes) == 1
 
 
 # -- delivery -------------------------------------------------------------------------------
 
 
-def test_deliver_same_bytes_object_to_each(hub: Hub) -> None:
+def test_same_bytes_object_to_each_subscriber(hub: Hub) -> None:
     subs = _subs(hub, 4)
-    data = b'{"push":{"channel":"news","pub":{"data":1}}}'
-    assert hub.deliver(CH, data, 0, "", 0) == 4
+    deliver(hub, {"x": 1}, 1)
+    first = subs[0].writes[0]
     for s in subs:
         assert len(s.writes) == 1
-        assert s.writes[0] is data
+        assert s.writes[0] is first
+    assert orjson.loads(first) == {"push": {"channel": CH, "pub": {
+        "data": {"x": 1}, "info": {"user": "u", "client": "pub-client"}, "offset": 1}}}
+
+
+def test_one_encode_per_codec_per_publication(hub: Hub) -> None:
+    one, two = CountingCodec("one"), CountingCodec("two")
+    ones = [FakeSub(f"a{i}", codec=one) for i in range(3)]
+    twos = [FakeSub(f"b{i}", codec=two) for i in range(2)]
+    for s in ones + twos:
+        hub.subscribe(CH, s, False, None)
+    for n in range(1, 4):
+        deliver(hub, n, n)
+    assert one.encodes == [("pub", CH)] * 3
+    assert two.encodes == [("pub", CH)] * 3
+    for group, codec in ((ones, b"one"), (twos, b"two")):
+        for s in group:
+            assert [w.split(b"|")[0] for w in s.writes] == [codec] * 3
+            assert all(w is r for w, r in zip(s.writes, group[0].writes, strict=True))
+    assert ones[0].writes[0] is not twos[0].writes[0]
 
 
 def test_deliver_to_unknown_channel(hub: Hub) -> None:
-    _subs(hub, 2)
-    assert hub.deliver("other", b"x", 0, "", 0) == 0
-    assert hub.deliver("other", b"x", 1, "E", 0) == 0
+    codec = CountingCodec("c")
+    s = FakeSub("a", codec=codec)
+    hub.subscribe(CH, s, True, None)
+    hub.handle_publication("other", publication(1), None)
+    hub.handle_publication("other", publication(1, 1), pos(1))
+    hub.handle_join("other", ClientInfo("u", "x"))
+    hub.handle_leave("other", ClientInfo("u", "x"))
+    hub.handle_stream_lost("other")
+    assert s.writes == [] and s.gaps == [] and codec.encodes == []
 
 
 def test_join_leave_flag_filters(hub: Hub) -> None:
     wants = [FakeSub("j1"), FakeSub("j2")]
-    plain = [FakeSub("p1")]
+    plain = FakeSub("p1")
     for s in wants:
-        hub.subscribe(CH, s, True, "", 0)
-    for s in plain:
-        hub.subscribe(CH, s, False, "", 0)
-    join = b'{"push":{"channel":"news","join":{}}}'
-    assert hub.deliver(CH, join, 0, "", FLAG_JOIN_LEAVE) == 2
-    assert [s.writes for s in wants] == [[join], [join]]
-    assert plain[0].writes == []
-    pub = b"pub"
-    assert hub.deliver(CH, pub, 0, "", 0) == 3
-    assert plain[0].writes == [pub]
-    assert wants[0].writes == [join, pub]
+        hub.subscribe(CH, s, True, None)
+    hub.subscribe(CH, plain, False, None)
+    joiner = ClientInfo("bob", "c9", b'{"a":1}')
+    hub.handle_join(CH, joiner)
+    hub.handle_leave(CH, joiner)
+    join = {"push": {"channel": CH, "join": {"info": {"user": "bob", "client": "c9", "conn_info": {"a": 1}}}}}
+    leave = {"push": {"channel": CH, "leave": {"info": {"user": "bob", "client": "c9", "conn_info": {"a": 1}}}}}
+    for s in wants:
+        assert [orjson.loads(w) for w in s.writes] == [join, leave]
+    assert wants[0].writes[0] is wants[1].writes[0]
+    assert plain.writes == []
+    deliver(hub, "p")
+    assert received(plain) == ["p"]
+    assert len(wants[0].writes) == 3
+
+
+def test_join_leave_never_to_the_client_itself(hub: Hub) -> None:
+    me, other = FakeSub("me"), FakeSub("other")
+    hub.subscribe(CH, me, True, None)
+    hub.subscribe(CH, other, True, None)
+    hub.handle_join(CH, ClientInfo("u", "me"))
+    hub.handle_leave(CH, ClientInfo("u", "me"))
+    assert me.writes == []
+    assert [orjson.loads(w)["push"].keys() - {"channel"} for w in other.writes] == [{"join"}, {"leave"}]
+
+
+def test_join_encoded_once_per_codec(hub: Hub) -> None:
+    codec = CountingCodec("c")
+    subs = [FakeSub(f"s{i}", codec=codec) for i in range(3)]
+    for s in subs:
+        hub.subscribe(CH, s, True, None)
+    hub.handle_join(CH, ClientInfo("u", "x"))
+    assert codec.encodes == [("join", CH)]
+    assert all(s.writes[0] is subs[0].writes[0] for s in subs)
 
 
 def test_positioned_delivery_tracks_offset(hub: Hub) -> None:
-    (s,) = _subs(hub, 1, epoch="E", offset=2)
+    (s,) = _subs(hub, 1, position=pos(2))
     for off in (3, 4, 5):
-        assert hub.deliver(CH, b"p%d" % off, off, "E", 0) == 1
-    assert s.writes == [b"p3", b"p4", b"p5"]
+        deliver(hub, off, off)
+    assert received(s) == [3, 4, 5]
     assert s.gaps == []
     local = hub.channels[CH]
     assert (local.epoch, local.offset) == ("E", 5)
 
 
 def test_duplicates_skipped(hub: Hub) -> None:
-    (s,) = _subs(hub, 1, epoch="E", offset=2)
-    hub.deliver(CH, b"p3", 3, "E", 0)
-    assert hub.deliver(CH, b"p3-again", 3, "E", 0) == 0
-    assert hub.deliver(CH, b"old", 1, "E", 0) == 0
-    assert s.writes == [b"p3"]
+    (s,) = _subs(hub, 1, position=pos(2))
+    deliver(hub, "p3", 3)
+    deliver(hub, "p3-again", 3)
+    deliver(hub, "old", 1)
+    assert received(s) == ["p3"]
     assert s.gaps == []
     assert hub.channels[CH].offset == 3
 
 
 def test_reply_position_skips_already_seen(hub: Hub) -> None:
-    # A subscribe reply at offset 5 means publications up to 5 were already seen.
-    (s,) = _subs(hub, 1, epoch="E", offset=5)
-    assert hub.deliver(CH, b"p5", 5, "E", 0) == 0
-    assert hub.deliver(CH, b"p6", 6, "E", 0) == 1
-    assert s.writes == [b"p6"]
+    # A subscribe answer at offset 5 means publications up to 5 were already seen.
+    (s,) = _subs(hub, 1, position=pos(5))
+    deliver(hub, "p5", 5)
+    deliver(hub, "p6", 6)
+    assert received(s) == ["p6"]
 
 
 def test_gap_calls_on_stream_gap(hub: Hub) -> None:
-    a, b = _subs(hub, 2, epoch="E", offset=1)
-    hub.deliver(CH, b"p4", 4, "E", 0)  # 2 and 3 were lost
+    a, b = _subs(hub, 2, position=pos(1))
+    deliver(hub, "p4", 4)  # 2 and 3 were lost
     assert a.gaps == [CH] and b.gaps == [CH]
     local = hub.channels[CH]
     assert (local.epoch, local.offset) == ("E", 4)
-    # The next one in sequence is no gap.
-    hub.deliver(CH, b"p5", 5, "E", 0)
+    deliver(hub, "p5", 5)  # the next one in sequence is no gap
     assert a.gaps == [CH]
+    assert received(a) == ["p4", "p5"]  # subscribers that stay still get the data
 
 
 def test_epoch_change_is_a_gap(hub: Hub) -> None:
-    (s,) = _subs(hub, 1, epoch="OLD", offset=7)
-    hub.deliver(CH, b"new1", 1, "NEW", 0)
+    (s,) = _subs(hub, 1, position=pos(7, "OLD"))
+    deliver(hub, "new1", 1, "NEW")
     assert s.gaps == [CH]
     assert (hub.channels[CH].epoch, hub.channels[CH].offset) == ("NEW", 1)
 
 
 def test_epoch_change_with_lower_offset_is_not_duplicate(hub: Hub) -> None:
-    (s,) = _subs(hub, 1, epoch="OLD", offset=7)
-    hub.deliver(CH, b"x", 3, "NEW", 0)
+    (s,) = _subs(hub, 1, position=pos(7, "OLD"))
+    deliver(hub, "x", 3, "NEW")
     assert s.gaps == [CH]
 
 
 def test_gap_subscribers_that_leave_do_not_get_data(hub: Hub) -> None:
-    subs = _subs(hub, 3, epoch="E", offset=1, drop_on_gap=True)
-    assert hub.deliver(CH, b"p9", 9, "E", 0) == 0
+    subs = _subs(hub, 3, position=pos(1), drop_on_gap=True)
+    deliver(hub, "p9", 9)
     for s in subs:
         assert s.gaps == [CH]
         assert s.writes == []
@@ -243,26 +345,103 @@ def test_gap_subscribers_that_leave_do_not_get_data(hub: Hub) -> None:
 def test_gap_with_mixed_subscribers(hub: Hub) -> None:
     positioned = FakeSub("pos", hub=hub, drop_on_gap=True)
     plain = FakeSub("plain", hub=hub)
-    hub.subscribe(CH, positioned, False, "E", 1)
-    hub.subscribe(CH, plain, False, "", 0)
-    assert hub.deliver(CH, b"p3", 3, "E", 0) == 1
+    hub.subscribe(CH, positioned, False, pos(1))
+    hub.subscribe(CH, plain, False, None)
+    deliver(hub, "p3", 3)
     assert positioned.writes == [] and positioned.gaps == [CH]
-    assert plain.writes == [b"p3"]
+    assert received(plain) == ["p3"]
 
 
 def test_unpositioned_channel_accepts_any_offset(hub: Hub) -> None:
     (s,) = _subs(hub, 1)
-    hub.deliver(CH, b"a", 10, "E", 0)
-    hub.deliver(CH, b"b", 11, "E", 0)
+    deliver(hub, "a", 10)
+    deliver(hub, "b", 11)
     assert s.gaps == []
-    assert s.writes == [b"a", b"b"]
+    assert received(s) == ["a", "b"]
 
 
 def test_positionless_push_does_not_move_position(hub: Hub) -> None:
-    (s,) = _subs(hub, 1, join_leave=True, epoch="E", offset=3)
-    hub.deliver(CH, b"join", 0, "", FLAG_JOIN_LEAVE)
-    hub.deliver(CH, b"pub-no-history", 0, "", 0)
+    (s,) = _subs(hub, 1, join_leave=True, position=pos(3))
+    hub.handle_join(CH, ClientInfo("u", "someone"))
+    deliver(hub, "pub-no-history")
     assert (hub.channels[CH].epoch, hub.channels[CH].offset) == ("E", 3)
-    hub.deliver(CH, b"p4", 4, "E", 0)
+    deliver(hub, "p4", 4)
     assert s.gaps == []
-    assert s.writes == [b"join", b"pub-no-history", b"p4"]
+    kinds = [next(iter(orjson.loads(w)["push"].keys() - {"channel"})) for w in s.writes]
+    assert kinds == ["join", "pub", "pub"]
+    assert [orjson.loads(w)["push"]["pub"]["data"] for w in s.writes[1:]] == ["pub-no-history", "p4"]
+
+
+def test_stream_lost_tells_every_subscriber(hub: Hub) -> None:
+    a, b = _subs(hub, 2, position=pos(1))
+    hub.handle_stream_lost(CH)
+    assert a.gaps == [CH] and b.gaps == [CH]
+    assert a.writes == [] and b.writes == []
+
+
+# -- publications that arrive while a subscribe is in flight (the Redis engine) -------------
+
+
+def _pub(offset: int) -> Publication:
+    return Publication(b"%d" % offset, None, offset)
+
+
+def test_publications_during_a_pending_subscribe_reach_the_new_subscriber(hub: Hub) -> None:
+    codec = CountingCodec("c")
+    sub = FakeSub("new", codec=codec)
+    hub.begin_subscribe(CH)
+    for off in (5, 6, 7):  # arrive before the answer, which says the stream stood at 5
+        hub.handle_publication(CH, _pub(off), StreamPosition(off, "E"))
+    hub.subscribe(CH, sub, False, StreamPosition(5, "E"))
+    hub.end_subscribe(CH)
+    assert sub.writes == [b"c|pub|news|6|6", b"c|pub|news|7|7"]
+    assert (hub.channels[CH].epoch, hub.channels[CH].offset) == ("E", 7)
+    hub.handle_publication(CH, _pub(8), StreamPosition(8, "E"))
+    assert sub.writes[-1] == b"c|pub|news|8|8" and sub.gaps == []
+
+
+def test_existing_subscribers_keep_their_position_when_a_late_answer_arrives(hub: Hub) -> None:
+    (old,) = _subs(hub, 1, position=StreamPosition(4, "E"))
+    hub.begin_subscribe(CH)
+    for off in (5, 6):
+        hub.handle_publication(CH, _pub(off), StreamPosition(off, "E"))
+    new = FakeSub("new")
+    hub.subscribe(CH, new, False, StreamPosition(5, "E"))  # read before 6 was published
+    hub.end_subscribe(CH)
+    assert hub.channels[CH].offset == 6  # never moves back
+    assert len(old.writes) == 2 and len(new.writes) == 1
+    hub.handle_publication(CH, _pub(7), StreamPosition(7, "E"))
+    assert old.gaps == [] and new.gaps == []
+
+
+def test_a_new_epoch_in_an_answer_makes_existing_subscribers_recover(hub: Hub) -> None:
+    (old,) = _subs(hub, 1, position=StreamPosition(9, "OLD"))
+    new = FakeSub("new")
+    hub.begin_subscribe(CH)
+    hub.subscribe(CH, new, False, StreamPosition(1, "NEW"))
+    hub.end_subscribe(CH)
+    assert old.gaps == [CH] and new.gaps == []
+    assert (hub.channels[CH].epoch, hub.channels[CH].offset) == ("NEW", 1)
+
+
+def test_pending_buffer_is_bounded(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.hub
+
+    monkeypatch.setattr(gateway.hub, "_PENDING_MAX", 3)
+    hub.begin_subscribe(CH)
+    for off in range(1, 6):
+        hub.handle_publication(CH, _pub(off), StreamPosition(off, "E"))
+    sub = FakeSub("new")
+    hub.subscribe(CH, sub, False, StreamPosition(0, "E"))
+    hub.end_subscribe(CH)
+    assert sub.gaps == [CH]  # too much arrived meanwhile: resubscribe and recover
+
+
+def test_pending_state_is_dropped_after_the_last_answer(hub: Hub) -> None:
+    hub.begin_subscribe(CH)
+    hub.begin_subscribe(CH)
+    hub.end_subscribe(CH)
+    hub.handle_publication(CH, _pub(1), StreamPosition(1, "E"))
+    hub.end_subscribe(CH)
+    hub.handle_publication(CH, _pub(2), StreamPosition(2, "E"))
+    assert hub._pending == {}

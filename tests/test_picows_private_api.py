@@ -1,0 +1,50 @@
+"""picows' private ``WSProtocol`` constructor, which the client endpoint builds by hand (to
+gate connections at TCP accept), must still take the parameters our wrapper passes, in that
+order. picows ships its Cython source; read the signature from it, so an upgrade that
+changes it fails here, loudly, rather than mis-wiring arguments in production."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import picows
+import picows.picows
+
+from gateway.transport.websocket import PICOWS_PROTOCOL_PARAMETERS, new_server_protocol
+
+
+def _installed_parameters() -> tuple[str, ...]:
+    source = Path(picows.__file__).with_name("picows.pyx").read_text()
+    start = source.index("cdef class WSProtocol(")
+    init = re.search(r"def __init__\(self,(.*?)\):", source[start:], re.S)
+    assert init is not None, "picows.pyx: WSProtocol.__init__ not found"
+    names = []
+    for part in init.group(1).split(","):
+        words = part.split("=")[0].split()
+        if words:
+            names.append(words[-1])
+    return tuple(names)
+
+
+def test_constructor_parameters_match_the_wrapper() -> None:
+    assert _installed_parameters() == PICOWS_PROTOCOL_PARAMETERS, (
+        f"picows {picows.__version__} changed WSProtocol.__init__; update new_server_protocol()")
+
+
+async def test_wrapper_builds_a_server_protocol() -> None:
+    proto = new_server_protocol(picows.picows.WSProtocol, ws_listener_factory=lambda request: None,
+                                logger=logging.getLogger("test"), websocket_handshake_timeout=5, max_frame_size=1024,
+                                read_buffer_init_size=1024)
+    assert isinstance(proto, picows.picows.WSProtocol)
+
+
+def test_wrapper_refuses_unknown_or_missing_parameters() -> None:
+    import pytest
+
+    with pytest.raises(TypeError, match="unknown"):
+        new_server_protocol(picows.picows.WSProtocol, ws_listener_factory=None, logger=None,
+                            websocket_handshake_timeout=5, max_frame_size=1, read_buffer_init_size=1, bogus=1)
+    with pytest.raises(TypeError, match="missing"):
+        new_server_protocol(picows.picows.WSProtocol, logger=None)
