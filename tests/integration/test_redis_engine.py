@@ -356,3 +356,15 @@ async def test_server_api_reaches_every_node(two_nodes: tuple[Gateway, Gateway])
     finally:
         await api.close()
         await disconnect_all(target, bystander)
+
+
+async def test_rolling_reload_with_the_redis_engine(redis_server: RedisServer,
+                                                    gateway_factory: Callable[..., Gateway]) -> None:
+    """SIGHUP under continuous publishing: owner workers hand their Redis subscriptions to
+    their successors; every subscriber ends with every publication exactly once, in order,
+    and every resubscribe recovered."""
+    from tests.integration.test_reload import _run_reload
+
+    cfg = redis_config(redis_server)
+    cfg["shardgate"].update({"graceful_timeout": "5s", "drain_window": "1s"})
+    await _run_reload(gateway_factory(cfg), reloads=1)

@@ -56,6 +56,7 @@ from gateway.core.model import (
 from gateway.engine import wire
 from gateway.engine.base import BrokerEventHandler, NodeEngine
 from gateway.engine.fanout import NodeFanout
+from gateway.engine.memory import ERROR_RELOADING
 from gateway.engine.position_check import PositionCheck
 from gateway.engine.redis.pipeline import StoreError, StoreUnavailable
 from gateway.engine.redis.store import RedisStore, check_since
@@ -327,6 +328,10 @@ class RedisEngine:
 
     def _owner_subscribe(self, channel: str, origin: int, request: SubscribeRequest,
                          done: Done[SubscribeAnswer]) -> None:
+        if self.frozen:
+            # Handing this worker's subscriptions to a reload successor: retry in a moment.
+            done(None, ERROR_RELOADING)
+            return
         state = self._owned.get(channel)
         if state is None:
             state = self._owned[channel] = _Owned()
@@ -472,6 +477,8 @@ class RedisEngine:
         if env.flags & FLAG_HANDOFF_DONE:
             self.forget_slot(self.slot)  # the predecessor's own clients are being disconnected
             self.frozen = False
+            log.info("handoff: installed %s channels' subscriptions from the previous worker",
+                     orjson.loads(env.payload).get("channels"))
             return True
         state = self._owned.get(env.channel)
         if state is None:
