@@ -156,3 +156,26 @@ def test_compare() -> None:
             assert res["lost"] == 0 and res["errors"] == 0 and res["disconnects"] == 0, (name, job, res)
         if name != "shardgate":
             assert row["fanout_ratio"] > 0 and row["echo_ratio"] > 0
+
+
+@pytest.mark.usefixtures("redis_bin")
+def test_redis_two_nodes_beside_memory() -> None:
+    """``bench redis``: its own redis-server, memory (1 node) and redis (2 nodes) rows, INFO commandstats."""
+    out = bench_json("redis", "--subscribers", "4", "--rate", "200", "--duration", "1", "--workers", "1",
+                     "--clients", "1", "--drain", str(scaled(5)), "--pipelined", "store",
+                     "--pipelined-count", "2000", "--pipelined-seconds", "1", "--no-reference", timeout=90)
+    rows = {r["name"]: r for r in out["rows"]}
+    assert list(rows) == ["memory", "redis-2-nodes"], out["rows"]
+    for name, row in rows.items():
+        assert "error" not in row, (name, row)
+        assert row["deliveries"] > 0 and row["deliveries_per_s"] > 0, (name, row)
+        assert row["lost"] == 0 and row["errors"] == 0 and row["disconnects"] == 0, (name, row)
+        assert row["deliveries"] == row["published"] * 4, (name, row)
+    redis_row = rows["redis-2-nodes"]
+    # half the subscribers on each node, both measured
+    assert redis_row["latency_publisher_node_ms"]["count"] == redis_row["latency_other_node_ms"]["count"] > 0
+    cpp = out["redis_commands_per_publication"]
+    assert cpp["total"] > 0 and cpp["publications"] == redis_row["published"]
+    assert out["ratios"]["p99"] > 0 and out["ratios"]["deliveries"] > 0
+    assert out["pipelined"]["store"]["per_s"] > 0
+    assert out["redis"]["started"] is True

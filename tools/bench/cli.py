@@ -1,5 +1,6 @@
-"""``shardgate bench``: scenarios connect / fanout / rooms / rpc against a running server, and
-``compare`` (shardgate and the peers one after another, same clients, same payloads).
+"""``shardgate bench``: scenarios connect / fanout / rooms / rpc against a running server, ``compare``
+(shardgate and the peers one after another, same clients, same payloads) and ``redis`` (the Redis
+engine with two nodes beside the memory engine, see ``redis_bench.py``).
 
 Entry point: :func:`main` (``argv`` = everything after ``bench``); also ``python -m tools.bench``.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 from tools.bench.client import Job, Plan
 
-SCENARIOS = ("connect", "fanout", "rooms", "rpc")
+SCENARIOS = ("connect", "fanout", "rooms", "rpc")  # against a running server; compare/redis start their own
 
 EPILOG = """\
 examples (a gateway on 127.0.0.1:8000; SECRET = client.token.hmac_secret_key):
@@ -25,6 +26,7 @@ examples (a gateway on 127.0.0.1:8000; SECRET = client.token.hmac_secret_key):
   shardgate bench rpc     ... --connections 100 --inflight 1
   shardgate bench connect ... --connections 10000 --rate 2000 --clients 2
   shardgate bench compare --token-secret x --subscribers 1000 --duration 5 --json
+  shardgate bench redis   --subscribers 100 --rate 10000 --duration 5 --workers 2
 
 --rate 0 (the default for fanout and rpc) is max-rate mode: fan-out keeps at most --window
 publications in flight end to end (published but not yet received by every subscriber), rpc keeps
@@ -103,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, url=False)
     from tools.bench import compare
     compare.add_arguments(p)
+
+    p = sub.add_parser("redis", help="Redis engine, 2 nodes on one Redis, beside the memory engine (starts "
+                       "redis-server and the nodes itself)")
+    _common(p, url=False)
+    from tools.bench import redis_bench
+    redis_bench.add_arguments(p)
     return parser
 
 
@@ -308,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario == "compare":
         from tools.bench import compare
         return compare.run(args, parser)
+    if args.scenario == "redis":
+        from tools.bench import redis_bench
+        return redis_bench.run(args, parser)
     try:
         check_target(args.url, args.allow_remote)
     except ValueError as exc:

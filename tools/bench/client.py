@@ -61,10 +61,13 @@ class Plan:
 
     index: int
     subs: list[str] = field(default_factory=list)       # one channel per subscriber connection
+    sub_urls: list[str] = field(default_factory=list)   # URL per subscriber (empty: Job.url); another URL
+                                                         # than Job.url counts its latency as "cross"
     sub_slot: int | None = None                          # require subscribers on this worker slot
     pub_conns: int = 0                                   # publisher connections in this process
     pub_channels: list[str] = field(default_factory=list)
     pub_slot: int | None = None
+    pub_url: str = ""                                    # publisher URL (empty: Job.url)
     expected_per_pub: int = 0                            # subscribers per publication (flow control)
     rpc_conns: int = 0
     rpc_rate: float = 0.0                                # this process's share of the rpc rate
@@ -344,13 +347,13 @@ class Runner:
             self.inbox.put_nowait(msg)
 
     # -- connections --------------------------------------------------------------------------------
-    def _url(self) -> str:
+    def _url(self, url: str = "") -> str:
+        url = url or self.job.url
         if self.job.proto == "socketio":
-            base = self.job.url.rstrip("/")
-            return base + "/socket.io/?EIO=4&transport=websocket"
-        return self.job.url
+            return url.rstrip("/") + "/socket.io/?EIO=4&transport=websocket"
+        return url
 
-    async def open_conn(self, timeout: float) -> Conn:
+    async def open_conn(self, timeout: float, url: str = "") -> Conn:
         kwargs: dict[str, Any] = {}
         if self.job.source_ips > 1:
             self.src_i += 1
@@ -358,7 +361,7 @@ class Runner:
         proto = self.job.proto
         proc = self.proc
         _, conn = await asyncio.wait_for(ws_connect(
-            lambda: Conn(proc, proto), self._url(), websocket_handshake_timeout=timeout,
+            lambda: Conn(proc, proto), self._url(url), websocket_handshake_timeout=timeout,
             read_buffer_init_size=self.job.read_buffer, **kwargs), timeout)
         self.user_n += 1
         token = ""
@@ -373,11 +376,11 @@ class Runner:
             raise
         return conn  # type: ignore[no-any-return]
 
-    async def open_on_slot(self, slot: int | None, timeout: float) -> Conn:
+    async def open_on_slot(self, slot: int | None, timeout: float, url: str = "") -> Conn:
         """Open a connection; with ``slot`` set, reconnect until SO_REUSEPORT lands it on that worker."""
         attempts = max(1, 30 * max(1, self.job.server_workers))
         for _ in range(attempts):
-            conn = await self.open_conn(timeout)
+            conn = await self.open_conn(timeout, url)
             if slot is None or conn.slot is None or conn.slot == slot:
                 return conn
             conn.closed = True
@@ -412,15 +415,18 @@ class Runner:
                 room_owner = {}
 
         async def make_sub(i: int) -> Conn:
-            conn = await self.open_on_slot(plan.sub_slot, timeout)
+            url = plan.sub_urls[i] if i < len(plan.sub_urls) else ""
+            conn = await self.open_on_slot(plan.sub_slot, timeout, url)
             await conn.subscribe(plan.subs[i], timeout)
             if room_owner and conn.slot is not None and room_owner.get(plan.subs[i]) != conn.slot:
                 conn.append = self.proc.lat_cross.append
+            elif url and url != (plan.pub_url or job.url):
+                conn.append = self.proc.lat_cross.append  # another node than the publisher's
             conn.handle = conn.sub_handle_cf if job.proto == "centrifugo" else conn.sub_handle_plain
             return conn
 
         async def make_pub(i: int) -> Conn:
-            conn = await self.open_on_slot(plan.pub_slot, timeout)
+            conn = await self.open_on_slot(plan.pub_slot, timeout, plan.pub_url)
             conn.handle = conn.pub_handle
             return conn
 

@@ -8,6 +8,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -59,8 +60,12 @@ class Progress:
 
 
 def run(job: Job, plans: list[Plan], server_pids: list[int], *, tick: float = 0.5, drain: float = 3.0,
-        hold: float = 1.0, progress: bool = True, label: str = "") -> dict[str, Any]:
-    """Run one benchmark with one forked process per plan; bounded by setup_timeout + duration + drain."""
+        hold: float = 1.0, progress: bool = True, label: str = "",
+        on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one benchmark with one forked process per plan; bounded by setup_timeout + duration + drain.
+
+    ``on_phase("go")`` is called once the connections are set up, just before the run starts, and
+    ``on_phase("stop")`` once it has drained (e.g. to read Redis INFO around the run only)."""
     ctx = mp.get_context("fork")
     shared = ctx.RawArray("q", len(plans))
     procs: list[Any] = []
@@ -75,7 +80,7 @@ def run(job: Job, plans: list[Plan], server_pids: list[int], *, tick: float = 0.
         pipes.append(parent)
     prog = Progress(progress)
     try:
-        return _coordinate(job, plans, procs, pipes, server_pids, tick, drain, hold, prog, label)
+        return _coordinate(job, plans, procs, pipes, server_pids, tick, drain, hold, prog, label, on_phase)
     finally:
         prog.done()
         for pipe in pipes:
@@ -91,7 +96,8 @@ def run(job: Job, plans: list[Plan], server_pids: list[int], *, tick: float = 0.
 
 
 def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any], server_pids: list[int],
-                tick: float, drain: float, hold: float, prog: Progress, label: str) -> dict[str, Any]:
+                tick: float, drain: float, hold: float, prog: Progress, label: str,
+                on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
     n = len(plans)
     idx_of = {id(p): i for i, p in enumerate(pipes)}
     # -- setup: every process opens its connections ---------------------------------------------------
@@ -122,6 +128,8 @@ def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any],
     if job.scenario != "connect" and connected == 0:
         raise RuntimeError("no connection could be set up: " + "; ".join(setup_errors))
 
+    if on_phase is not None:
+        on_phase("go")
     server = Meter(server_pids)
     clients = Meter([p.pid for p in procs])
     load_before = os.getloadavg()[0]
@@ -236,6 +244,8 @@ def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any],
             if finished or stalled or time.monotonic() >= drain_deadline:
                 if job.scenario == "connect":
                     rss1 = server.rss()
+                if on_phase is not None:
+                    on_phase("stop")
                 for pipe in pipes:
                     with contextlib.suppress(Exception):
                         pipe.send(("stop",))
@@ -274,6 +284,7 @@ def _coordinate(job: Job, plans: list[Plan], procs: list[Any], pipes: list[Any],
         "client_cpu_pct": round(100 * (run_cpu[2] - c_cpu0) / wall, 1),
         "server_cpu_pct": round(100 * (run_cpu[1] - s_cpu0) / wall, 1) if server.pids else None,
         "server_pids": server.pids, "series": series, "_hist": both,
+        "_hist_same": total, "_hist_cross": cross,  # fanout across nodes: publisher's node / the other
         # 1-minute load average around the run: above the core count, other processes shared the CPUs
         "loadavg": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpu_count": os.cpu_count(),
     }
