@@ -10,7 +10,7 @@ count changes from n-1 to n.
 
 from __future__ import annotations
 
-__all__ = ["fnv1a64", "jump_hash", "owner"]
+__all__ = ["fnv1a64", "jump_hash", "owner", "OwnerCache"]
 
 _FNV64_OFFSET = 0xCBF29CE484222325
 _FNV64_PRIME = 0x100000001B3
@@ -43,3 +43,24 @@ def owner(channel: str, workers: int) -> int:
     if workers == 1:
         return 0
     return jump_hash(fnv1a64(channel.encode("utf-8")), workers)
+
+
+class OwnerCache:
+    """``owner(channel, workers)`` remembered per channel (hashing runs once per name on the
+    hot path), bounded: past ``size`` names it starts over, a burst of new names just
+    recomputes."""
+
+    __slots__ = ("_owners", "size", "workers")
+
+    def __init__(self, workers: int, size: int = 65_536) -> None:
+        self.workers = workers
+        self.size = size
+        self._owners: dict[str, int] = {}
+
+    def __call__(self, channel: str) -> int:
+        slot = self._owners.get(channel)
+        if slot is None:
+            if len(self._owners) >= self.size:
+                self._owners.clear()
+            slot = self._owners[channel] = owner(channel, self.workers)
+        return slot

@@ -185,18 +185,7 @@ def unpack_publication(raw: bytes) -> Publication:
     version, offset, *lengths = _PUB.unpack_from(raw)
     if version != _VERSION:
         raise PackError(f"unknown publication version {version}")
-    fields: list[bytes | None] = []
-    pos = size
-    for n in lengths:
-        if n == _ABSENT:
-            fields.append(None)
-            continue
-        end = pos + n
-        if end > len(raw):
-            raise PackError("truncated publication")
-        fields.append(raw[pos:end])
-        pos = end
-    data, user, client, conn, chan, tags = fields
+    data, user, client, conn, chan, tags = _fields(raw, size, lengths)
     info = None
     if user is not None and client is not None:
         info = ClientInfo(_text(user), _text(client), conn, chan)
@@ -209,6 +198,21 @@ def unpack_publication(raw: bytes) -> Publication:
         if not isinstance(tag_map, dict) or not all(isinstance(v, str) for v in tag_map.values()):
             raise PackError("tags are not a string map")
     return Publication(data or b"null", info, offset, tag_map)
+
+
+def _fields(raw: bytes, pos: int, lengths: list[int]) -> list[bytes | None]:
+    """The length-prefixed fields after the header (``_ABSENT`` = None)."""
+    fields: list[bytes | None] = []
+    for n in lengths:
+        if n == _ABSENT:
+            fields.append(None)
+            continue
+        end = pos + n
+        if end > len(raw):
+            raise PackError("truncated field")
+        fields.append(raw[pos:end])
+        pos = end
+    return fields
 
 
 def _text(raw: bytes) -> str:
@@ -228,16 +232,5 @@ def unpack_client_info(raw: bytes) -> ClientInfo:
     """Raises PackError for anything that is not a packed ClientInfo."""
     if len(raw) < _INFO.size:
         raise PackError("short client info")
-    fields: list[bytes | None] = []
-    pos = _INFO.size
-    for n in _INFO.unpack_from(raw):
-        if n == _ABSENT:
-            fields.append(None)
-            continue
-        end = pos + n
-        if end > len(raw):
-            raise PackError("truncated client info")
-        fields.append(raw[pos:end])
-        pos = end
-    user, client, conn, chan = fields
+    user, client, conn, chan = _fields(raw, _INFO.size, list(_INFO.unpack_from(raw)))
     return ClientInfo(_text(user or b""), _text(client or b""), conn, chan)

@@ -44,7 +44,7 @@ from gateway.engine.owner import OwnerShard
 from gateway.engine.wire import Op
 from gateway.obs.stats import Stats
 from sharding.envelope import FLAG_HANDOFF_DONE, Envelope, Kind
-from sharding.hashing import owner
+from sharding.hashing import OwnerCache
 
 __all__ = ["MemoryEngine", "ERROR_RELOADING"]
 
@@ -55,7 +55,6 @@ T = TypeVar("T")
 # The owner is handing its channels to a reloaded successor: retry in a moment.
 ERROR_RELOADING = ClientError(100, "internal server error: channel owner reloading", temporary=True)
 _ERROR_INTERNAL = ClientError(100, "internal server error", temporary=True)
-_OWNER_CACHE_SIZE = 65_536
 
 
 class MemoryEngine:
@@ -73,15 +72,10 @@ class MemoryEngine:
         self.shard = OwnerShard(self.fanout, clock, rng)
         self.frozen = False
         self._join_leave = join_leave
-        self._owners: dict[str, int] = {}
+        self._owners = OwnerCache(self.workers)
 
     def owner(self, channel: str) -> int:
-        slot = self._owners.get(channel)
-        if slot is None:
-            if len(self._owners) >= _OWNER_CACHE_SIZE:
-                self._owners.clear()  # bounded: hashing is cheap, a burst of new names just recomputes
-            slot = self._owners[channel] = owner(channel, self.workers)
-        return slot
+        return self._owners(channel)
 
     # -- calling the owner ----------------------------------------------------------------------
 

@@ -188,3 +188,13 @@ def test_owner_distribution_roughly_uniform() -> None:
         counts[owner(f"user:{i}", n)] += 1
     for c in counts:
         assert 1600 < c < 2400, counts
+
+
+def test_owner_cache_agrees_with_owner_and_stays_bounded() -> None:
+    from sharding.hashing import OwnerCache
+
+    cache = OwnerCache(workers=5, size=10)
+    names = [f"ch-{i}" for i in range(25)]
+    assert [cache(n) for n in names] == [owner(n, 5) for n in names]
+    assert len(cache._owners) <= 10
+    assert [cache(n) for n in names] == [owner(n, 5) for n in names]

@@ -64,7 +64,7 @@ from gateway.engine.redis.wire import MessageKind, RedisMessage
 from gateway.engine.wire import Op
 from gateway.obs.stats import Stats
 from sharding.envelope import FLAG_HANDOFF_DONE, Envelope, Kind
-from sharding.hashing import owner
+from sharding.hashing import OwnerCache
 
 __all__ = ["RedisEngine", "ERROR_ENGINE_UNAVAILABLE"]
 
@@ -75,7 +75,6 @@ T = TypeVar("T")
 #: Redis did not answer within ``engine.redis.io_timeout`` or is unreachable: temporary.
 ERROR_ENGINE_UNAVAILABLE = ClientError(100, "internal server error: engine unavailable", temporary=True)
 _ERROR_INTERNAL = ClientError(100, "internal server error", temporary=True)
-_OWNER_CACHE_SIZE = 65_536
 
 
 @dataclass(slots=True)
@@ -118,7 +117,7 @@ class RedisEngine:
                                 on_control=on_control, clock=clock, rng=rng)
         self.frozen = False
         self._owned: dict[str, _Owned] = {}
-        self._owners: dict[str, int] = {}
+        self._owners = OwnerCache(self.workers)
         # Presence this worker keeps alive in Redis: re-added every presence_ttl / 3.
         self._presence: dict[tuple[str, str], bytes] = {}
         self._refresher: asyncio.TimerHandle | None = None
@@ -176,12 +175,7 @@ class RedisEngine:
         return self._started and self.store.healthy
 
     def owner(self, channel: str) -> int:
-        slot = self._owners.get(channel)
-        if slot is None:
-            if len(self._owners) >= _OWNER_CACHE_SIZE:
-                self._owners.clear()
-            slot = self._owners[channel] = owner(channel, self.workers)
-        return slot
+        return self._owners(channel)
 
     def _finish(self, future: asyncio.Future[Any], done: Done[T], convert: Callable[[Any], T]) -> None:
         def on_done(f: asyncio.Future[Any]) -> None:
