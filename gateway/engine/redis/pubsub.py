@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,9 @@ class PubSubLink:
         self._io_timeout = io_timeout
         self.wanted: set[str] = set()
         self.confirmed: set[str] = set()
+        # SUBSCRIBE ("S") / UNSUBSCRIBE ("U") sent per channel and not yet answered, in order:
+        # a subscribe is confirmed only by a SUBSCRIBE reply with no UNSUBSCRIBE after it.
+        self._ops: dict[str, deque[str]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._dirty: set[str] = set()
         self._flush_scheduled = False
@@ -82,12 +86,15 @@ class PubSubLink:
         try:
             await ps.connect()
             self.confirmed.clear()
+            self._ops.clear()
             # Everything wanted so far goes in this full subscribe; later changes flush over ps.
             self._dirty.clear()
             names = sorted(self.wanted.union(self._always))
             self._ps = ps
             for i in range(0, len(names), SUBSCRIBE_BATCH):
-                await ps.execute_command("SUBSCRIBE", *names[i:i + SUBSCRIBE_BATCH])
+                batch = names[i:i + SUBSCRIBE_BATCH]
+                self._sent("S", batch)
+                await ps.execute_command("SUBSCRIBE", *batch)
         except BaseException:
             self._ps = None
             with contextlib.suppress(Exception):
@@ -160,10 +167,28 @@ class PubSubLink:
             elif kind == b"subscribe":
                 self._subscribed(reply[1].decode())
             elif kind == b"unsubscribe":
-                self.confirmed.discard(reply[1].decode())
+                name = reply[1].decode()
+                self._answered(name)
+                self.confirmed.discard(name)
+
+    def _sent(self, op: str, names: list[str]) -> None:
+        for name in names:
+            self._ops.setdefault(name, deque()).append(op)
+
+    def _answered(self, name: str) -> deque[str]:
+        ops = self._ops.get(name)
+        if ops:
+            ops.popleft()
+            if not ops:
+                del self._ops[name]
+                return deque()
+            return ops
+        return deque()
 
     def _subscribed(self, name: str) -> None:
         self.confirmed.add(name)
+        if "U" in self._answered(name):
+            return  # an UNSUBSCRIBE sent after this SUBSCRIBE is on its way: not subscribed yet
         if name == self._always[0]:
             self.up = True
         for fut in self._waiters.pop(name, ()):
@@ -202,7 +227,7 @@ class PubSubLink:
         if self._closed:
             fut.set_exception(StoreUnavailable("redis store is closed"))
             return fut
-        if name in self.wanted and name in self.confirmed:
+        if name in self.wanted and name in self.confirmed and name not in self._ops and name not in self._dirty:
             fut.set_result(None)
             return fut
         self._waiters.setdefault(name, []).append(fut)
@@ -242,6 +267,8 @@ class PubSubLink:
         dirty, self._dirty = self._dirty, set()
         subs = sorted(n for n in dirty if n in self.wanted)
         unsubs = sorted(n for n in dirty if n not in self.wanted)
+        self._sent("S", subs)
+        self._sent("U", unsubs)
         self._loop.create_task(self._send(ps, subs, unsubs))
 
     async def _send(self, ps: Any, subs: list[str], unsubs: list[str]) -> None:
