@@ -149,12 +149,9 @@ class Hub:
             return
         pending = self._pending.get(channel)
         if pending is not None:
-            if pending.overflow:
-                sub.on_stream_gap(channel)
+            if pending.overflow or not self._catch_up(channel, sub, pending, position):
+                sub.on_stream_gap(channel)  # something after its position never reached us
                 return
-            for pub, at in pending.publications:
-                if at.epoch == position.epoch and at.offset > position.offset:
-                    sub.write_push(sub.codec.publication_push(channel, pub))
         if local.epoch != position.epoch:
             if local.epoch:
                 # The stream was recreated under the subscribers already here: they recover.
@@ -164,6 +161,22 @@ class Hub:
             local.epoch, local.offset = position.epoch, 0
         top = pending.top(position) if pending is not None else position.offset
         local.offset = max(local.offset, position.offset, top)
+
+    @staticmethod
+    def _catch_up(channel: str, sub: Subscriber, pending: _Pending, position: StreamPosition) -> bool:
+        """Write what arrived after ``position`` while the subscribe was in flight; False when
+        it does not follow on without a hole (a publication was lost on the way here)."""
+        expected = position.offset + 1
+        for pub, at in pending.publications:
+            if at.epoch != position.epoch:
+                return False
+            if at.offset < expected:
+                continue  # already covered by the answered position
+            if at.offset != expected:
+                return False
+            sub.write_push(sub.codec.publication_push(channel, pub))
+            expected += 1
+        return True
 
     def unsubscribe(self, channel: str, sub: Subscriber) -> bool:
         """Remove; True when it was subscribed."""

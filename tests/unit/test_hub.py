@@ -445,3 +445,14 @@ def test_pending_state_is_dropped_after_the_last_answer(hub: Hub) -> None:
     hub.end_subscribe(CH)
     hub.handle_publication(CH, _pub(2), StreamPosition(2, "E"))
     assert hub._pending == {}
+
+
+def test_a_hole_in_what_arrived_during_the_subscribe_is_a_gap_never_skipped(hub: Hub) -> None:
+    sub = FakeSub("new")
+    hub.begin_subscribe(CH)
+    for off in (6, 8):  # 7 was lost between the engine and this worker
+        hub.handle_publication(CH, _pub(off), StreamPosition(off, "E"))
+    hub.subscribe(CH, sub, False, StreamPosition(5, "E"))
+    hub.end_subscribe(CH)
+    assert sub.gaps == [CH]  # resubscribe and recover 7 from the stream, never jump over it
+    assert len(sub.writes) == 1  # 6, then stop at the hole
