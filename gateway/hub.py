@@ -148,10 +148,10 @@ class Hub:
         if position is None or not position.epoch:
             return
         pending = self._pending.get(channel)
-        if pending is not None:
-            if pending.overflow or not self._catch_up(channel, sub, pending, position):
-                sub.on_stream_gap(channel)  # something after its position never reached us
-                return
+        caught_up = pending is None or (not pending.overflow and self._catch_up(channel, sub, pending, position))
+        if not caught_up:
+            sub.on_stream_gap(channel)  # something after its position never reached us
+            return
         if local.epoch != position.epoch:
             if local.epoch:
                 # The stream was recreated under the subscribers already here: they recover.
