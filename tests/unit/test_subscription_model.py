@@ -12,6 +12,7 @@ lose a reply, empty the presence and show join, join, leave.)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from typing import Any
@@ -162,7 +163,7 @@ async def _scenario(messages: list[list[str]]) -> None:
             for kind, client in events:
                 by_client.setdefault(client, []).append(kind)
             for client, kinds in by_client.items():
-                assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False)), (client, kinds, messages)
+                assert all(a != b for a, b in itertools.pairwise(kinds)), (client, kinds, messages)
                 assert kinds[0] == "join", (client, kinds)
             current = by_client.get(session.client_id, [])
             assert (bool(current) and current[-1] == "join") == subscribed, (current, subscribed, messages)
