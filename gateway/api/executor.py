@@ -126,6 +126,10 @@ class ApiExecutor:
                 return {"error": exc.as_dict()}
 
         commands = params["commands"]
+        cap = self._node.config.shardgate.api_batch_max_commands
+        if len(commands) > cap:
+            raise ClientError(107, f"bad request: {len(commands)} commands in one batch, at most {cap} "
+                                   "(shardgate.api_batch_max_commands)")
         if params.get("parallel"):
             return list(await asyncio.gather(*(one(c) for c in commands)))
         return [await one(c) for c in commands]

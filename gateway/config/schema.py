@@ -205,6 +205,8 @@ class ShardgateConfig:
     handshake_timeout: float = 10.0  # seconds to complete the WebSocket upgrade
     heartbeat_timeout: float = 10.0  # a worker whose loop has not beaten for this long is killed and replaced
     drain_window: float = 2.0  # reload/shutdown: client disconnects are spread over this many seconds
+    max_inflight_commands: int = 16  # commands of one connection waiting on an engine at once; the rest queue
+    api_batch_max_commands: int = 1000  # commands in one server API batch; more: error 107
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +475,8 @@ def _read_shardgate(t: Table) -> ShardgateConfig:
         graceful_timeout=t.duration("graceful_timeout", d.graceful_timeout),
         bus_request_timeout=t.duration("bus_request_timeout", d.bus_request_timeout, positive=True),
         max_commands_per_frame=t.get_int("max_commands_per_frame", d.max_commands_per_frame, minimum=1),
+        max_inflight_commands=t.get_int("max_inflight_commands", d.max_inflight_commands, minimum=1),
+        api_batch_max_commands=t.get_int("api_batch_max_commands", d.api_batch_max_commands, minimum=1),
         rpc_echo=t.get_bool("rpc_echo", d.rpc_echo),
         rpc_handlers=_read_rpc_handlers(t.table("rpc_handlers")),
         boot_failure_limit=t.get_int("boot_failure_limit", d.boot_failure_limit, minimum=1),

@@ -28,6 +28,7 @@ __all__ = [
     "ERROR_EXPIRED",
     "ERROR_TOO_MANY_REQUESTS",
     "ERROR_UNRECOVERABLE_POSITION",
+    "ERROR_REPLY_TOO_LARGE",
     "CLOSE_REASON_MAX_BYTES",
     "server_disconnect",
     "truncate_reason",
@@ -95,6 +96,9 @@ ERROR_TOKEN_EXPIRED = ClientError(109, "token expired")
 ERROR_EXPIRED = ClientError(110, "expired")
 ERROR_TOO_MANY_REQUESTS = ClientError(111, "too many requests", temporary=True)
 ERROR_UNRECOVERABLE_POSITION = ClientError(112, "unrecoverable position")
+# A reply (history, recovery) larger than the connection's queue may hold: the session closes
+# the connection with 3008 "slow" instead of building it (it could never be delivered).
+ERROR_REPLY_TOO_LARGE = ClientError(106, "limit exceeded: reply too large")
 
 # Disconnects (PROTOCOL.md §1.9). 3002, 3003 and 3007 are retired v1 codes: never reuse them.
 DISCONNECT_SHUTDOWN = Disconnect(3001, "shutdown")
@@ -150,6 +154,8 @@ def server_disconnect(code: object, reason: object) -> Disconnect:
 
 def classify(exc: BaseException) -> ClientError | Disconnect:
     """Map any exception raised by a command handler to what the peer sees."""
+    if exc is ERROR_REPLY_TOO_LARGE:
+        return DISCONNECT_SLOW
     if isinstance(exc, (ClientError, Disconnect)):
         return exc
     return ERROR_INTERNAL

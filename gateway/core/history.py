@@ -109,7 +109,7 @@ class Stream:
         return out
 
 
-def history_filter(params: dict[str, Any], max_limit: int) -> HistoryFilter:
+def history_filter(params: dict[str, Any], max_limit: int, max_bytes: int = 0) -> HistoryFilter:
     """Normalise a history call (client command or server API) into a HistoryFilter.
 
     ``limit`` 0 asks for the position only, a negative or too large one for ``max_limit``.
@@ -131,7 +131,7 @@ def history_filter(params: dict[str, Any], max_limit: int) -> HistoryFilter:
         if reverse and not since.get("offset"):
             raise ClientError(107, "bad request: reverse history needs since.offset")
         position = StreamPosition(since.get("offset", 0), str(since.get("epoch") or ""))
-    return HistoryFilter(limit=limit, since=position, reverse=reverse)
+    return HistoryFilter(limit=limit, since=position, reverse=reverse, max_bytes=max_bytes)
 
 
 class _Positioned(Protocol):

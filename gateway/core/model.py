@@ -19,7 +19,7 @@ from typing import TypeAlias, TypeVar
 
 import orjson
 
-from gateway.core.errors import ClientError
+from gateway.core.errors import ERROR_REPLY_TOO_LARGE, ClientError
 
 __all__ = [
     "ClientInfo",
@@ -31,6 +31,8 @@ __all__ = [
     "PresenceStats",
     "Publication",
     "PublishOptions",
+    "check_reply_size",
+    "publication_size",
     "StreamOptions",
     "StreamPosition",
     "SubscribeAnswer",
@@ -111,6 +113,7 @@ class HistoryFilter:
     limit: int = 0
     since: StreamPosition | None = None
     reverse: bool = False
+    max_bytes: int = 0  # the reply must fit this (0: no bound); beyond it: ERROR_REPLY_TOO_LARGE
 
 
 @dataclass(slots=True)
@@ -130,6 +133,7 @@ class SubscribeRequest:
     recover: bool = False
     since: StreamPosition | None = None
     recovery_limit: int = -1  # at most this many publications are recovered (-1: no limit)
+    max_bytes: int = 0  # the recovered publications must fit this (0: no bound)
 
 
 @dataclass(slots=True)
@@ -146,6 +150,23 @@ class SubscribeAnswer:
 class PresenceStats:
     num_clients: int
     num_users: int
+
+
+def publication_size(pub: Publication) -> int:
+    """About how many bytes ``pub`` takes in a reply (a bound checked before encoding)."""
+    size = len(pub.data) + 48
+    info = pub.info
+    if info is not None:
+        size += len(info.user) + len(info.client) + len(info.conn_info or b"") + len(info.chan_info or b"") + 40
+    if pub.tags:
+        size += sum(len(k) + len(v) + 6 for k, v in pub.tags.items())
+    return size
+
+
+def check_reply_size(pubs: list[Publication], max_bytes: int) -> None:
+    """Raises ERROR_REPLY_TOO_LARGE when ``pubs`` would not fit ``max_bytes`` (0: no bound)."""
+    if max_bytes and sum(publication_size(p) for p in pubs) > max_bytes:
+        raise ERROR_REPLY_TOO_LARGE
 
 
 # -- the binary form --------------------------------------------------------------------------

@@ -71,11 +71,13 @@ def stream_options(opts: ChannelOptions, default_meta_ttl: float) -> StreamOptio
     return StreamOptions(opts.history_size, opts.history_ttl, opts.history_meta_ttl or default_meta_ttl)
 
 
-def engine_request(params: SubscribeParams, stream: StreamOptions | None, recovery_limit: int) -> SubscribeRequest:
-    """What the engine is asked for this subscription."""
+def engine_request(params: SubscribeParams, stream: StreamOptions | None, recovery_limit: int,
+                   max_bytes: int = 0) -> SubscribeRequest:
+    """What the engine is asked for this subscription (``max_bytes``: what the recovered
+    publications must fit, the connection's queue)."""
     since = StreamPosition(params.offset, params.epoch) if params.recover else None
     return SubscribeRequest(stream if params.positioned else None, params.positioned, params.recover, since,
-                            recovery_limit)
+                            recovery_limit, max_bytes)
 
 
 def result(params: SubscribeParams, answer: SubscribeAnswer, now: float) -> dict[str, Any]:

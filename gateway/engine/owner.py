@@ -29,6 +29,7 @@ from gateway.core.model import (
     StreamPosition,
     SubscribeAnswer,
     SubscribeRequest,
+    check_reply_size,
     pack_client_info,
     pack_publication,
     unpack_client_info,
@@ -161,6 +162,7 @@ class OwnerShard:
                 answer.recovered = is_recovered(items, since.offset, since.epoch, stream.epoch, stream.top)
                 if answer.recovered:
                     answer.publications = [item.publication for item in items]
+                    check_reply_size(answer.publications, request.max_bytes)
         return answer
 
     def unsubscribe(self, channel: str, origin: int) -> None:
@@ -183,7 +185,9 @@ class OwnerShard:
             raise ERROR_UNRECOVERABLE_POSITION
         items = stream.read(self._clock(), limit=filter.limit, since=since.offset if since else None,
                             reverse=filter.reverse)
-        return HistoryResult(StreamPosition(stream.top, stream.epoch), [item.publication for item in items])
+        pubs = [item.publication for item in items]
+        check_reply_size(pubs, filter.max_bytes)
+        return HistoryResult(StreamPosition(stream.top, stream.epoch), pubs)
 
     def remove_history(self, channel: str) -> None:
         state = self._channels.get(channel)

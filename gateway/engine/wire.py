@@ -117,12 +117,13 @@ def decode_position(raw: bytes) -> StreamPosition:
 
 def encode_subscribe(req: SubscribeRequest) -> bytes:
     return orjson.dumps([_stream(req.stream), req.positioned, req.recover, _unposition(req.since),
-                         req.recovery_limit])
+                         req.recovery_limit, req.max_bytes])
 
 
 def decode_subscribe(raw: bytes) -> SubscribeRequest:
-    stream, positioned, recover, since, limit = orjson.loads(raw)
-    return SubscribeRequest(_unstream(stream), bool(positioned), bool(recover), _position(since), int(limit))
+    stream, positioned, recover, since, limit, max_bytes = orjson.loads(raw)
+    return SubscribeRequest(_unstream(stream), bool(positioned), bool(recover), _position(since), int(limit),
+                            int(max_bytes))
 
 
 def encode_subscribe_answer(answer: SubscribeAnswer) -> bytes:
@@ -143,15 +144,15 @@ def decode_subscribe_answer(raw: bytes) -> SubscribeAnswer:
 
 
 def encode_history(filter: HistoryFilter, opts: StreamOptions) -> bytes:
-    return orjson.dumps([filter.limit, _unposition(filter.since), filter.reverse, _stream(opts)])
+    return orjson.dumps([filter.limit, _unposition(filter.since), filter.reverse, _stream(opts), filter.max_bytes])
 
 
 def decode_history(raw: bytes) -> tuple[HistoryFilter, StreamOptions]:
-    limit, since, reverse, stream = orjson.loads(raw)
+    limit, since, reverse, stream, max_bytes = orjson.loads(raw)
     opts = _unstream(stream)
     if opts is None:
         raise PackError("history without stream options")
-    return HistoryFilter(int(limit), _position(since), bool(reverse)), opts
+    return HistoryFilter(int(limit), _position(since), bool(reverse), int(max_bytes)), opts
 
 
 def encode_history_result(result: HistoryResult) -> bytes:

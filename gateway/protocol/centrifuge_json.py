@@ -60,6 +60,7 @@ class Command:
     method: str  # "" for the empty command, which is a pong
     body: dict[str, Any]
     received_at: float = 0.0  # perf_counter() when its message arrived (command duration metric)
+    pending: bool = False  # dispatched, not yet answered (counts against the connection's in-flight bound)
 
 
 def _bad(reason: str) -> Disconnect:

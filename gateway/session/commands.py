@@ -102,7 +102,8 @@ def history(session: Session, cmd: Command) -> None:
     opts = session.options_for(channel)
     _require(session, channel, opts.history_enabled, opts.allow_history_for_subscriber,
              opts.allow_history_for_client, opts.allow_history_for_anonymous)
-    filter = history_filter(cmd.body, session.node.config.client.history_max_publication_limit)
+    filter = history_filter(cmd.body, session.node.config.client.history_max_publication_limit,
+                            max_bytes=session.node.config.client.queue_max_size)
     stream = session.stream_options(opts)
     assert stream is not None  # history_enabled
     session.node.engine.history(channel, filter, stream,

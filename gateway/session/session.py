@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -130,6 +131,13 @@ class Session:
         self.unusable = False  # a failed connect: any further command closes 3501
         self._out: list[bytes] = []
         self._out_bytes = 0
+        # Commands run in order, at most ``max_inflight_commands`` waiting on an engine at once;
+        # the rest of a message waits here, so one message cannot fan out into hundreds of
+        # owner requests (and their replies) at the same time.
+        self._queue: deque[Command] = deque()
+        self._inflight = 0
+        self._max_inflight = node.config.shardgate.max_inflight_commands
+        self._pumping = False
         self._slow = False
         self._direct = False  # inside on_message: its end flushes
         self._queue_max = node.config.client.queue_max_size
@@ -238,8 +246,6 @@ class Session:
         try:
             for cmd in commands:
                 stats.received(cmd.method or "pong", len(data))
-                if self.closed:
-                    return
                 if bucket is not None and cmd.method:
                     verdict = bucket.take(now)
                     if verdict is Verdict.ABUSE:
@@ -249,11 +255,39 @@ class Session:
                         if cmd.id:
                             self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
                         continue
-                self._dispatch(cmd)
+                self._queue.append(cmd)
+            self._pump()
         finally:
             self._direct = False
         if self._out or self._slow:
             self.flush()
+
+    def _pump(self) -> None:
+        """Dispatch queued commands in order while fewer than the bound are in flight;
+        nothing more is dispatched (or encoded) once the connection is slow or closed."""
+        if self._pumping:
+            return  # a command answered synchronously: the loop below goes on
+        self._pumping = True
+        try:
+            while self._queue and self._inflight < self._max_inflight:
+                if self.state is State.CLOSED or self._slow:
+                    self._queue.clear()
+                    return
+                cmd = self._queue.popleft()
+                cmd.pending = True
+                self._inflight += 1
+                self._dispatch(cmd)
+                if cmd.id == 0:
+                    self._answered(cmd)  # a pong or a send: no reply is owed
+        finally:
+            self._pumping = False
+
+    def _answered(self, cmd: Command) -> None:
+        if cmd.pending:
+            cmd.pending = False
+            self._inflight -= 1
+            if self._queue and not self._pumping:
+                self._pump()
 
     def _dispatch(self, cmd: Command) -> None:
         method = cmd.method
@@ -287,6 +321,7 @@ class Session:
 
     def fail(self, cmd: Command, exc: BaseException) -> None:
         """The one place a command's failure becomes what the peer sees."""
+        self._answered(cmd)
         err = classify(exc)
         if isinstance(err, Disconnect):
             self.close(err)
@@ -303,6 +338,9 @@ class Session:
         self.write_reply(data)
 
     def reply(self, cmd: Command, result: dict[str, Any]) -> None:
+        self._answered(cmd)
+        if self._slow or self.state is State.CLOSED:
+            return  # it could not be delivered: do not even encode it
         try:
             data = encode_reply(cmd.id, cmd.method, result)
         except ClientError as exc:
@@ -407,7 +445,7 @@ class Session:
         sub = _Sub(SubStatus.SUBSCRIBING, params.positioned, params.chan_info, params.expire_at)
         self.subs[channel] = sub
         request = subscription.engine_request(params, self.stream_options(opts),
-                                              node.config.client.recovery_max_publication_limit)
+                                              node.config.client.recovery_max_publication_limit, self._queue_max)
 
         def on_answer(answer: SubscribeAnswer | None, error: ClientError | None) -> None:
             try:

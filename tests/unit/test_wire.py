@@ -132,7 +132,7 @@ def test_history_roundtrip(filter_: HistoryFilter) -> None:
 
 def test_history_without_stream_options_is_refused() -> None:
     with pytest.raises(PackError):
-        wire.decode_history(orjson.dumps([0, None, False, None]))
+        wire.decode_history(orjson.dumps([0, None, False, None, 0]))
 
 
 @pytest.mark.parametrize("result", [

@@ -48,6 +48,7 @@ from gateway.core.model import (
     StreamPosition,
     SubscribeAnswer,
     SubscribeRequest,
+    check_reply_size,
     pack_client_info,
     pack_publication,
     unpack_client_info,
@@ -267,7 +268,9 @@ class RedisEngine:
         def convert(result: tuple[StreamPosition, list[tuple[int, bytes]]]) -> HistoryResult:
             position, items = result
             check_since(filter, position)
-            return HistoryResult(position, _publications(items))
+            pubs = _publications(items)
+            check_reply_size(pubs, filter.max_bytes)
+            return HistoryResult(position, pubs)
 
         self._finish(self._op(lambda: self.store.history(channel, filter, stream, new_epoch(self.rng))), done,
                      convert)
@@ -371,6 +374,11 @@ class RedisEngine:
                     return
                 answer.recovered = is_recovered(pubs, since.offset, since.epoch, position.epoch, position.offset)
                 if answer.recovered:
+                    try:
+                        check_reply_size(pubs, request.max_bytes)
+                    except ClientError as too_large:
+                        undo_and_fail(too_large)
+                        return
                     answer.publications = pubs
             done(answer, None)
 
