@@ -477,8 +477,10 @@ class Session:
                 sub.timer = node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
             node.metrics.subscribed(params.recover, answer.recovered)
             sub.status = SubStatus.SUBSCRIBED
-            node.hub.subscribe(channel, self, params.join_leave, answer.position)
+            # The reply (with any recovered publications) goes out first; then the hub adds
+            # the subscriber and writes what arrived after the answered position meanwhile.
             done(result, None)
+            node.hub.subscribe(channel, self, params.join_leave, answer.position)
             info = self.client_info(params.chan_info)
             if opts.presence:
                 sub.presence = True

@@ -16,7 +16,7 @@ from typing import Any
 from cent import AsyncClient, CentApiResponseError, CentNetworkError, CentTransportError, PublishRequest
 
 from tests.conftest import API_KEY, Gateway, base_config, scaled, wait_for
-from tests.integration.sdk import ClientEvents, SubEvents, connect, disconnect_all, slot, subscribe
+from tests.integration.sdk import ClientEvents, SubEvents, connect_on_slot, disconnect_all, slot, subscribe
 from tests.integration.test_protocol_sdk import channel_owned_by
 
 
@@ -39,7 +39,7 @@ class Run:
 
     async def start(self, n: int = 8) -> None:
         for i in range(n):
-            client, cev = await connect(self.gw.url, user=f"c{i}")
+            client, cev = await connect_on_slot(self.gw.url, i % 2, user=f"c{i}")
             _, sev = await subscribe(client, self.channel)
             self.clients.append((client, cev, sev))
         assert {slot(c) for c, _, _ in self.clients} == {0, 1}

@@ -53,11 +53,20 @@ def _ready(gw: Gateway) -> int:
         return int(exc.code)
 
 
-async def _publish(gw: Gateway, channel: str, data: Any) -> dict[str, Any]:
+async def _publish(gw: Gateway, channel: str, data: Any, attempts: int = 20) -> dict[str, Any]:
+    """Publish through the API, retrying temporary errors as backends do (error 100 is what a
+    node answers while its Redis link reconnects)."""
     api = AsyncClient(gw.internal_url + "/api", API_KEY, timeout=scaled(5))
     try:
-        result = await api.publish(PublishRequest(channel=channel, data=data))
-        return {"offset": result.offset, "epoch": result.epoch}
+        for attempt in range(attempts):
+            try:
+                result = await api.publish(PublishRequest(channel=channel, data=data))
+                return {"offset": result.offset, "epoch": result.epoch}
+            except CentApiResponseError as exc:
+                if exc.code != 100 or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.1)
+        raise AssertionError("unreachable")
     finally:
         await api.close()
 
