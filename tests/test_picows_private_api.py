@@ -6,13 +6,14 @@ changes it fails here, loudly, rather than mis-wiring arguments in production.""
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 
 import picows
 import picows.picows
 
-from gateway.transport.websocket import PICOWS_PROTOCOL_PARAMETERS, new_server_protocol
+from gateway.transport.websocket import MAX_REQUEST_HEAD_SIZE, PICOWS_PROTOCOL_PARAMETERS, new_server_protocol
 
 
 def _installed_parameters() -> tuple[str, ...]:
@@ -48,3 +49,17 @@ def test_wrapper_refuses_unknown_or_missing_parameters() -> None:
                             websocket_handshake_timeout=5, max_frame_size=1, read_buffer_init_size=1, bogus=1)
     with pytest.raises(TypeError, match="missing"):
         new_server_protocol(picows.picows.WSProtocol, logger=None)
+
+
+def test_request_head_limit_matches_picows() -> None:
+    """The gateway answers 431 at MAX_REQUEST_HEAD_SIZE, just before picows' own limit would
+    reset the connection; both limits must be the same number. The request-head hooks rely on
+    picows' protocol reading through the Python-visible ``get_buffer``/``buffer_updated``."""
+    source = Path(picows.__file__).with_name("picows.pyx").read_text()
+    found = re.search(r"self\._http_max_size = ([0-9 *]+)\n", source)
+    assert found is not None, "picows.pyx: _http_max_size not found"
+    assert math.prod(int(factor) for factor in found.group(1).split("*")) == MAX_REQUEST_HEAD_SIZE, (
+        f"picows {picows.__version__} changed its request head limit; update MAX_REQUEST_HEAD_SIZE")
+    assert "len(data) >= self._http_max_size" in source and "len(raw_headers) >= self._http_max_size" in source
+    assert "def get_buffer(self, Py_ssize_t size_hint)" in source
+    assert "def buffer_updated(self, Py_ssize_t nbytes)" in source

@@ -33,7 +33,14 @@ Error mapping follows Centrifugo:
 * subscription token: expired -> ``ClientError 109``; anything else wrong -> ``ClientError 103``.
 
 Order of checks also follows Centrifugo: size, signature, claim types, ``exp``, ``nbf``,
-``aud``/``iss``, then kind-specific claims. So a forged token is reported as invalid even
+``aud``/``iss``, then kind-specific claims.
+
+A claim that cannot be used as it stands makes the token invalid (3500 / 103), never expired
+and never a half-accepted connection: a date claim (``exp``, ``nbf``, ``iat``, ``expire_at``)
+that is not a number, not finite, or outside ``0..MAX_NUMERIC_DATE`` (``expire_at`` may also be
+negative down to ``-MAX_NUMERIC_DATE``: "never", as in Centrifugo), and an ``info`` that cannot
+be re-encoded as JSON (an integer beyond 64 bits). So ``exp: 1e20`` is refused here, instead of
+failing later while the connect reply is encoded. So a forged token is reported as invalid even
 when its ``exp`` is in the past, and an expired genuine token is reported as expired.
 """
 
@@ -47,6 +54,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
 
 import jwt
+import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -78,11 +86,16 @@ __all__ = [
     "TokenKeys",
     "TokenVerifier",
     "check_jwks_endpoint",
+    "MAX_NUMERIC_DATE",
 ]
 
 log = logging.getLogger("shardgate.auth")
 
 DEFAULT_MAX_TOKEN_SIZE: Final = 16384
+
+#: The largest date claim accepted: 9999-12-31T23:59:59Z in unix seconds. Beyond it a date is
+#: absurd; it would also overflow the reply's ``ttl`` (a 64-bit integer on the wire).
+MAX_NUMERIC_DATE: Final = 253402300799
 
 
 _HMAC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
@@ -289,7 +302,7 @@ class TokenVerifier:
             credentials = ConnectCredentials(
                 user=_str_claim(claims, "sub") or "",
                 expire_at=_expire_at(claims),
-                info=claims.get("info"),
+                info=_json_claim(claims, "info"),
                 channels=_channels_claim(claims),
                 meta=claims.get("meta"),
             )
@@ -313,7 +326,7 @@ class TokenVerifier:
                 channel=channel,
                 client=_str_claim(claims, "client"),
                 expire_at=_expire_at(claims),
-                info=claims.get("info"),
+                info=_json_claim(claims, "info"),
             )
             self._check_registered_claims(claims, now)
             return credentials
@@ -392,6 +405,7 @@ class TokenVerifier:
         so a malformed token is reported invalid even if it has also expired."""
         exp = _numeric_claim(claims, "exp")
         nbf = _numeric_claim(claims, "nbf")
+        _numeric_claim(claims, "iat")  # not compared with the clock, but it must be a date
         if exp is not None and exp <= now:
             raise _ExpiredToken
         if nbf is not None and nbf > now:
@@ -469,14 +483,31 @@ def _str_claim(claims: Mapping[str, Any], name: str) -> str | None:
     raise _InvalidToken(f"claim {name!r} is not a string")
 
 
-def _numeric_claim(claims: Mapping[str, Any], name: str) -> float | None:
+def _numeric_claim(claims: Mapping[str, Any], name: str, *, signed: bool = False) -> float | None:
+    """A date claim in ``0..MAX_NUMERIC_DATE`` (``-MAX_NUMERIC_DATE..`` when ``signed``), or
+    ``None`` when absent. Anything else -- a string, a bool, NaN, an infinity, 1e20, an
+    integer too large for a float -- makes the token invalid."""
     value = claims.get(name)
     if value is None:
         return None
     # bool is an int subclass; JSON true is not a date.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _InvalidToken(f"claim {name!r} is not a number")
+    # Compared before any float conversion (a huge int would overflow it); NaN compares false.
+    if not (-MAX_NUMERIC_DATE if signed else 0) <= value <= MAX_NUMERIC_DATE:
+        raise _InvalidToken(f"claim {name!r} is out of range")
     return float(value)
+
+
+def _json_claim(claims: Mapping[str, Any], name: str) -> object | None:
+    """A JSON claim the gateway re-encodes for other clients (``info``): it must encode."""
+    value = claims.get(name)
+    if value is not None:
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            raise _InvalidToken(f"claim {name!r} cannot be encoded as JSON") from None
+    return value
 
 
 def _channels_claim(claims: Mapping[str, Any]) -> tuple[str, ...]:
@@ -495,7 +526,7 @@ def _expire_at(claims: Mapping[str, Any]) -> int | None:
     seconds round up so a token that passed the ``exp`` check never yields a past time.
     """
     if "expire_at" in claims and claims["expire_at"] is not None:
-        expire_at = _numeric_claim(claims, "expire_at")
+        expire_at = _numeric_claim(claims, "expire_at", signed=True)
         return math.ceil(expire_at) if expire_at is not None and expire_at > 0 else None
     exp = _numeric_claim(claims, "exp")
     return math.ceil(exp) if exp is not None else None

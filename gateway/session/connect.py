@@ -7,7 +7,12 @@ from typing import Any
 
 from gateway import __version__
 from gateway.auth import ConnectCredentials
-from gateway.core.errors import DISCONNECT_CONNECTION_LIMIT, DISCONNECT_INVALID_TOKEN, Disconnect
+from gateway.core.errors import (
+    DISCONNECT_CHANNEL_LIMIT,
+    DISCONNECT_CONNECTION_LIMIT,
+    DISCONNECT_INVALID_TOKEN,
+    Disconnect,
+)
 from gateway.protocol.centrifuge_json import Command
 from gateway.session import server_subs
 from gateway.session.session import Session, State
@@ -16,6 +21,8 @@ __all__ = ["connect", "refresh"]
 
 
 def connect(session: Session, cmd: Command) -> None:
+    """Everything that can refuse the connection (token, limits) runs before anything is
+    registered: a refused connect leaves no hub entry and no connected count behind."""
     node = session.node
     cfg = node.config.client
     token = cmd.body.get("token")
@@ -31,12 +38,15 @@ def connect(session: Session, cmd: Command) -> None:
     limit = node.connection_limit
     if limit and len(node.hub.clients) >= limit:
         raise DISCONNECT_CONNECTION_LIMIT
+    if cfg.channel_limit and len(creds.channels) > cfg.channel_limit:
+        raise DISCONNECT_CHANNEL_LIMIT
+    session.set_conn_info(creds.info)
+    # Nothing below refuses the connection: register it.
     if session.stale_timer is not None:
         session.stale_timer.cancel()
         session.stale_timer = None
     session.client_id = node.new_client_id()
     session.user = creds.user
-    session.set_conn_info(creds.info)
     session.state = State.CONNECTED
     node.hub.add_client(session)
     node.metrics.connected()

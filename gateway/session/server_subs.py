@@ -30,10 +30,7 @@ def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ..
     held back until the connect reply is written, because an SDK only routes a push
     for a server-side channel it learned about from that reply.
     """
-    node = session.node
-    limit = node.config.client.channel_limit
-    if limit and len(channels) > limit:
-        raise DISCONNECT_CHANNEL_LIMIT
+    node = session.node  # connect() has checked client.channel_limit
     recovery = cmd.body.get("subs")
     if not isinstance(recovery, dict):
         recovery = {}

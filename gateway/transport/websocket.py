@@ -6,7 +6,10 @@ picows hands over frames, not messages, and leaves RFC 6455 duties to the applic
 order, answers CLOSE (never with code 0), and turns transport backpressure into the
 session's bounded queue. The handshake accepts Firefox's ``Connection: keep-alive,
 Upgrade``, which picows 2.3.1 refuses: the factory runs before picows validates the
-request, so it normalises the header token list there.
+request, so it normalises the header token list there, and refuses what RFC 6455 §4.2
+forbids but picows lets through (426 for a version other than 13, 400 for a missing or
+repeated ``Host`` or ``Sec-WebSocket-Key``). A request head beyond picows' fixed limit gets
+431 instead of picows' reset (``_GatedProtocol``, hooks that exist only until the head is read).
 
 All of that frame handling lives in :class:`FrameListener`; :class:`ClientConnection` (the
 Centrifugo endpoint) and :class:`EchoConnection` (``websocket.conformance_echo_path``, off by
@@ -297,6 +300,26 @@ def _normalise_connection_header(request: WSUpgradeRequest) -> None:
         request.headers["Connection"] = "Upgrade"
 
 
+def _refuse(status: int, body: bytes, extra_headers: dict[str, str] | None = None) -> Any:
+    return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, body, extra_headers), None)
+
+
+def _handshake_refusal(headers: Any) -> Any:
+    """RFC 6455 §4.2.1/§4.2.2 checks picows leaves out (it runs them after this factory, and
+    accepts versions 7 and 8, the first of two keys, and no ``Host``): an error response, or
+    ``None`` for a request to hand on to picows' own validation."""
+    if len(headers.getall("Host", ())) != 1:
+        return _refuse(400, b"exactly one Host header is required")
+    if len(headers.getall("Sec-WebSocket-Key", ())) != 1:
+        return _refuse(400, b"exactly one Sec-WebSocket-Key header is required")
+    versions = headers.getall("Sec-WebSocket-Version", ())
+    if not versions:
+        return _refuse(400, b"Sec-WebSocket-Version header is required", {"Sec-WebSocket-Version": "13"})
+    if versions != ["13"]:
+        return _refuse(426, b"unsupported WebSocket version", {"Sec-WebSocket-Version": "13"})
+    return None
+
+
 def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     origins = node.config.client.allowed_origins
     ws_cfg = node.config.websocket
@@ -307,6 +330,9 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
         if path != CLIENT_PATH and (echo_path is None or path != echo_path):
             return None
         headers = request.headers
+        refusal = _handshake_refusal(headers)
+        if refusal is not None:
+            return refusal
         if not origin_allowed(headers.get("Origin"), headers.get("Host"), origins):
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_error_response(403, b"origin not allowed"), None)
@@ -356,6 +382,16 @@ def new_server_protocol(cls: type[Any], **kwargs: Any) -> Any:
     return cls(*(values[name] for name in PICOWS_PROTOCOL_PARAMETERS))
 
 
+#: The longest request head (request line and headers, without the blank line) a client may
+#: send: picows' own fixed limit (``WSProtocol._http_max_size``, 16 KiB in 2.3.x, checked by
+#: tests/test_picows_private_api.py). picows resets a connection beyond it; the gateway answers
+#: 431 first (``_GatedProtocol``).
+MAX_REQUEST_HEAD_SIZE = 16 * 1024
+# How long a refused oversized request may keep sending before the connection is closed.
+_HEAD_DRAIN_TIMEOUT = 1.0
+_HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n" \
+    b"Content-Length: 31\r\nConnection: close\r\n\r\nrequest header fields too large"
+
 _REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n" \
     b"Connection: close\r\nRetry-After: 1\r\n\r\n%s"
 
@@ -375,6 +411,10 @@ class _GatedProtocol(WSProtocol):  # type: ignore[misc]
         self._ip = str(peer[0]) if peer else ""
         reason = self.gate.admit(self._ip, self.clock())
         self._refused = reason is not None
+        self._tcp = transport
+        self._head: bytearray | None = None
+        self._head_view: memoryview | None = None
+        self._drain: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         if reason is not None:
             # Closing the transport stops reading, so picows never parses this request;
@@ -382,10 +422,60 @@ class _GatedProtocol(WSProtocol):  # type: ignore[misc]
             body = reason.encode()
             transport.write(_REFUSED % (len(body), body))
             transport.close()
+            return
+        # Until the request head is parsed, reads go through the two hooks below, set on this
+        # instance only and removed with the head: they see what picows will parse and answer
+        # 431 where picows would reset the connection. Frames never pass through Python here.
+        self._head = bytearray()
+        self.get_buffer = self._head_get_buffer
+        self.buffer_updated = self._head_buffer_updated
+
+    def _head_get_buffer(self, size_hint: int) -> memoryview:
+        view: memoryview = WSProtocol.get_buffer(self, size_hint)
+        self._head_view = view
+        return view
+
+    def _head_buffer_updated(self, nbytes: int) -> None:
+        head, view = self._head, self._head_view
+        if head is None:  # refused with 431: what the client still sends is discarded
+            return
+        assert view is not None
+        self._head_view = None  # picows may reallocate its buffer from here on
+        head += view[:nbytes]
+        end = head.find(b"\r\n\r\n")
+        if (end if end >= 0 else len(head)) >= MAX_REQUEST_HEAD_SIZE:
+            self._refuse_head()
+            return
+        WSProtocol.buffer_updated(self, nbytes)
+        if end >= 0:
+            # picows parsed the head and answered it (101 or an error): the hooks are done.
+            self._end_head_hooks()
+
+    def _refuse_head(self) -> None:
+        """431, then a lingering close: the response is written and the write side shut, and
+        what the client still sends is read and dropped until it closes or the drain timeout
+        fires. Closing with unread input would reset the connection and could lose the 431."""
+        tcp = self._tcp
+        self._head = None
+        scratch = memoryview(bytearray(4096))
+        self.get_buffer = lambda size_hint: scratch
+        tcp.write(_HEAD_TOO_LARGE)
+        if tcp.can_write_eof():
+            tcp.write_eof()
+        self._drain = asyncio.get_running_loop().call_later(_HEAD_DRAIN_TIMEOUT, tcp.close)
+
+    def _end_head_hooks(self) -> None:
+        self.__dict__.pop("get_buffer", None)
+        self.__dict__.pop("buffer_updated", None)
+        self._head = None
+        self._head_view = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if not self._refused:
             self.gate.release(self._ip)
+        if self._drain is not None:
+            self._drain.cancel()
+        self._end_head_hooks()
         super().connection_lost(exc)
 
 

@@ -111,14 +111,17 @@ class RawWS:
         }
 
     @classmethod
-    async def handshake_only(cls, url: str, headers: dict[str, str] | None = None, path: str | None = None,
+    async def handshake_only(cls, url: str, headers: dict[str, str] | list[tuple[str, str]] | None = None,
+                             path: str | None = None,
                              timeout: float = 5.0) -> tuple[HandshakeResponse, RawWS | None]:
-        """Send an upgrade request; return the response, and a RawWS when it was a 101."""
+        """Send an upgrade request; return the response, and a RawWS when it was a 101.
+        ``headers`` as a list of pairs may repeat a name or leave one out (``Host`` included)."""
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
-        hdrs = headers if headers is not None else cls.default_headers(url)
+        pairs = list((headers if headers is not None else cls.default_headers(url)).items()) \
+            if not isinstance(headers, list) else headers
         target = path if path is not None else (parts.path or "/")
-        request = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+        request = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n"
 
         async def go() -> tuple[HandshakeResponse, RawWS | None]:
             reader, writer = await asyncio.open_connection(host, port)
@@ -139,7 +142,7 @@ class RawWS:
                     resp.body = await reader.readexactly(length)
                 writer.close()
                 return resp, None
-            key = next((v for k, v in hdrs.items() if k.lower() == "sec-websocket-key"), "")
+            key = next((v for k, v in pairs if k.lower() == "sec-websocket-key"), "")
             expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
             assert resp_headers.get("sec-websocket-accept") == expected, resp_headers
             return resp, cls(reader, writer, resp)

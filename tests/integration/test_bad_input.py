@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from gateway.transport.websocket import MAX_REQUEST_HEAD_SIZE
 from sharding.ids import slot_of_client
 from tests.conftest import SECRET, Gateway
 from tests.integration.rawclient import (
@@ -463,6 +464,77 @@ async def test_same_host_other_port_origin_403(gateway: Gateway) -> None:
     assert resp.status == 403, resp
 
 
+def upgrade_headers(gw: Gateway, **changes: str | None) -> list[tuple[str, str]]:
+    """A valid upgrade request's headers; a change of ``None`` leaves that header out."""
+    names = {"host": "Host", "version": "Sec-WebSocket-Version", "key": "Sec-WebSocket-Key"}
+    headers = RawWS.default_headers(gw.url)
+    for name, value in changes.items():
+        if value is None:
+            del headers[names[name]]
+        else:
+            headers[names[name]] = value
+    return list(headers.items())
+
+
+def padded_headers(gw: Gateway, head_size: int) -> list[tuple[str, str]]:
+    """A valid upgrade request whose head (request line and headers, without the final blank
+    line) is exactly ``head_size`` bytes, padded with one ``X-Pad`` header."""
+    headers = upgrade_headers(gw)
+    base = len(f"GET {urlsplit(gw.url).path} HTTP/1.1") + sum(len(f"\r\n{k}: {v}") for k, v in headers)
+    pad = head_size - base - len("\r\nX-Pad: ")
+    assert pad > 0
+    return [*headers, ("X-Pad", "p" * pad)]
+
+
+@pytest.mark.parametrize("version", ["12", "8", "7", "14", "13, 8"])
+async def test_unsupported_version_426(gateway: Gateway, version: str) -> None:
+    """RFC 6455 §4.2.2: 426 and the version the server speaks (picows would take 7 and 8)."""
+    resp, raw = await RawWS.handshake_only(gateway.url, upgrade_headers(gateway, version=version))
+    assert raw is None
+    assert resp.status == 426, resp
+    assert resp.headers.get("sec-websocket-version") == "13", resp
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(lambda gw: [*upgrade_headers(gw), ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA==")],
+                     id="two-keys"),
+        pytest.param(lambda gw: upgrade_headers(gw, key=None), id="no-key"),
+        pytest.param(lambda gw: upgrade_headers(gw, host=None), id="no-host"),
+        pytest.param(lambda gw: [*upgrade_headers(gw), ("Host", "other.example.com")], id="two-hosts"),
+        pytest.param(lambda gw: upgrade_headers(gw, version=None), id="no-version"),
+    ],
+)
+async def test_malformed_handshake_400(gateway: Gateway,
+                                       headers: Callable[[Gateway], list[tuple[str, str]]]) -> None:
+    resp, raw = await RawWS.handshake_only(gateway.url, headers(gateway))
+    assert raw is None
+    assert resp.status == 400, resp
+
+
+async def test_oversized_request_head_431(gateway: Gateway) -> None:
+    """64 KiB of headers: 431 with a short body, not a reset (picows drops the connection)."""
+    headers = [*upgrade_headers(gateway), *((f"X-Pad-{i}", "p" * 8000) for i in range(8))]
+    resp, raw = await RawWS.handshake_only(gateway.url, headers)
+    assert raw is None
+    assert resp.status == 431, resp
+    assert resp.body == b"request header fields too large"
+
+
+async def test_request_head_limit_is_exact(gateway: Gateway) -> None:
+    """A head one byte under MAX_REQUEST_HEAD_SIZE upgrades and connects; at it: 431."""
+    resp, raw = await RawWS.handshake_only(gateway.url, padded_headers(gateway, MAX_REQUEST_HEAD_SIZE - 1))
+    assert resp.status == 101 and raw is not None, resp
+    try:
+        assert slot_of_client((await raw.connect(token()))["client"]) is not None
+    finally:
+        await raw.aclose()
+    resp, raw = await RawWS.handshake_only(gateway.url, padded_headers(gateway, MAX_REQUEST_HEAD_SIZE))
+    assert raw is None
+    assert resp.status == 431, resp
+
+
 # --------------------------------------------------------------------------------------------
 # Isolation: hostile clients never disturb others on the same worker
 # --------------------------------------------------------------------------------------------
@@ -572,6 +644,11 @@ async def test_pre_connect_hostility_leaves_every_worker_serving(gateway: Gatewa
             assert raw is None
             return resp.status
 
+        async def refused_headers(headers: list[tuple[str, str]]) -> int | None:
+            resp, raw = await RawWS.handshake_only(gateway.url, headers)
+            assert raw is None
+            return resp.status
+
         cases: list[tuple[str, int, Callable[[], Awaitable[int | None]]]] = [
             ("no-token", 3501, lambda: no_token(gateway)),
             ("bad-token", 3500, lambda: bad_token(gateway)),
@@ -583,6 +660,11 @@ async def test_pre_connect_hostility_leaves_every_worker_serving(gateway: Gatewa
             ("oversized", 1009, lambda: raw_before_connect(gateway, OP_TEXT, b" " * (LIMIT + 1))),
             ("path-404", 404, lambda: refused(gateway, path="/other")),
             ("origin-403", 403, lambda: refused(gateway, origin="evil.example.com")),
+            ("version-426", 426, lambda: refused_headers(upgrade_headers(gateway, version="12"))),
+            ("two-keys-400", 400, lambda: refused_headers(
+                [*upgrade_headers(gateway), ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA==")])),
+            ("no-host-400", 400, lambda: refused_headers(upgrade_headers(gateway, host=None))),
+            ("head-431", 431, lambda: refused_headers(padded_headers(gateway, 64 * 1024))),
         ]
         rounds = 4  # each case several times, so both workers see it with high probability
         for name, expected, make in cases:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +22,7 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import SECRET, Gateway, base_config, scaled, wait_for
+from tests.conftest import API_KEY, SECRET, Gateway, base_config, scaled, wait_for
 
 
 def new_rsa() -> rsa.RSAPrivateKey:
@@ -177,3 +179,49 @@ async def test_jwks_over_http_unknown_kid_refreshes_in_background(
     # A wrong audience is still refused with the fetched key.
     result, code = await connect_result(gw.url, rs256(new_key, "new", sub="bob", aud="x"))
     assert result is None and code == 3500
+
+
+# --------------------------------------------------------------------------------------------
+# Absurd claims: an invalid token (3500 / 103), and nothing registered
+# --------------------------------------------------------------------------------------------
+
+def clients_on_all_workers(gw: Gateway) -> int:
+    req = urllib.request.Request(gw.internal_url + "/api/info", method="POST", data=b"{}",
+                                 headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
+    with urllib.request.urlopen(req, timeout=scaled(5)) as resp:
+        nodes = json.loads(resp.read())["result"]["nodes"]
+    assert len(nodes) == gw.workers, nodes
+    return sum(int(n["num_clients"]) for n in nodes)
+
+
+async def test_absurd_exp_closes_3500_and_leaves_no_connection(gateway: Gateway) -> None:
+    control = await websockets.connect(gateway.url, max_size=None, ping_interval=None)
+    try:
+        await control.send(json.dumps({"id": 1, "connect": {"token": jwt.encode(
+            {"sub": "control", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")}}))
+        assert "connect" in json.loads(await asyncio.wait_for(control.recv(), scaled(5)))
+        assert clients_on_all_workers(gateway) == 1
+
+        # Each refused socket stays open until the server closes it: a connect answered
+        # with an error reply instead (the old 107) would count as a connection here.
+        for claims in ({"exp": 1e20}, {"exp": 10**30}, {"expire_at": 1e20}, {"iat": 1e20},
+                       {"nbf": -1e20}, {"info": {"n": 2**64}}):
+            ws = await websockets.connect(gateway.url, max_size=None, ping_interval=None)
+            try:
+                await ws.send(json.dumps({"id": 1, "connect": {"token": jwt.encode(
+                    {"sub": "u1", **claims}, SECRET, algorithm="HS256")}}))
+                assert await close_code(ws) == 3500, claims
+                assert ws.close_reason == "invalid token"
+            finally:
+                await ws.close()
+        assert clients_on_all_workers(gateway) == 1
+
+        # The same claims in a subscription token: error 103, and no subscription.
+        sub_token = jwt.encode({"sub": "control", "channel": "$absurd", "exp": 1e20}, SECRET, algorithm="HS256")
+        await control.send(json.dumps({"id": 2, "subscribe": {"channel": "$absurd", "token": sub_token}}))
+        reply = json.loads(await asyncio.wait_for(control.recv(), scaled(5)))
+        assert reply == {"id": 2, "error": {"code": 103, "message": "permission denied"}}
+        await control.send(json.dumps({"id": 3, "rpc": {"method": "echo", "data": "still here"}}))
+        assert json.loads(await asyncio.wait_for(control.recv(), scaled(5))) == {"id": 3, "rpc": {"data": "still here"}}
+    finally:
+        await control.close()

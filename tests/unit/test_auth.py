@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.auth import ConnectCredentials, SubscribeCredentials, TokenVerifier
 from gateway.auth.jwks import JwksCache, parse_jwks
+from gateway.auth.verifier import MAX_NUMERIC_DATE
 from gateway.config import ConfigError, TokenConfig, parse_config
 from gateway.core.errors import ClientError, Disconnect
 from tools.token import SECRET_ENV, main, mint_token
@@ -215,6 +216,64 @@ def test_nbf(verifier: TokenVerifier) -> None:
 
 def test_iat_is_ignored(verifier: TokenVerifier) -> None:
     assert verifier.verify_connect(hs({"iat": int(NOW) + 3600}), NOW).user == ""
+
+
+# Absurd date claims, as raw JSON: NaN and Infinity are what Python's json (and so pyjwt)
+# decodes from the literals, and a 5000-digit integer is beyond what it will parse at all.
+ABSURD_DATES = [
+    pytest.param("1e20", id="1e20"),
+    pytest.param("1e300", id="1e300"),
+    pytest.param("1e400", id="overflows-to-inf"),
+    pytest.param("Infinity", id="Infinity"),
+    pytest.param("-Infinity", id="-Infinity"),
+    pytest.param("NaN", id="NaN"),
+    pytest.param("9223372036854775808", id="2**63"),
+    pytest.param("1" + "0" * 400, id="400-digit-int"),
+    pytest.param("1" + "0" * 5000, id="5000-digit-int"),
+    pytest.param(str(MAX_NUMERIC_DATE + 1), id="year-10000"),
+    pytest.param('"1700000060"', id="string"),
+    pytest.param("[1700000060]", id="list"),
+    pytest.param("false", id="bool"),
+]
+
+
+def raw_hs(payload: str) -> str:
+    """A token signed over raw JSON (pyjwt would refuse to encode some of these)."""
+    return jwt.api_jws.encode(payload.encode(), SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat", "expire_at"])
+@pytest.mark.parametrize("value", ABSURD_DATES)
+def test_absurd_date_claims_are_invalid(verifier: TokenVerifier, name: str, value: str) -> None:
+    """Invalid (3500 / 103), never expired, never accepted with an unencodable ``ttl``."""
+    assert_invalid_connect(verifier, raw_hs(f'{{"sub": "1", "{name}": {value}}}'))
+    assert_denied(verifier, raw_hs(f'{{"sub": "1", "channel": "c", "{name}": {value}}}'))
+
+
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [-1, -1e20, -(10**30)])
+def test_negative_dates_are_invalid(verifier: TokenVerifier, name: str, value: float) -> None:
+    assert_invalid_connect(verifier, hs({"sub": "1", name: value}))
+    assert_denied(verifier, hs({"sub": "1", "channel": "c", name: value}))
+
+
+def test_negative_expire_at_means_never_within_range(verifier: TokenVerifier) -> None:
+    assert verifier.verify_connect(hs({"expire_at": -MAX_NUMERIC_DATE}), NOW).expire_at is None
+    assert_invalid_connect(verifier, hs({"expire_at": -MAX_NUMERIC_DATE - 1}))
+    assert_invalid_connect(verifier, hs({"expire_at": -1e20}))
+
+
+def test_largest_date_is_accepted(verifier: TokenVerifier) -> None:
+    creds = verifier.verify_connect(hs({"exp": MAX_NUMERIC_DATE, "iat": MAX_NUMERIC_DATE}), NOW)
+    assert creds.expire_at == MAX_NUMERIC_DATE
+    sub = verifier.verify_subscribe(hs({"channel": "c", "expire_at": MAX_NUMERIC_DATE}), NOW)
+    assert sub.expire_at == MAX_NUMERIC_DATE
+
+
+def test_unencodable_info_is_invalid(verifier: TokenVerifier) -> None:
+    """``info`` is re-encoded for other clients; an integer beyond 64 bits cannot be."""
+    assert_invalid_connect(verifier, hs({"info": {"n": 2**64}}))
+    assert_denied(verifier, hs({"channel": "c", "info": [2**70]}))
 
 
 # --- expire_at -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import jwt
 import orjson
 import pytest
 
@@ -290,3 +291,39 @@ async def test_queue_overflow_closes_3008(make_session: Callable[..., tuple[Sess
     await tick()
     assert [code for code, _ in ts.closes] == [3008]
     assert len(ts.sent) == sent and ts.after_close == []
+
+
+# -- a refused connect registers nothing ---------------------------------------------------------
+
+TOKEN_SECRET = "connect-refusal-secret-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("claims", "code"),
+    [
+        pytest.param({"sub": "u", "exp": 1e20}, 3500, id="exp-1e20"),
+        pytest.param({"sub": "u", "exp": 10**30}, 3500, id="exp-10**30"),
+        pytest.param({"sub": "u", "expire_at": 1e20}, 3500, id="expire_at-1e20"),
+        pytest.param({"sub": "u", "info": {"n": 2**64}}, 3500, id="info-beyond-64-bits"),
+        pytest.param({"sub": "u", "channels": ["a", "b", "c"]}, 3505, id="channel-limit"),
+    ],
+)
+async def test_refused_connect_registers_nothing(claims: dict[str, Any], code: int) -> None:
+
+
+    cfg = parse_config({"client": {"token": {"hmac_secret_key": TOKEN_SECRET}, "channel_limit": 2}})
+    node = Node(cfg, 0, 1, asyncio.get_running_loop(), time.time, random.Random(0))
+    try:
+        transport = FakeTransport()
+        session = Session(node, transport, HANDLERS)
+        token = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
+        session.on_message(cmd(1, "connect", token=token))
+        assert transport.closes and transport.closes[0][0] == code, (transport.closes, transport.sent)
+        assert transport.sent == []  # no error reply: a disconnect
+        assert not session.connected
+        assert len(node.hub.clients) == 0
+        assert node.metrics.connections == 0 and node.metrics.connections_accepted == 0
+        session.on_transport_closed()
+        assert node.metrics.connections == 0
+    finally:
+        node.close()
