@@ -86,6 +86,7 @@ class Supervisor:
         self.workers = config.worker_count()
         self.host = config.http_server.address
         self.port = config.http_server.port
+        self.internal_host = config.http_server.internal_address
         self.internal_port = config.http_server.internal_port
         self.on_ready = on_ready
         self.slots = [_Slot(i) for i in range(self.workers)]
@@ -120,7 +121,7 @@ class Supervisor:
     def run(self) -> int:
         self._holds = [reserve_port(self.host, self.port)]
         self.port = self._holds[0].getsockname()[1]
-        self._holds.append(reserve_port(self.host, self.internal_port))
+        self._holds.append(reserve_port(self.internal_host, self.internal_port))
         self.internal_port = self._holds[1].getsockname()[1]
         runtime = self.config.shardgate.runtime_dir
         if runtime:
@@ -169,8 +170,8 @@ class Supervisor:
     def _spawn(self, slot: _Slot, successor: bool = False) -> None:
         slot.generation += 1
         slot.endpoint = endpoint_path(self._runtime_dir, slot.number, slot.generation)
-        spec = WorkerSpec(self.config, slot.number, self.workers, self.host, self.port, self.internal_port,
-                          self._runtime_dir, self._ready_w, self._pid,
+        spec = WorkerSpec(self.config, slot.number, self.workers, self.host, self.port, self.internal_host,
+                          self.internal_port, self._runtime_dir, self._ready_w, self._pid,
                           endpoints=tuple(s.endpoint or endpoint_path(self._runtime_dir, s.number, 1)
                                           for s in self.slots),
                           successor=successor)

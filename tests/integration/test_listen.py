@@ -1,0 +1,58 @@
+"""What listens where: the internal port on its own address (http_server.internal_address),
+and a second gateway on a port that one already serves refused at start."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import Gateway, scaled
+from tests.integration.rawclient import RawWS
+
+# Loopback answers the whole 127/8 on Linux: a second address without any setup.
+_OTHER_LOOPBACK = "127.0.0.2"
+
+
+def _refused(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=scaled(2)).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=scaled(5)) as resp:
+        status: int = resp.status
+        return status
+
+
+async def test_internal_port_only_on_internal_address(gateway_factory: Callable[..., Gateway]) -> None:
+    gw = gateway_factory(args=("--host", "127.0.0.1", "--internal-host", _OTHER_LOOPBACK))
+    client, internal = urlsplit(gw.url), urlsplit(gw.internal_url)
+    assert (client.hostname, internal.hostname) == ("127.0.0.1", _OTHER_LOOPBACK)
+    assert client.port is not None and internal.port is not None
+    # The server API and /health answer on the internal address ...
+    assert _get(gw.internal_url + "/health") == 200
+    req = urllib.request.Request(gw.internal_url + "/api/info", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=scaled(5))
+    assert err.value.code == 401  # the server API: it wants a key
+    # ... and nowhere on the client address; the client endpoint is not on the internal one.
+    assert _refused("127.0.0.1", internal.port)
+    assert _refused(_OTHER_LOOPBACK, client.port)
+    ws = await RawWS.open(gw.url)
+    await ws.aclose()
+
+
+def test_internal_address_defaults_to_loopback_even_when_clients_listen_everywhere(tmp_path: Path) -> None:
+    from gateway.config import parse_config
+
+    config = parse_config({"http_server": {"address": "0.0.0.0"}})
+    assert config.http_server.internal_address == "127.0.0.1"
