@@ -88,7 +88,7 @@ def _load(path: str | None) -> tuple[Config, str | None]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.process.supervisor import Supervisor
+    from gateway.process.supervisor import ListenError, Supervisor
     from tools.token import mint_token
 
     config, dev_secret = _load(args.config)
@@ -127,7 +127,11 @@ def _serve(args: argparse.Namespace) -> int:
         _check_loadable(fresh)
         return fresh
 
-    return Supervisor(config, on_ready=announce, reload_config=reload_config).run()
+    try:
+        return Supervisor(config, on_ready=announce, reload_config=reload_config).run()
+    except ListenError as exc:
+        print(f"shardgate: {exc}", file=sys.stderr)
+        return 1
 
 
 def _url_host(host: str) -> str:

@@ -3,7 +3,12 @@ and a second gateway on a port that one already serves refused at start."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -11,8 +16,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from websockets.asyncio.client import connect
 
-from tests.conftest import Gateway, scaled
+from tests.conftest import ROOT, Gateway, base_config, scaled
 from tests.integration.rawclient import RawWS
 
 # Loopback answers the whole 127/8 on Linux: a second address without any setup.
@@ -56,3 +62,44 @@ def test_internal_address_defaults_to_loopback_even_when_clients_listen_everywhe
 
     config = parse_config({"http_server": {"address": "0.0.0.0"}})
     assert config.http_server.internal_address == "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "second.json"
+    path.write_text(json.dumps(base_config()))
+    return subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(path), "--workers", "1",
+                           *args], capture_output=True, text=True, timeout=scaled(30),
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+async def test_second_gateway_on_a_served_port_refuses_to_start(gateway_factory: Callable[..., Gateway],
+                                                                tmp_path: Path) -> None:
+    port = _free_port()
+    first = gateway_factory(args=("--port", str(port)))
+    internal_port = urlsplit(first.internal_url).port
+    assert internal_port is not None
+    # SO_REUSEPORT would let a second gateway of the same user join the first one's sockets.
+    for args in (("--port", str(port), "--internal-port", "0"),
+                 ("--port", "0", "--internal-port", str(internal_port))):
+        second = _serve(tmp_path, *args)
+        taken = args[1] if args[1] != "0" else args[3]
+        assert second.returncode != 0, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1, second.stderr
+        assert f"127.0.0.1:{taken}" in lines[0] and "in use" in lines[0], lines
+        assert second.stdout == ""
+    assert first.health()["status"] == "ok"
+    # The port is free again once the first gateway stopped, even with the connection it
+    # closed lingering in TIME_WAIT: a restart on the same port works.
+    async with connect(first.url) as ws:
+        await asyncio.to_thread(first.stop)
+        await ws.wait_closed()
+    again = gateway_factory(args=("--port", str(port)))
+    assert urlsplit(again.url).port == port
