@@ -34,7 +34,7 @@ _READY_TIMEOUT = 1.0
 # on_response_prepare signal, so the default it falls back to is replaced, here, the one
 # module that imports aiohttp (tests/integration/test_api.py checks every path).
 _SERVER_HEADER = "shardgate"
-web_response.SERVER_SOFTWARE = _SERVER_HEADER
+web_response.SERVER_SOFTWARE = _SERVER_HEADER  # type: ignore[attr-defined]  # a private default
 
 
 class _PeerErrorFilter(logging.Filter):
