@@ -23,8 +23,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                     "token secret printed at start.",
         epilog="example: shardgate serve --config /etc/shardgate/config.toml --workers 4")
     p.add_argument("--config", help="TOML or JSON file with Centrifugo v6 key names")
-    p.add_argument("--host", help="client and internal listen address (http_server.address)")
+    p.add_argument("--host", help="client WebSocket listen address (http_server.address)")
     p.add_argument("--port", type=int, help="client WebSocket port (http_server.port); 0 picks a free one")
+    p.add_argument("--internal-host",
+                   help="listen address of the server API, /metrics, /health, /ready "
+                        "(http_server.internal_address; default 127.0.0.1)")
     p.add_argument("--internal-port", type=int, help="internal port for /health (http_server.internal_port)")
     p.add_argument("--workers", type=int, help="worker processes (shardgate.workers); default: CPU count")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -85,11 +88,12 @@ def _load(path: str | None) -> tuple[Config, str | None]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.process.supervisor import Supervisor
+    from gateway.process.supervisor import ListenError, Supervisor
     from tools.token import mint_token
 
     config, dev_secret = _load(args.config)
     config = config.with_overrides(address=args.host, port=args.port, internal_port=args.internal_port,
+                                   internal_address=args.internal_host,
                                    workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key)
     if args.pid_file:
         config = dataclasses.replace(config, shardgate=dataclasses.replace(config.shardgate, pid_file=args.pid_file))
@@ -97,12 +101,11 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or config.shardgate.log_level, args.log_format or config.shardgate.log_format)
 
     def announce(sup: Supervisor) -> None:
-        host = sup.host if ":" not in sup.host else f"[{sup.host}]"
         secure = "s" if config.http_server.tls.enabled else ""
         lines = [
             f"shardgate {__version__} ready: {sup.workers} workers",
-            f"  clients   ws{secure}://{host}:{sup.port}/connection/websocket",
-            f"  internal  http{secure}://{host}:{sup.internal_port}/health",
+            f"  clients   ws{secure}://{_url_host(sup.host)}:{sup.port}/connection/websocket",
+            f"  internal  http{secure}://{_url_host(sup.internal_host)}:{sup.internal_port}/health",
         ]
         if dev_secret is not None:
             lines += [
@@ -119,11 +122,20 @@ def _serve(args: argparse.Namespace) -> int:
     def reload_config() -> Config:
         fresh, _ = _load(args.config) if args.config else (config, None)
         fresh = fresh.with_overrides(address=args.host, port=args.port, internal_port=args.internal_port,
+                                     internal_address=args.internal_host,
                                      workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key)
         _check_loadable(fresh)
         return fresh
 
-    return Supervisor(config, on_ready=announce, reload_config=reload_config).run()
+    try:
+        return Supervisor(config, on_ready=announce, reload_config=reload_config).run()
+    except ListenError as exc:
+        print(f"shardgate: {exc}", file=sys.stderr)
+        return 1
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _check_loadable(config: Config) -> None:

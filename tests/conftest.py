@@ -89,7 +89,7 @@ def base_config(**overrides: Any) -> dict[str, Any]:
 class Gateway:
     """A running ``python -m gateway serve`` with its URLs and pids."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], workers: int) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], workers: int, args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.config_path = workdir / "config.json"
         self.config_path.write_text(json.dumps(config))
@@ -101,7 +101,7 @@ class Gateway:
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
-             "--port", "0", "--internal-port", "0", "--workers", str(workers)],
+             "--port", "0", "--internal-port", "0", "--workers", str(workers), *args],
             stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=workdir,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
         threading.Thread(target=self._read_stdout, daemon=True).start()
@@ -180,10 +180,11 @@ class Gateway:
 def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
-    def start(config: dict[str, Any] | None = None, workers: int = 2) -> Gateway:
+    def start(config: dict[str, Any] | None = None, workers: int = 2, args: tuple[str, ...] = ()) -> Gateway:
+        """``args`` are extra ``serve`` flags; they win over the default ``--port 0 --internal-port 0``."""
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()
-        gw = Gateway(workdir, config if config is not None else base_config(), workers)
+        gw = Gateway(workdir, config if config is not None else base_config(), workers, args)
         started.append(gw)
         gw.wait_ready()
         return gw

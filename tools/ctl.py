@@ -6,7 +6,7 @@ Tables for people, ``--json`` for scripts; every failure is one line on stderr a
 (2 for bad usage).
 
 Connection settings, strongest first: ``--api-url``/``--api-key``, then the environment
-(``SHARDGATE_API_URL``/``SHARDGATE_API_KEY``), then ``--config FILE`` (``http_server.address``,
+(``SHARDGATE_API_URL``/``SHARDGATE_API_KEY``), then ``--config FILE`` (``http_server.internal_address``,
 ``http_server.internal_port``, ``http_api.key``); the URL defaults to http://127.0.0.1:8001.
 """
 
@@ -256,7 +256,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 _CONN_HELP = f"""
 connection: --api-url/--api-key, else ${ENV_API_URL}/${ENV_API_KEY}, else --config FILE
-(http_server.address, http_server.internal_port, http_api.key); default URL http://127.0.0.1:8001.
+(http_server.internal_address, http_server.internal_port, http_api.key); default URL http://127.0.0.1:8001.
 exit status: 0 ok, 1 failure (gateway down, wrong key, API error), 2 bad usage."""
 
 

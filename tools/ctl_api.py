@@ -69,7 +69,7 @@ def normalize_url(url: str) -> str:
 
 
 def _url_from_config(config: Any) -> str:
-    host = config.http_server.address or "127.0.0.1"
+    host = config.http_server.internal_address or "127.0.0.1"
     # A wildcard listen address is reachable through loopback.
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"

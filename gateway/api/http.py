@@ -8,11 +8,13 @@ SO_REUSEPORT; whichever answers reaches all workers through the bus.
 from __future__ import annotations
 
 import hmac
+import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import web
+from aiohttp import web, web_response
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.api.executor import API_ERROR_BAD_REQUEST, ApiExecutor, http_status_for
 from gateway.core.errors import ClientError
@@ -26,6 +28,29 @@ __all__ = ["start_http_server"]
 
 _JSON = "application/json"
 _READY_TIMEOUT = 1.0
+# aiohttp's default Server header names Python's and its own version: no need to tell
+# anyone which known vulnerabilities to try. aiohttp has no setting for it, and the
+# responses it builds itself (400 for a malformed request) never reach the app's
+# on_response_prepare signal, so the default it falls back to is replaced, here, the one
+# module that imports aiohttp (tests/integration/test_api.py checks every path).
+_SERVER_HEADER = "shardgate"
+web_response.SERVER_SOFTWARE = _SERVER_HEADER  # type: ignore[attr-defined]  # a private default
+
+
+class _PeerErrorFilter(logging.Filter):
+    """aiohttp logs every malformed request (bad header, bad request line) at ERROR with a
+    traceback: a way to flood the log without a key. A peer's bad request is not our
+    bug: one WARNING line with the parser's reason, rate-limited with the other
+    per-connection noise (gateway.obs.logs). Errors in our handlers keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {exc.code} {exc.message}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -52,7 +77,15 @@ class _Handlers:
             auth = request.headers.get("Authorization", "")
             scheme, _, value = auth.partition(" ")
             given = value.strip() if scheme.lower() == "apikey" else request.query.get("api_key")
-        return given is not None and hmac.compare_digest(given.encode(), self.key)
+        if given is None:
+            return False
+        try:
+            # aiohttp hands undecodable header bytes over as surrogates, which do not encode:
+            # a malformed key is a wrong key (401), never a 500 with a traceback per request.
+            given_bytes = given.encode()
+        except UnicodeEncodeError:
+            return False
+        return hmac.compare_digest(given_bytes, self.key)
 
     def _error(self, request: web.Request, err: ClientError) -> web.Response:
         mode = request.headers.get("X-Centrifugo-Error-Mode", "").lower()
@@ -103,6 +136,9 @@ async def start_http_server(node: Node, host: str, port: int,
                             ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
     """Serve the internal port on this worker (SO_REUSEPORT: every worker binds it)."""
     handlers = _Handlers(node)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _PeerErrorFilter) for f in server_log.filters):
+        server_log.addFilter(_PeerErrorFilter())
     app = web.Application(client_max_size=node.config.shardgate.api_max_body_size)
     app.router.add_route("*", "/api/{method}", handlers.api)
     app.router.add_get("/metrics", handlers.metrics)

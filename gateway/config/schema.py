@@ -124,11 +124,20 @@ class TlsConfig:
     key_pem_file: str = ""
 
 
+# Where the internal port (server API, /metrics, /health, /ready) listens unless
+# http_server.internal_address says otherwise. Loopback, not "same as address": opening the
+# client port to the world (address = "0.0.0.0") must not open the server API with it.
+DEFAULT_INTERNAL_ADDRESS = "127.0.0.1"
+# Listen addresses that cover every local address, so they overlap any specific one.
+_WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
+
+
 @dataclass(frozen=True, slots=True)
 class HttpServerConfig:
-    address: str = "127.0.0.1"
+    address: str = "127.0.0.1"  # client WebSocket endpoint
     port: int = 8000
     internal_port: int = 8001
+    internal_address: str = DEFAULT_INTERNAL_ADDRESS  # server API, /metrics, /health, /ready
     tls: TlsConfig = TlsConfig()  # serves both the client and the internal port over TLS
 
 
@@ -247,6 +256,7 @@ class Config:
         address: str | None = None,
         port: int | None = None,
         internal_port: int | None = None,
+        internal_address: str | None = None,
         workers: int | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
@@ -265,6 +275,9 @@ class Config:
             http = dataclasses.replace(
                 http, internal_port=_check_port(internal_port, "http_server.internal_port")
             )
+        if internal_address is not None:
+            http = dataclasses.replace(http, internal_address=internal_address)
+        _check_listeners(http, "http_server.internal_port")
         if workers is not None:
             if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
                 raise ConfigError("shardgate.workers", "must be an integer >= 0")
@@ -280,6 +293,21 @@ def _check_port(value: int, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ConfigError(key, "must be an integer in 0..65535")
     return value
+
+
+def _check_listeners(http: HttpServerConfig, key: str) -> None:
+    """The client and the internal port must not share a listening address.
+
+    Both are bound with SO_REUSEPORT, so the kernel would not refuse it: it would hand
+    WebSocket clients to the HTTP API and backends to the WebSocket endpoint at random.
+    Port 0 (a free port picked at start) never collides."""
+    if not http.port or http.port != http.internal_port:
+        return
+    overlap = (http.address == http.internal_address or http.address in _WILDCARD_ADDRESSES
+               or http.internal_address in _WILDCARD_ADDRESSES)
+    if overlap:
+        raise ConfigError(key, f"must differ from http_server.port ({http.port}) on the same address "
+                               f"({http.address or '*'} / {http.internal_address or '*'})")
 
 
 # --------------------------------------------------------------------------- reading
@@ -335,12 +363,15 @@ def _read_token(t: Table) -> TokenConfig:
 
 def _read_http_server(t: Table) -> HttpServerConfig:
     d = HttpServerConfig()
-    return HttpServerConfig(
+    http = HttpServerConfig(
         address=t.get_str("address", d.address),
         port=t.get_int("port", d.port, minimum=0, maximum=65535),
         internal_port=t.get_int("internal_port", d.internal_port, minimum=0, maximum=65535),
+        internal_address=t.get_str("internal_address", d.internal_address),
         tls=read_table(t.table("tls"), _read_tls),
     )
+    _check_listeners(http, t.key("internal_port"))
+    return http
 
 
 def _read_tls(t: Table) -> TlsConfig:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["setup_logging", "JsonFormatter", "RateLimit"]
+__all__ = ["setup_logging", "escape_log_text", "JsonFormatter", "RateLimit"]
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
@@ -31,16 +31,21 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+# Loggers that write a line per misbehaving peer: picows (WebSocket parser and handshake
+# errors) and aiohttp's server (malformed requests on the internal port).
+_PER_CONNECTION_LOGGERS = ("picows", "aiohttp.server")
+
+
 class _ConnectionNoiseFilter(logging.Filter):
-    """picows logs one line per broken connection (parser errors, handshake failures): a
-    flood of bad clients must not fill the disk, so those lines share a rate limit."""
+    """picows and aiohttp log one line per broken connection (parser errors, handshake
+    failures): a flood of bad clients must not fill the disk, so those lines share a rate limit."""
 
     def __init__(self) -> None:
         super().__init__()
         self._limit = RateLimit(burst=50, period=10.0)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("picows"):
+        if not record.name.startswith(_PER_CONNECTION_LOGGERS):
             return True
         if not self._limit.allow():
             return False
@@ -50,10 +55,31 @@ class _ConnectionNoiseFilter(logging.Filter):
         return True
 
 
+def escape_log_text(text: str) -> str:
+    """``text`` with control and other non-printable characters written as Python escapes
+    (``\\n``, ``\\x1b``, ``\\u2028``); printable text, non-ASCII letters included, unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+class _EscapeFilter(logging.Filter):
+    """Log values often come from outside (user ids from tokens, reasons and channel names
+    sent by clients, header values). A newline in one would forge a log line, an ANSI
+    escape would rewrite the operator's terminal. One place escapes them all: the message
+    after formatting, so no call site can forget. Tracebacks are ours and stay multi-line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = escape_log_text(record.getMessage())
+        record.args = None
+        return True
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
     handler.addFilter(_ConnectionNoiseFilter())
+    handler.addFilter(_EscapeFilter())  # after the noise filter, which appends to the message
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

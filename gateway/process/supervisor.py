@@ -9,7 +9,9 @@ Workers die with the supervisor (PR_SET_PDEATHSIG in the child), even on SIGKILL
 
 The supervisor keeps a bound, non-listening SO_REUSEPORT socket on each port. It
 reserves the port between worker restarts and resolves port 0 to one real port that
-every worker then shares.
+every worker then shares. Before that it makes sure no one else serves the port (see
+``reserve_port``): SO_REUSEPORT would otherwise let a second gateway of the same user
+join the first one's sockets, and the kernel would spread clients over both.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from gateway.process.systemd import Notifier, watchdog_interval
 from gateway.process.worker import EXIT_BOOT_ERROR, WorkerSpec, handoff_file, run_worker
 from sharding.bus import endpoint_path
 
-__all__ = ["Supervisor", "reserve_port"]
+__all__ = ["ListenError", "Supervisor", "reserve_port"]
 
 log = logging.getLogger("shardgate.supervisor")
 
@@ -44,13 +46,49 @@ _BACKOFF_MAX = 5.0
 _SUCCESSOR_TIMEOUT = 30.0
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (without listening) with SO_REUSEPORT, to hold the port for the workers."""
+class ListenError(Exception):
+    """The supervisor cannot have ``host:port``: in use by another process, or not bindable."""
+
+    def __init__(self, host: str, port: int, key: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {host or '*'}:{port} ({key}): {reason}")
+        self.host, self.port, self.key = host, port, key
+
+
+def reserve_port(host: str, port: int, key: str = "port") -> socket.socket:
+    """Hold ``host:port`` for the workers: bound with SO_REUSEPORT, not listening.
+
+    SO_REUSEPORT lets every socket of the same uid join the port, so a second
+    ``shardgate serve`` on it would start silently and share the clients. Hence the
+    probe first: a socket *without* SO_REUSEPORT (but with SO_REUSEADDR, so connections
+    of an earlier run in TIME_WAIT do not block a restart) cannot bind next to a
+    listening socket of anyone, whatever its uid or its address (0.0.0.0 overlaps
+    127.0.0.1). The kernel is the judge, so this also works across users, containers
+    sharing the network and private /tmp, where a lock file would not. The reservation
+    itself is made *without* SO_REUSEADDR: that makes it conflict with another
+    supervisor's probe too, so a gateway that is still booting (reserved, no worker
+    listening yet) is found as well. Our workers (SO_REUSEPORT, same uid) still join it,
+    and a restarted worker binds beside its siblings; only a fresh supervisor probes.
+    Port 0 asks the kernel for a free port: nothing to probe."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ListenError(host, port, key, "address already in use (another shardgate or another "
+                                                   "server listens on it)") from None
+            raise ListenError(host, port, key, exc.strerror or str(exc)) from None
+        finally:
+            probe.close()
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(host, port, key, exc.strerror or str(exc)) from None
     return sock
 
 
@@ -86,6 +124,7 @@ class Supervisor:
         self.workers = config.worker_count()
         self.host = config.http_server.address
         self.port = config.http_server.port
+        self.internal_host = config.http_server.internal_address
         self.internal_port = config.http_server.internal_port
         self.on_ready = on_ready
         self.slots = [_Slot(i) for i in range(self.workers)]
@@ -118,9 +157,15 @@ class Supervisor:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def run(self) -> int:
-        self._holds = [reserve_port(self.host, self.port)]
+        """Serve until stopped; the exit code. Raises :class:`ListenError` before starting
+        anything when a port cannot be had."""
+        self._holds = [reserve_port(self.host, self.port, "http_server.port")]
+        try:
+            self._holds.append(reserve_port(self.internal_host, self.internal_port, "http_server.internal_port"))
+        except ListenError:
+            self._holds[0].close()
+            raise
         self.port = self._holds[0].getsockname()[1]
-        self._holds.append(reserve_port(self.host, self.internal_port))
         self.internal_port = self._holds[1].getsockname()[1]
         runtime = self.config.shardgate.runtime_dir
         if runtime:
@@ -169,8 +214,8 @@ class Supervisor:
     def _spawn(self, slot: _Slot, successor: bool = False) -> None:
         slot.generation += 1
         slot.endpoint = endpoint_path(self._runtime_dir, slot.number, slot.generation)
-        spec = WorkerSpec(self.config, slot.number, self.workers, self.host, self.port, self.internal_port,
-                          self._runtime_dir, self._ready_w, self._pid,
+        spec = WorkerSpec(self.config, slot.number, self.workers, self.host, self.port, self.internal_host,
+                          self.internal_port, self._runtime_dir, self._ready_w, self._pid,
                           endpoints=tuple(s.endpoint or endpoint_path(self._runtime_dir, s.number, 1)
                                           for s in self.slots),
                           successor=successor)
@@ -362,7 +407,9 @@ class Supervisor:
             slot.pid = 0
             if self._stopping is not None:
                 continue
-            if code < 0:
+            if code == -signal.SIGKILL and slot.killed_stuck:
+                how = "killed by signal 9 (by the supervisor: it missed heartbeats)"
+            elif code < 0:
                 how = f"killed by signal {-code}" + (" (OOM killer?)" if code == -signal.SIGKILL else "")
             else:
                 how = f"exited with code {code}"

@@ -51,6 +51,7 @@ class WorkerSpec:
     workers: int
     host: str
     port: int
+    internal_host: str
     internal_port: int
     runtime_dir: str
     ready_fd: int
@@ -118,7 +119,7 @@ class Worker:
         self.servers.append(await start_client_server(self.node, spec.host, spec.port, start_serving=not successor,
                                                       ssl_context=self.ssl))
         if not successor:
-            self.http = await start_http_server(self.node, spec.host, spec.internal_port, self.ssl)
+            self.http = await start_http_server(self.node, spec.internal_host, spec.internal_port, self.ssl)
         self.loop.add_signal_handler(signal.SIGTERM, self.stop, False)
         for sig in (signal.SIGINT, signal.SIGQUIT):
             self.loop.add_signal_handler(sig, self.stop, True)
@@ -136,7 +137,8 @@ class Worker:
         self.node.router.announce(handoff=True)
         for server in self.servers:
             await server.start_serving()
-        self.http = await start_http_server(self.node, self.spec.host, self.spec.internal_port, self.ssl)
+        self.http = await start_http_server(self.node, self.spec.internal_host, self.spec.internal_port,
+                                           self.ssl)
         self._maybe_ready()
 
     def _hand_off(self) -> None:

@@ -4,7 +4,9 @@ with the real ``cent`` client (and raw HTTP where cent cannot express the case).
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -246,3 +248,67 @@ def test_health_and_ready(gateway: Gateway) -> None:
     assert gateway.health()["status"] == "ok"
     with urllib.request.urlopen(gateway.internal_url + "/ready", timeout=scaled(5)) as resp:
         assert json.loads(resp.read()) == {"status": "ready", "workers": 2}
+
+
+def _raw_http(gw: Gateway, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request written byte for byte (http.client refuses non-ASCII header values)."""
+    url = urllib.parse.urlsplit(gw.internal_url)
+    assert url.hostname is not None and url.port is not None
+    with socket.create_connection((url.hostname, url.port), timeout=scaled(5)) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    header, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = header.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("key_header", [
+    b"X-API-Key: \xe9t\xe9",  # latin-1
+    "X-API-Key: клю\u0447".encode(),  # UTF-8
+    b"X-API-Key: \xff\xfe\x80",  # not UTF-8 at all
+    b"Authorization: apikey \xe9\xe9",
+])
+def test_malformed_api_key_is_401_without_traceback(gateway: Gateway, key_header: bytes) -> None:
+    body = b'{"channel": "a", "data": 1}'
+    head = (b"POST /api/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            + key_header + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    status, _, data = _raw_http(gateway, head)
+    assert (status, data) == (401, b"")
+    status, _, data = _raw_http(gateway, b"POST /api/publish?api_key=%E9%FF HTTP/1.1\r\nHost: x\r\n"
+                                         b"Connection: close\r\nContent-Length: 2\r\n\r\n{}")
+    assert (status, data) == (401, b"")
+    log = gateway.log()
+    assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_server_header_names_no_library_version(gateway: Gateway) -> None:
+    for head in (b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                 b"POST /api/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+                 b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                 b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"):
+        status, headers, _ = _raw_http(gateway, head)
+        assert status in (200, 400, 401, 404)
+        assert headers.get("server", "shardgate") == "shardgate", headers
+    log = gateway.log()
+    assert "Traceback" not in log and "ERROR" not in log, log  # the malformed request: one WARNING line
+
+
+async def test_disconnect_log_line_escapes_what_clients_control(gateway: Gateway) -> None:
+    user = "eve\nINFO forged line \x1b[31mred\x1b[0m\u2028"
+    c, events = await connect(gateway.url, user=user)
+    try:
+        api(gateway).disconnect(DisconnectRequest(user=user, disconnect=DisconnectSpec(code=4503,
+                                                                                     reason="bye\r\nnow\x07")))
+        await wait_for(lambda: any(d.code == 4503 for d in events.disconnected), what="disconnected")
+        await wait_for(lambda: "code=4503" in gateway.log(), what="disconnect logged")
+    finally:
+        await disconnect_all(c)
+    log = gateway.log()
+    assert "\x1b" not in log and "\x07" not in log and "\u2028" not in log and "\r" not in log
+    (line,) = [line for line in log.splitlines() if "code=4503" in line]
+    assert "user=eve\\nINFO forged line \\x1b[31mred\\x1b[0m\\u2028 " in line, line
+    assert "reason=bye\\r\\nnow\\x07" in line, line
+    assert "forged line" not in log.replace(line, "")

@@ -74,6 +74,9 @@ async def test_stuck_worker_is_killed_and_replaced(gateway_factory) -> None:  # 
     try:
         await wait_for(lambda: gw.slot_pids()[1] != stuck, timeout=15, what="stuck worker replaced")
         assert "missed heartbeats" in gw.log()
+        # Its SIGKILL exit came from us, not from the kernel: no "OOM killer?" guess.
+        exit_line = next(line for line in gw.log().splitlines() if f"worker {stuck} killed" in line)
+        assert "OOM" not in exit_line and "missed heartbeats" in exit_line, exit_line
         await wait_for(lambda: f"worker {gw.slot_pids()[1]} ready" in gw.log(), timeout=15, what="replacement ready")
     finally:
         with contextlib.suppress(ProcessLookupError):

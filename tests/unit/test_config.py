@@ -620,6 +620,45 @@ def test_with_overrides_validates(kwargs: dict[str, Any], key: str) -> None:
     assert info.value.key == key
 
 
+def test_internal_address_is_its_own_key_and_defaults_to_loopback() -> None:
+    # Opening the client port to every interface must not open the server API with it.
+    assert parse_config({"http_server": {"address": "0.0.0.0"}}).http_server.internal_address == "127.0.0.1"
+    config = parse_config({"http_server": {"address": "0.0.0.0", "internal_address": "10.1.2.3"}})
+    assert config.http_server.internal_address == "10.1.2.3"
+    assert config.with_overrides(internal_address="127.0.0.2").http_server.internal_address == "127.0.0.2"
+    assert error_of({"http_server": {"internal_address": 1}}).key == "http_server.internal_address"
+
+
+@pytest.mark.parametrize(
+    "http",
+    [
+        {"port": 8000, "internal_port": 8000},
+        {"port": 8000, "internal_port": 8000, "address": "10.0.0.1", "internal_address": "10.0.0.1"},
+        {"port": 8000, "internal_port": 8000, "address": "0.0.0.0"},  # 0.0.0.0 covers 127.0.0.1
+        {"port": 8000, "internal_port": 8000, "address": "10.0.0.1", "internal_address": "::"},
+    ],
+)
+def test_client_and_internal_port_must_not_share_an_address(http: dict[str, Any]) -> None:
+    err = error_of({"http_server": http})
+    assert err.key == "http_server.internal_port"
+    assert "8000" in err.message and "same address" in err.message
+    with pytest.raises(ConfigError) as info:
+        Config().with_overrides(port=8001)  # the default internal port
+    assert info.value.key == "http_server.internal_port"
+
+
+@pytest.mark.parametrize(
+    "http",
+    [
+        {"port": 0, "internal_port": 0},  # each picks its own free port
+        {"port": 8000, "internal_port": 8000, "address": "127.0.0.1", "internal_address": "127.0.0.2"},
+    ],
+)
+def test_same_port_allowed_when_it_cannot_collide(http: dict[str, Any]) -> None:
+    parse_config({"http_server": http})
+    Config().with_overrides(port=0, internal_port=0)
+
+
 def test_worker_count_defaults_to_cpus() -> None:
     assert Config().worker_count() == (os.cpu_count() or 1)
     assert Config().worker_count() >= 1
