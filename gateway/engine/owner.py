@@ -246,8 +246,10 @@ class OwnerShard:
             if stream is not None:
                 doc["stream"] = {
                     "epoch": stream.epoch, "top": stream.top, "size": stream.size, "ttl": stream.ttl,
-                    "touched_at": stream.touched_at,
-                    "items": [[i.offset, i.expires_at, _b64(pack_publication(i.publication))]
+                    "touched_at": stream.touched_at, "expires_at": stream.expires_at,
+                    # Each item also carries the history's expiry: the form a predecessor of an
+                    # older version reads and writes (there, the last item's expiry is the stream's).
+                    "items": [[i.offset, stream.expires_at, _b64(pack_publication(i.publication))]
                               for i in stream.items()],
                 }
             out.append((name, doc))
@@ -265,8 +267,10 @@ class OwnerShard:
         st = doc.get("stream")
         if st is not None:
             stream = Stream(st["epoch"], int(st["size"]), float(st["ttl"]), float(st["touched_at"]))
-            stream.restore(int(st["top"]), [(int(o), float(e), unpack_publication(base64.b64decode(p)))
-                                            for o, e, p in st["items"]])
+            items = st["items"]
+            expires_at = st.get("expires_at", max((float(e) for _, e, _ in items), default=stream.touched_at))
+            stream.restore(int(st["top"]), [(int(o), unpack_publication(base64.b64decode(p))) for o, _, p in items],
+                           float(expires_at))
             state.stream = stream
 
     def stats(self) -> dict[str, int]:

@@ -529,3 +529,34 @@ def test_handoff_recovery_after_import(shard: OwnerShard, clock: FakeClock) -> N
     res = sub(successor, 0, since=StreamPosition(1, epoch))
     assert res.recovered is True
     assert [p.offset for p in res.publications or []] == [2]
+
+
+DEFAULT_META_TTL = 720 * 3600.0  # Centrifugo's history_meta_ttl default
+DEFAULTS = StreamOptions(size=100, ttl=300.0, meta_ttl=DEFAULT_META_TTL)  # the README's example namespace
+
+
+# -- history_ttl (issue "Reliability round 2", item 11) -----------------------------------------
+
+
+def test_each_publication_renews_the_channel_history(shard: OwnerShard, clock: FakeClock) -> None:
+    six = StreamOptions(size=10, ttl=6.0, meta_ttl=DEFAULT_META_TTL)
+    start = clock.now
+    pub(shard, "A", channel="six", opts=PublishOptions(six))
+    clock.now = start + 4
+    pub(shard, "B", channel="six", opts=PublishOptions(six))
+    clock.now = start + 8
+    assert history(shard, channel="six", stream=six)[1] == ["A", "B"]
+    clock.now = start + 10.1
+    position, pubs = history(shard, channel="six", stream=six)
+    assert pubs == [] and position.offset == 2
+
+
+def test_history_ttl_default_renewed_by_publications(shard: OwnerShard, clock: FakeClock) -> None:
+    opts = PublishOptions(DEFAULTS)
+    pub(shard, "A", opts=opts)
+    clock.now += 200
+    pub(shard, "B", opts=opts)
+    clock.now += 200  # A is 400 s old, 100 s past history_ttl, but B renewed the history
+    assert history(shard, stream=DEFAULTS)[1] == ["A", "B"]
+    clock.now += 100
+    assert history(shard, stream=DEFAULTS)[1] == []
