@@ -40,16 +40,17 @@ class Stream:
     Retention works as in Centrifugo: every publication renews the expiry of the whole
     history, which is dropped ``ttl`` after the *last* publication (items do not expire one
     by one). ``touched_at`` is the time of the last publication (of creation before the
-    first one).
+    first one); the position (epoch, top) lives until ``meta_ttl`` after it.
     """
 
-    __slots__ = ("_items", "epoch", "expires_at", "size", "top", "touched_at", "ttl")
+    __slots__ = ("_items", "epoch", "expires_at", "meta_ttl", "size", "top", "touched_at", "ttl")
 
-    def __init__(self, epoch: str, size: int, ttl: float, now: float) -> None:
+    def __init__(self, epoch: str, size: int, ttl: float, now: float, meta_ttl: float = 0.0) -> None:
         self.epoch = epoch
         self.top = 0
         self.size = size
         self.ttl = ttl
+        self.meta_ttl = meta_ttl  # 0: the position never expires
         self.touched_at = now
         self.expires_at = now  # when the retained publications go; nothing is retained yet
         self._items: deque[HistoryItem] = deque(maxlen=size)
@@ -68,6 +69,10 @@ class Stream:
     def _expire(self, now: float) -> None:
         if self._items and self.expires_at <= now:
             self._items.clear()
+
+    def meta_expired(self, now: float) -> bool:
+        """True once the position outlived ``meta_ttl`` since the last publication."""
+        return self.meta_ttl > 0 and self.touched_at + self.meta_ttl <= now
 
     def items(self) -> list[HistoryItem]:
         return list(self._items)
