@@ -67,6 +67,7 @@ def _counters(stats: dict[str, Any]) -> dict[str, float]:
         "connections_accepted": float(st["connections_accepted"]),
         "cpu_seconds": float(stats["process"]["cpu_seconds"]),
         "num_owned_channels": float(stats["num_owned_channels"]),
+        "num_owned_streams": float(stats.get("num_owned_streams", 0)),
     }
 
 

@@ -31,21 +31,28 @@ def new_epoch(rng: random.Random) -> str:
 @dataclass(frozen=True, slots=True)
 class HistoryItem:
     offset: int
-    expires_at: float
     publication: Publication  # offset included
 
 
 class Stream:
-    """One channel's stream: epoch, top offset and the last ``size`` publications."""
+    """One channel's stream: epoch, top offset and the last ``size`` publications.
 
-    __slots__ = ("_items", "epoch", "size", "top", "touched_at", "ttl")
+    Retention works as in Centrifugo: every publication renews the expiry of the whole
+    history, which is dropped ``ttl`` after the *last* publication (items do not expire one
+    by one). ``touched_at`` is the time of the last publication (of creation before the
+    first one); the position (epoch, top) lives until ``meta_ttl`` after it.
+    """
 
-    def __init__(self, epoch: str, size: int, ttl: float, now: float) -> None:
+    __slots__ = ("_items", "epoch", "expires_at", "meta_ttl", "size", "top", "touched_at", "ttl")
+
+    def __init__(self, epoch: str, size: int, ttl: float, now: float, meta_ttl: float = 0.0) -> None:
         self.epoch = epoch
         self.top = 0
         self.size = size
         self.ttl = ttl
+        self.meta_ttl = meta_ttl  # 0: the position never expires
         self.touched_at = now
+        self.expires_at = now  # when the retained publications go; nothing is retained yet
         self._items: deque[HistoryItem] = deque(maxlen=size)
 
     def next_offset(self) -> int:
@@ -56,22 +63,27 @@ class Stream:
             raise ValueError(f"offset {offset} does not follow top {self.top}")
         self.top = offset
         self.touched_at = now
-        self._items.append(HistoryItem(offset, now + self.ttl, publication))
+        self.expires_at = now + self.ttl  # the whole history lives ttl after the last publication
+        self._items.append(HistoryItem(offset, publication))
 
     def _expire(self, now: float) -> None:
-        items = self._items
-        while items and items[0].expires_at <= now:
-            items.popleft()
+        if self._items and self.expires_at <= now:
+            self._items.clear()
+
+    def meta_expired(self, now: float) -> bool:
+        """True once the position outlived ``meta_ttl`` since the last publication."""
+        return self.meta_ttl > 0 and self.touched_at + self.meta_ttl <= now
 
     def items(self) -> list[HistoryItem]:
         return list(self._items)
 
-    def restore(self, top: int, items: list[tuple[int, float, Publication]]) -> None:
+    def restore(self, top: int, items: list[tuple[int, Publication]], expires_at: float) -> None:
         """Continue a stream handed over by a retiring worker (same epoch, same offsets)."""
         self.top = top
+        self.expires_at = expires_at
         self._items.clear()
-        for offset, expires_at, publication in items[-self.size:] if self.size else ():
-            self._items.append(HistoryItem(offset, expires_at, publication))
+        for offset, publication in items[-self.size:] if self.size else ():
+            self._items.append(HistoryItem(offset, publication))
 
     def clear(self) -> None:
         """Drop publications but keep the position (Centrifugo's history_remove)."""

@@ -144,6 +144,10 @@ class NodeEngine(Engine, Protocol):
 
     def owned_channels(self) -> int: ...
 
+    def owned_streams(self) -> int:
+        """Channel streams (epoch, offsets, history) this worker holds in memory."""
+        ...
+
 
 class BrokerEventHandler(Protocol):
     """What an engine calls on this worker when something reaches a channel's local

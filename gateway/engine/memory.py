@@ -11,6 +11,7 @@ every channel is owned locally: the same code path, no special case.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from gateway.obs.stats import Stats
 from sharding.envelope import FLAG_HANDOFF_DONE, Envelope, Kind
 from sharding.hashing import OwnerCache
 
-__all__ = ["MemoryEngine", "ERROR_RELOADING"]
+__all__ = ["MemoryEngine", "ERROR_RELOADING", "SWEEP_INTERVAL", "SWEEP_BUDGET"]
 
 log = logging.getLogger("shardgate.engine")
 
@@ -55,6 +56,13 @@ T = TypeVar("T")
 # The owner is handing its channels to a reloaded successor: retry in a moment.
 ERROR_RELOADING = ClientError(100, "internal server error: channel owner reloading", temporary=True)
 _ERROR_INTERNAL = ClientError(100, "internal server error", temporary=True)
+
+# Streams nobody needs are forgotten by a periodic sweep (OwnerShard.sweep) that looks at no
+# more than SWEEP_BUDGET of them per tick, so a large expiry never stalls the loop; a tick that
+# used its whole budget is followed by another one soon.
+SWEEP_INTERVAL = 1.0
+SWEEP_BUDGET = 1_000
+_SWEEP_AGAIN = 0.01
 
 
 class MemoryEngine:
@@ -73,6 +81,7 @@ class MemoryEngine:
         self.frozen = False
         self._join_leave = join_leave
         self._owners = OwnerCache(self.workers)
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def owner(self, channel: str) -> int:
         return self._owners(channel)
@@ -275,11 +284,31 @@ class MemoryEngine:
     def owned_channels(self) -> int:
         return self.shard.stats()["channels"]
 
+    def owned_streams(self) -> int:
+        return self.shard.stats()["streams"]
+
+    def sweep(self) -> int:
+        """One bounded sweep of the owned streams (none while frozen for a handoff)."""
+        if self.frozen:
+            return 0
+        try:
+            return self.shard.sweep(self.clock(), SWEEP_BUDGET)
+        except Exception:
+            log.exception("stream sweep failed")
+            return 0
+
+    def _sweep_tick(self) -> None:
+        dropped = self.sweep()
+        delay = _SWEEP_AGAIN if dropped >= SWEEP_BUDGET else SWEEP_INTERVAL
+        self._sweeper = asyncio.get_running_loop().call_later(delay, self._sweep_tick)
+
     async def start(self) -> None:
-        pass
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep_tick)
 
     async def close(self) -> None:
-        pass
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     @property
     def healthy(self) -> bool:

@@ -11,6 +11,7 @@ knows about sockets or codecs.
 from __future__ import annotations
 
 import base64
+import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,10 +37,16 @@ from gateway.core.model import (
     unpack_publication,
 )
 
-__all__ = ["OwnerShard", "Fanout", "IDEMPOTENCY_WINDOW"]
+__all__ = ["OwnerShard", "Fanout", "IDEMPOTENCY_WINDOW", "EMPTY_STREAM_GRACE", "EMPTY_STREAMS_MAX"]
 
 IDEMPOTENCY_WINDOW = 300.0  # Centrifugo keeps a publish result for 5 minutes
 _IDEMPOTENCY_MAX = 10_000
+# A stream nothing was ever published to, with no subscriber, is kept this long after it was
+# last read (a client that read the position can still subscribe from it), and then forgotten:
+# the next read creates a new epoch, which tells a client holding the old one that it cannot
+# prove it missed nothing. Beyond EMPTY_STREAMS_MAX such streams the oldest go at once.
+EMPTY_STREAM_GRACE = 10.0
+EMPTY_STREAMS_MAX = 10_000
 
 
 class Fanout(Protocol):
@@ -79,6 +86,11 @@ class OwnerShard:
         self._channels: dict[str, _Channel] = {}
         # Server API idempotency keys: (channel, key) -> (valid until, result), like Centrifugo's 5 min.
         self._idempotent: dict[tuple[str, str], tuple[float, StreamPosition]] = {}
+        # Never-published streams without subscribers -> when they became so (oldest first).
+        self._empty: dict[str, float] = {}
+        # Heap of (meta expiry, channel, epoch), one entry per published stream; :meth:`sweep`
+        # re-checks an entry when it comes due, since later publications move the expiry.
+        self._meta_expiry: list[tuple[float, str, str]] = []
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -91,15 +103,82 @@ class OwnerShard:
     def _stream(self, state: _Channel, opts: StreamOptions) -> Stream:
         now = self._clock()
         stream = state.stream
-        if stream is not None and now - stream.touched_at > opts.meta_ttl:
-            stream = None  # the position expired: a new epoch tells clients the old one is gone
+        if stream is not None:
+            stream.meta_ttl = opts.meta_ttl
+            if stream.meta_expired(now):
+                stream = None  # the position expired: a new epoch tells clients the old one is gone
         if stream is None:
-            stream = state.stream = Stream(new_epoch(self._rng), opts.size, opts.ttl, now)
+            stream = state.stream = Stream(new_epoch(self._rng), opts.size, opts.ttl, now, opts.meta_ttl)
         return stream
 
     def _maybe_forget(self, channel: str, state: _Channel) -> None:
         if state.idle():
             self._channels.pop(channel, None)
+
+    def _unwatched(self, channel: str, state: _Channel) -> None:
+        """``channel`` was read or lost its last subscriber: a never-published stream starts
+        its grace period; a stream whose meta TTL passed while subscribed goes now."""
+        stream = state.stream
+        if stream is None or state.interest:
+            return
+        if stream.top:
+            if stream.meta_expired(self._clock()):
+                state.stream = None
+            return
+        empty = self._empty
+        empty.pop(channel, None)
+        empty[channel] = self._clock()
+        while len(empty) > EMPTY_STREAMS_MAX:
+            self._drop_empty(next(iter(empty)))
+
+    def _drop_empty(self, channel: str) -> int:
+        """Forget ``channel``'s stream if it is still unpublished and unsubscribed."""
+        del self._empty[channel]
+        state = self._channels.get(channel)
+        if state is None or state.stream is None or state.stream.top or state.interest:
+            return 0
+        state.stream = None
+        self._maybe_forget(channel, state)
+        return 1
+
+    def _track_meta(self, channel: str, stream: Stream) -> None:
+        if stream.meta_ttl > 0:
+            heapq.heappush(self._meta_expiry, (stream.touched_at + stream.meta_ttl, channel, stream.epoch))
+
+    def sweep(self, now: float, budget: int) -> int:
+        """Forget streams nobody needs any more, looking at no more than ``budget`` of them.
+
+        Gone are never-published streams without subscribers once :data:`EMPTY_STREAM_GRACE`
+        passed, and streams without subscribers whose ``meta_ttl`` passed since their last
+        publication (Centrifugo's ``history_meta_ttl``). A subscribed stream is kept: its
+        subscribers hold its epoch. Returns how many streams were dropped.
+        """
+        dropped = 0
+        empty = self._empty
+        while budget > 0 and empty:
+            channel, since = next(iter(empty.items()))
+            if now - since < EMPTY_STREAM_GRACE:
+                break
+            budget -= 1
+            dropped += self._drop_empty(channel)
+        heap = self._meta_expiry
+        while budget > 0 and heap and heap[0][0] <= now:
+            budget -= 1
+            _, channel, epoch = heapq.heappop(heap)
+            state = self._channels.get(channel)
+            stream = state.stream if state is not None else None
+            if state is None or stream is None or stream.epoch != epoch:
+                continue  # already gone or replaced (the replacement has its own entry)
+            if not stream.meta_expired(now):
+                self._track_meta(channel, stream)  # published since: due later
+            elif state.interest:
+                if stream.meta_ttl > 0:
+                    heapq.heappush(heap, (now + stream.meta_ttl, channel, epoch))
+            else:
+                state.stream = None
+                dropped += 1
+                self._maybe_forget(channel, state)
+        return dropped
 
     # -- Broker, owner side --------------------------------------------------------------------
 
@@ -128,6 +207,8 @@ class OwnerShard:
             stream = self._stream(state, opts.stream)
             pub.offset = stream.next_offset()
             stream.append(pub.offset, pub, self._clock())
+            if pub.offset == 1:
+                self._track_meta(channel, stream)
             position = StreamPosition(pub.offset, stream.epoch)
             self._fanout.publication(channel, state.slots(), pub, position)
             return position
@@ -175,11 +256,14 @@ class OwnerShard:
             state.interest[origin] = count
         else:
             state.interest.pop(origin, None)
+            self._unwatched(channel, state)
         self._maybe_forget(channel, state)
 
     def history(self, channel: str, filter: HistoryFilter, opts: StreamOptions) -> HistoryResult:
         """Raises ClientError 112 when ``filter.since`` names another epoch."""
-        stream = self._stream(self._channel(channel), opts)
+        state = self._channel(channel)
+        stream = self._stream(state, opts)
+        self._unwatched(channel, state)
         since = filter.since
         if since is not None and since.epoch and since.epoch != stream.epoch:
             raise ERROR_UNRECOVERABLE_POSITION
@@ -225,6 +309,7 @@ class OwnerShard:
                 _, info = state.presence.pop(client)
                 if join_leave(channel) and state.interest:
                     self._fanout.leave(channel, state.slots(), info)
+            self._unwatched(channel, state)
             self._maybe_forget(channel, state)
 
     # -- reload handoff -------------------------------------------------------------------------
@@ -250,8 +335,10 @@ class OwnerShard:
             if stream is not None:
                 doc["stream"] = {
                     "epoch": stream.epoch, "top": stream.top, "size": stream.size, "ttl": stream.ttl,
-                    "touched_at": stream.touched_at,
-                    "items": [[i.offset, i.expires_at, _b64(pack_publication(i.publication))]
+                    "touched_at": stream.touched_at, "meta_ttl": stream.meta_ttl, "expires_at": stream.expires_at,
+                    # Each item also carries the history's expiry: the form a predecessor of an
+                    # older version reads and writes (there, the last item's expiry is the stream's).
+                    "items": [[i.offset, stream.expires_at, _b64(pack_publication(i.publication))]
                               for i in stream.items()],
                 }
             out.append((name, doc))
@@ -268,13 +355,22 @@ class OwnerShard:
                 state.interest[int(slot)] = int(n)
         st = doc.get("stream")
         if st is not None:
-            stream = Stream(st["epoch"], int(st["size"]), float(st["ttl"]), float(st["touched_at"]))
-            stream.restore(int(st["top"]), [(int(o), float(e), unpack_publication(base64.b64decode(p)))
-                                            for o, e, p in st["items"]])
+            stream = Stream(st["epoch"], int(st["size"]), float(st["ttl"]), float(st["touched_at"]),
+                            float(st.get("meta_ttl", 0.0)))
+            items = st["items"]
+            expires_at = st.get("expires_at", max((float(e) for _, e, _ in items), default=stream.touched_at))
+            stream.restore(int(st["top"]), [(int(o), unpack_publication(base64.b64decode(p))) for o, _, p in items],
+                           float(expires_at))
             state.stream = stream
+            if stream.top:
+                self._track_meta(name, stream)
+            else:
+                self._unwatched(name, state)
 
     def stats(self) -> dict[str, int]:
-        return {"channels": len(self._channels)}
+        """``channels``: channels with any state here; ``streams``: how many of them hold a stream."""
+        return {"channels": len(self._channels),
+                "streams": sum(1 for state in self._channels.values() if state.stream is not None)}
 
 
 def _b64(raw: bytes) -> str:

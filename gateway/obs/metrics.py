@@ -57,6 +57,9 @@ class _SurveyCollector(Collector):
             "channels": GaugeMetricFamily("shardgate_channels", "Channels with local subscribers.", labels=["slot"]),
             "owned": GaugeMetricFamily("shardgate_owned_channels", "Channels whose state this slot owns.",
                                        labels=["slot"]),
+            "streams": GaugeMetricFamily("shardgate_owned_streams",
+                                         "Channel streams (epoch, offsets, history) this slot holds in memory.",
+                                         labels=["slot"]),
             "pending": GaugeMetricFamily("shardgate_bus_pending_requests",
                                          "Cross-shard requests waiting for an answer.", labels=["slot"]),
             "rss": GaugeMetricFamily("shardgate_process_resident_memory_bytes", "Worker RSS.", labels=["slot"]),
@@ -103,6 +106,7 @@ class _SurveyCollector(Collector):
             gauges["subscriptions"].add_metric([s], report["num_subs"])
             gauges["channels"].add_metric([s], report["num_channels"])
             gauges["owned"].add_metric([s], report["num_owned_channels"])
+            gauges["streams"].add_metric([s], report.get("num_owned_streams", 0))
             gauges["pending"].add_metric([s], report["pending_requests"])
             gauges["rss"].add_metric([s], report["process"]["rss"])
             gauges["uptime"].add_metric([s], report["uptime"])

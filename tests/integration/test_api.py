@@ -3,6 +3,7 @@ with the real ``cent`` client (and raw HTTP where cent cannot express the case).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import urllib.error
@@ -35,6 +36,7 @@ from cent import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.engine.owner import EMPTY_STREAM_GRACE
 from sharding.hashing import owner
 from tests.conftest import API_KEY, Gateway, scaled, wait_for
 from tests.integration.sdk import ClientEvents, connect, connect_on_slot, disconnect_all, slot, subscribe
@@ -242,6 +244,30 @@ async def test_metrics_cover_all_workers_and_move(gateway: Gateway) -> None:
         assert owner(channel, 2) == 0
     finally:
         await disconnect_all(a, b)
+
+
+async def test_history_of_unpublished_channels_leaves_no_streams(gateway: Gateway) -> None:
+    """Reliability round 2, item 5: reads of never-published channels used to leave a stream
+    (epoch and all) per channel in its owner forever."""
+    before = _metrics(gateway)
+    client = AsyncClient(gateway.internal_url + "/api", API_KEY, timeout=scaled(10))
+    try:
+        for start in range(0, 2000, 100):
+            results = await asyncio.gather(*(client.history(HistoryRequest(channel=f"never-{i}", limit=0))
+                                             for i in range(start, start + 100)))
+            assert all(r.offset == 0 and len(r.epoch) == 8 for r in results)
+    finally:
+        await client.close()
+    held = _metrics(gateway)
+    assert held["shardgate_owned_streams"] >= before["shardgate_owned_streams"] + 2000  # within the grace
+    assert held["shardgate_owned_channels"] >= before["shardgate_owned_channels"] + 2000
+
+    def swept() -> bool:
+        now = _metrics(gateway)
+        return (now["shardgate_owned_streams"] <= before["shardgate_owned_streams"]
+                and now["shardgate_owned_channels"] <= before["shardgate_owned_channels"])
+
+    await wait_for(swept, timeout=EMPTY_STREAM_GRACE + 20, interval=0.25, what="the owners to forget the streams")
 
 
 def test_health_and_ready(gateway: Gateway) -> None:

@@ -107,6 +107,26 @@ async def test_exact_maxlen_and_ttls(store: RedisStore, raw: aioredis.Redis) -> 
         0].epoch.encode(), b"s": b"10"}
 
 
+async def test_each_publication_renews_the_whole_history(store: RedisStore) -> None:
+    """history_ttl as in Centrifugo: the history lives ttl after the *last* publication."""
+    opts = StreamOptions(size=10, ttl=2.0, meta_ttl=3600.0)
+    await store.publish("renew", b"A", opts)
+    published_a = time.monotonic()
+    await asyncio.sleep(1.2)
+    await store.publish("renew", b"B", opts)
+    published_b = time.monotonic()
+    await asyncio.sleep(max(0.0, published_a + 2.4 - time.monotonic()))  # A alone would have expired
+    _, pubs = await store.history("renew", HistoryFilter(limit=-1), opts)
+    if time.monotonic() - published_b >= 1.9:
+        pytest.skip("too slow a machine to tell renewal from expiry")
+    assert [p for _, p in pubs] == [b"A", b"B"]
+
+    async def gone() -> bool:
+        return (await store.history("renew", HistoryFilter(limit=-1), opts))[1] == []
+
+    await wait_for(gone, timeout=scaled(5), what="the whole history expiring after the last publication")
+
+
 async def test_idempotency_key_returns_the_first_result(store: RedisStore, raw: aioredis.Redis) -> None:
     first = await store.publish("idem", b"a", STREAM, idempotency_key="k1")
     again = await store.publish("idem", b"b", STREAM, idempotency_key="k1")

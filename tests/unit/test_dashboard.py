@@ -17,6 +17,7 @@ def _exported_names() -> set[str]:
     from gateway.obs.stats import Stats
 
     report = {"num_clients": 1, "num_users": 1, "num_subs": 1, "num_channels": 1, "num_owned_channels": 1,
+              "num_owned_streams": 1,
               "pending_requests": 0, "uptime": 1, "process": {"rss": 1, "cpu": 0.0, "cpu_seconds": 1.0}}
     stats = Stats()
     stats.sent("publication", 10)

@@ -65,11 +65,12 @@ def test_append_rejects_repeated_offset() -> None:
     assert s.top == 1
 
 
-def test_item_records_payload_and_expiry() -> None:
+def test_item_records_payload_and_history_expiry() -> None:
     s = _stream(ttl=30.0)
     s.append(1, b"payload", 100.0)
     (item,) = s.read(100.0, limit=-1)
-    assert item == HistoryItem(1, 130.0, b"payload")
+    assert item == HistoryItem(1, b"payload")
+    assert s.expires_at == 130.0
 
 
 # -- read ------------------------------------------------------------------------------------
@@ -154,16 +155,33 @@ def test_size_one() -> None:
 
 
 def test_ttl_expiry_with_injected_now() -> None:
+    # As in Centrifugo, each publication renews the whole history: it expires ttl after the last one.
     s = _stream(ttl=10.0)
-    s.append(1, b"a", 0.0)  # expires at 10
-    s.append(2, b"b", 5.0)  # expires at 15
-    s.append(3, b"c", 8.0)  # expires at 18
-    assert _offsets(s.read(9.999, limit=-1)) == [1, 2, 3]
-    assert _offsets(s.read(10.0, limit=-1)) == [2, 3]  # expiry is inclusive (<= now)
-    assert _offsets(s.read(15.5, limit=-1, reverse=True)) == [3]
-    assert s.read(18.0, limit=-1) == []
+    s.append(1, b"a", 0.0)
+    s.append(2, b"b", 5.0)
+    s.append(3, b"c", 8.0)  # everything expires at 18
+    assert _offsets(s.read(10.0, limit=-1)) == [1, 2, 3]
+    assert _offsets(s.read(17.999, limit=-1, reverse=True)) == [3, 2, 1]
+    assert s.read(18.0, limit=-1) == []  # expiry is inclusive (<= now)
     assert s.top == 3  # position survives expiry
     assert len(s) == 0
+
+
+def test_each_publication_renews_the_whole_history() -> None:
+    # history_ttl 6s: A at t=0, B at t=4; at t=8 both are there (A is not expired on its own).
+    s = _stream(ttl=6.0)
+    s.append(1, b"A", 0.0)
+    s.append(2, b"B", 4.0)
+    assert [i.publication for i in s.read(8.0, limit=-1)] == [b"A", b"B"]
+    assert s.read(10.1, limit=-1) == []
+    assert s.top == 2
+
+
+def test_history_expires_ttl_after_a_single_publication() -> None:
+    s = _stream(ttl=300.0)  # the default config's history_ttl
+    s.append(1, b"A", 0.0)
+    assert _offsets(s.read(299.9, limit=-1)) == [1]
+    assert s.read(300.0, limit=-1) == []
 
 
 def test_expiry_happens_even_with_limit_zero() -> None:
@@ -202,7 +220,7 @@ def test_clear_keeps_top_and_epoch() -> None:
 
 
 def _items(*offsets: int) -> list[HistoryItem]:
-    return [HistoryItem(o, 1e9, b"p") for o in offsets]
+    return [HistoryItem(o, b"p") for o in offsets]
 
 
 def test_recovered_full_gap() -> None:

@@ -27,6 +27,7 @@ from gateway.core.model import (
     SubscribeRequest,
 )
 from gateway.engine.memory import MemoryEngine
+from gateway.engine.owner import EMPTY_STREAM_GRACE
 from gateway.obs.stats import Stats
 from sharding.envelope import Envelope, Kind, decode, encode
 from sharding.hashing import owner
@@ -517,3 +518,17 @@ def test_handoff_to_successor_continues_stream(two: Cluster) -> None:
     done = Done()
     successor.publish(ch, publication(2), PublishOptions(STREAM), done)
     assert done.result == StreamPosition(2, first.result.epoch)
+
+
+def test_sweep_forgets_streams_read_from_other_slots(two: Cluster) -> None:
+    owner_engine = two.engines[1]
+    for i in range(300):
+        two.engines[0].history(channel_owned_by(1, 2, prefix=f"never{i}-"), HistoryFilter(0), STREAM, Done())
+    two.pump()
+    assert owner_engine.owned_streams() == owner_engine.owned_channels() == 300
+    two.clock.now += EMPTY_STREAM_GRACE
+    owner_engine.freeze()  # handing off: the state must stay as exported
+    assert owner_engine.sweep() == 0
+    owner_engine.frozen = False
+    assert owner_engine.sweep() == 300  # the engine's own clock drives it
+    assert owner_engine.owned_streams() == owner_engine.owned_channels() == 0

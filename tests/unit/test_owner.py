@@ -19,7 +19,7 @@ from gateway.core.model import (
     SubscribeAnswer,
     SubscribeRequest,
 )
-from gateway.engine.owner import IDEMPOTENCY_WINDOW, OwnerShard
+from gateway.engine.owner import EMPTY_STREAM_GRACE, EMPTY_STREAMS_MAX, IDEMPOTENCY_WINDOW, OwnerShard
 
 CH = "news"
 STREAM = StreamOptions(size=10, ttl=60.0, meta_ttl=3600.0)
@@ -119,7 +119,7 @@ def test_publish_without_subscribers_reaches_no_slot(shard: OwnerShard, fanout: 
     assert all(slots == () for _, slots, _, _ in fanout.pubs())
     pub(shard, 1, channel="plain", opts=NO_HISTORY)
     assert [c for c in fanout.calls if c[1] == "plain"] == []
-    assert shard.stats() == {"channels": 1}  # only the channel with a stream keeps state
+    assert shard.stats() == {"channels": 1, "streams": 1}  # only the channel with a stream keeps state
 
 
 def test_publish_fans_out_to_slots_with_interest(shard: OwnerShard, fanout: FakeFanout) -> None:
@@ -147,7 +147,7 @@ def test_publish_without_history_is_positionless(shard: OwnerShard, fanout: Fake
 def test_publish_disabled_stream_options_is_positionless(shard: OwnerShard) -> None:
     disabled = PublishOptions(StreamOptions(size=0, ttl=60.0, meta_ttl=60.0))
     assert pub(shard, 1, opts=disabled) == StreamPosition(0, "")
-    assert shard.stats() == {"channels": 0}
+    assert shard.stats() == {"channels": 0, "streams": 0}
 
 
 def test_publish_skip_history(shard: OwnerShard, fanout: FakeFanout) -> None:
@@ -338,7 +338,7 @@ def test_history_remove_keeps_position(shard: OwnerShard) -> None:
     assert history(shard) == (StreamPosition(2, epoch), [])
     assert pub(shard, 3) == StreamPosition(3, epoch)
     shard.remove_history("unknown-chan")
-    assert shard.stats() == {"channels": 1}
+    assert shard.stats() == {"channels": 1, "streams": 1}
 
 
 # -- interest, join and leave ---------------------------------------------------------------
@@ -361,17 +361,17 @@ def test_interest_counts_per_slot(shard: OwnerShard, fanout: FakeFanout) -> None
 
 def test_unsubscribe_unknown_channel_is_noop(shard: OwnerShard, fanout: FakeFanout) -> None:
     shard.unsubscribe("never", 0)
-    assert fanout.calls == [] and shard.stats() == {"channels": 0}
+    assert fanout.calls == [] and shard.stats() == {"channels": 0, "streams": 0}
 
 
 def test_channel_state_forgotten_when_idle(shard: OwnerShard) -> None:
     sub(shard, 0, channel="plain", stream=None)
     shard.add_presence("plain", 0, info("c1"))
-    assert shard.stats() == {"channels": 1}
+    assert shard.stats() == {"channels": 1, "streams": 0}
     shard.unsubscribe("plain", 0)
-    assert shard.stats() == {"channels": 1}  # the presence entry keeps it
+    assert shard.stats() == {"channels": 1, "streams": 0}  # the presence entry keeps it
     shard.remove_presence("plain", "c1")
-    assert shard.stats() == {"channels": 0}
+    assert shard.stats() == {"channels": 0, "streams": 0}
 
 
 def test_join_and_leave_go_to_interested_slots(shard: OwnerShard, fanout: FakeFanout) -> None:
@@ -420,7 +420,7 @@ def test_presence_empty_channel(shard: OwnerShard) -> None:
     assert shard.presence("nobody") == {}
     stats = shard.presence_stats("nobody")
     assert (stats.num_clients, stats.num_users) == (0, 0)
-    assert shard.stats() == {"channels": 0}
+    assert shard.stats() == {"channels": 0, "streams": 0}
 
 
 def test_presence_keeps_extra_info(shard: OwnerShard) -> None:
@@ -447,7 +447,7 @@ def test_forget_slot_drops_presence_and_interest(shard: OwnerShard, fanout: Fake
     fanout.clear()
     pub(shard, 1)
     assert fanout.pubs()[-1][1] == (2,)
-    assert shard.stats() == {"channels": 1}  # "other" had only slot 1 and no history
+    assert shard.stats() == {"channels": 1, "streams": 1}  # "other" had only slot 1 and no history
 
 
 def test_forget_slot_without_join_leave_sends_no_leave(shard: OwnerShard, fanout: FakeFanout) -> None:
@@ -497,7 +497,7 @@ def test_handoff_round_trip_continues_the_stream(shard: OwnerShard, clock: FakeC
     successor = OwnerShard(fanout2, clock, random.Random(42))
     for name, doc in docs:
         successor.import_channel(name, doc)
-    assert successor.stats() == shard.stats() == {"channels": 3}
+    assert successor.stats() == shard.stats() == {"channels": 3, "streams": 2}
     assert history(successor) == before
     assert [p.info for p in successor.history(CH, HistoryFilter(-1), STREAM).publications] == [who] * 10
     assert successor.presence(CH) == shard.presence(CH)
@@ -529,3 +529,159 @@ def test_handoff_recovery_after_import(shard: OwnerShard, clock: FakeClock) -> N
     res = sub(successor, 0, since=StreamPosition(1, epoch))
     assert res.recovered is True
     assert [p.offset for p in res.publications or []] == [2]
+
+
+# -- forgetting streams (issue "Reliability round 2", item 5) -----------------------------------
+
+DEFAULT_META_TTL = 720 * 3600.0  # Centrifugo's history_meta_ttl default
+DEFAULTS = StreamOptions(size=100, ttl=300.0, meta_ttl=DEFAULT_META_TTL)  # the README's example namespace
+
+
+def sweep_all(shard: OwnerShard, now: float) -> int:
+    dropped = total = shard.sweep(now, 1000)
+    while dropped:
+        dropped = shard.sweep(now, 1000)
+        total += dropped
+    return total
+
+
+def test_history_reads_of_unpublished_channels_leave_no_state(shard: OwnerShard, clock: FakeClock) -> None:
+    for i in range(5000):
+        position, pubs = history(shard, channel=f"never-{i}", limit=0, stream=DEFAULTS)
+        assert position.offset == 0 and pubs == []
+    assert shard.stats() == {"channels": 5000, "streams": 5000}
+    assert shard.sweep(clock.now, 1000) == 0  # a reader may still subscribe from the position it got
+    clock.now += EMPTY_STREAM_GRACE
+    assert shard.sweep(clock.now, 1000) == 1000  # bounded per call
+    assert sweep_all(shard, clock.now) == 4000
+    assert shard.stats() == {"channels": 0, "streams": 0}
+    assert shard.sweep(clock.now, 1000) == 0
+
+
+def test_unpublished_streams_are_capped_without_a_sweep(shard: OwnerShard) -> None:
+    for i in range(EMPTY_STREAMS_MAX + 500):
+        history(shard, channel=f"never-{i}", limit=0, stream=DEFAULTS)
+    assert shard.stats() == {"channels": EMPTY_STREAMS_MAX, "streams": EMPTY_STREAMS_MAX}
+    # The oldest went first: the newest position is still the one handed out.
+    last = f"never-{EMPTY_STREAMS_MAX + 499}"
+    assert history(shard, channel=last, stream=DEFAULTS)[0] == history(shard, channel=last, stream=DEFAULTS)[0]
+
+
+def test_unpublished_stream_grace_renewed_by_reads(shard: OwnerShard, clock: FakeClock) -> None:
+    first = history(shard, channel="fresh", stream=DEFAULTS)[0]
+    clock.now += EMPTY_STREAM_GRACE - 1
+    assert history(shard, channel="fresh", stream=DEFAULTS)[0] == first
+    clock.now += EMPTY_STREAM_GRACE - 1
+    assert sweep_all(shard, clock.now) == 0
+    assert pub(shard, 1, channel="fresh", opts=PublishOptions(DEFAULTS)) == StreamPosition(1, first.epoch)
+
+
+def test_forgotten_unpublished_stream_gets_a_new_epoch(shard: OwnerShard, clock: FakeClock) -> None:
+    old = history(shard, channel="fresh", stream=DEFAULTS)[0]
+    clock.now += EMPTY_STREAM_GRACE
+    assert sweep_all(shard, clock.now) == 1
+    res = sub(shard, 0, channel="fresh", stream=DEFAULTS, since=old)
+    assert res.recovered is False  # the honest answer: nothing proves no publication was lost
+    assert res.position is not None and res.position.epoch != old.epoch
+
+
+def test_positioned_subscriber_keeps_an_unpublished_stream(shard: OwnerShard, clock: FakeClock) -> None:
+    position = sub(shard, 3, channel="quiet", stream=DEFAULTS, positioned=True).position
+    assert position is not None and position.offset == 0
+    clock.now += 100 * EMPTY_STREAM_GRACE
+    assert sweep_all(shard, clock.now) == 0
+    again = sub(shard, 4, channel="quiet", stream=DEFAULTS, since=position)
+    assert again.recovered is True and again.position == position
+    shard.unsubscribe("quiet", 4)
+    shard.unsubscribe("quiet", 3)
+    assert shard.stats() == {"channels": 1, "streams": 1}  # still within its grace
+    clock.now += EMPTY_STREAM_GRACE
+    assert sweep_all(shard, clock.now) == 1
+    assert shard.stats() == {"channels": 0, "streams": 0}
+
+
+def test_slot_restart_releases_unpublished_streams(shard: OwnerShard, clock: FakeClock) -> None:
+    sub(shard, 1, channel="quiet", stream=DEFAULTS, positioned=True)
+    shard.forget_slot(1, lambda channel: False)
+    clock.now += EMPTY_STREAM_GRACE
+    assert sweep_all(shard, clock.now) == 1
+    assert shard.stats() == {"channels": 0, "streams": 0}
+
+
+def test_meta_ttl_default_720h_since_last_publication(shard: OwnerShard, clock: FakeClock) -> None:
+    opts = PublishOptions(DEFAULTS)
+    epoch = pub(shard, 1, channel="feed", opts=opts).epoch
+    clock.now += DEFAULT_META_TTL - 1
+    assert sweep_all(shard, clock.now) == 0
+    assert pub(shard, 2, channel="feed", opts=opts) == StreamPosition(2, epoch)  # renews the meta TTL
+    clock.now += DEFAULT_META_TTL - 1
+    assert sweep_all(shard, clock.now) == 0
+    assert shard.stats() == {"channels": 1, "streams": 1}
+    clock.now += 1
+    assert sweep_all(shard, clock.now) == 1
+    assert shard.stats() == {"channels": 0, "streams": 0}
+    assert history(shard, channel="feed", stream=DEFAULTS)[0].epoch != epoch
+
+
+def test_meta_ttl_sweep_keeps_subscribed_streams(shard: OwnerShard, clock: FakeClock) -> None:
+    epoch = pub(shard, 1).epoch
+    sub(shard, 2)
+    clock.now += STREAM.meta_ttl * 3
+    assert sweep_all(shard, clock.now) == 0
+    assert shard.stats() == {"channels": 1, "streams": 1}
+    shard.unsubscribe(CH, 2)  # the last subscriber of an expired stream: it goes now
+    assert shard.stats() == {"channels": 0, "streams": 0}
+    assert pub(shard, 2).epoch != epoch
+
+
+def test_meta_expiry_queue_does_not_grow_with_publications(shard: OwnerShard, clock: FakeClock) -> None:
+    for i in range(1000):
+        pub(shard, i)
+        clock.now += 1
+    assert len(shard._meta_expiry) == 1
+    for i in range(3000):
+        pub(shard, i, channel=f"c{i}", opts=PublishOptions(SHORT))
+    clock.now += SHORT.meta_ttl
+    assert shard.sweep(clock.now, 2000) == 2000  # a mass expiry is spread over several sweeps
+    assert sweep_all(shard, clock.now) == 1000
+    assert shard.stats() == {"channels": 1, "streams": 1}
+    assert len(shard._meta_expiry) == 1
+
+
+def test_handoff_from_a_predecessor_without_stream_expiry(shard: OwnerShard, clock: FakeClock) -> None:
+    pub(shard, "a")
+    ((name, doc),) = orjson.loads(orjson.dumps(shard.export_channels()))
+    del doc["stream"]["expires_at"], doc["stream"]["meta_ttl"]  # the older export format
+    successor = OwnerShard(FakeFanout(), clock, random.Random(3))
+    successor.import_channel(name, doc)
+    clock.now += STREAM.ttl - 1
+    assert history(successor)[1] == ["a"]
+    clock.now += 1
+    assert history(successor)[1] == []
+
+
+# -- history_ttl (issue "Reliability round 2", item 11) -----------------------------------------
+
+
+def test_each_publication_renews_the_channel_history(shard: OwnerShard, clock: FakeClock) -> None:
+    six = StreamOptions(size=10, ttl=6.0, meta_ttl=DEFAULT_META_TTL)
+    start = clock.now
+    pub(shard, "A", channel="six", opts=PublishOptions(six))
+    clock.now = start + 4
+    pub(shard, "B", channel="six", opts=PublishOptions(six))
+    clock.now = start + 8
+    assert history(shard, channel="six", stream=six)[1] == ["A", "B"]
+    clock.now = start + 10.1
+    position, pubs = history(shard, channel="six", stream=six)
+    assert pubs == [] and position.offset == 2
+
+
+def test_history_ttl_default_renewed_by_publications(shard: OwnerShard, clock: FakeClock) -> None:
+    opts = PublishOptions(DEFAULTS)
+    pub(shard, "A", opts=opts)
+    clock.now += 200
+    pub(shard, "B", opts=opts)
+    clock.now += 200  # A is 400 s old, 100 s past history_ttl, but B renewed the history
+    assert history(shard, stream=DEFAULTS)[1] == ["A", "B"]
+    clock.now += 100
+    assert history(shard, stream=DEFAULTS)[1] == []

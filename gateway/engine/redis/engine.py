@@ -496,6 +496,9 @@ class RedisEngine:
     def owned_channels(self) -> int:
         return len(self._owned)
 
+    def owned_streams(self) -> int:
+        return 0  # streams live in Redis
+
 
 def _publications(items: list[tuple[int, bytes]]) -> list[Publication]:
     pubs = []
