@@ -154,7 +154,7 @@ def server_disconnect(code: object, reason: object) -> Disconnect:
 
 def classify(exc: BaseException) -> ClientError | Disconnect:
     """Map any exception raised by a command handler to what the peer sees."""
-    if exc is ERROR_REPLY_TOO_LARGE:
+    if exc == ERROR_REPLY_TOO_LARGE:  # by value: it may have crossed the bus from an owner
         return DISCONNECT_SLOW
     if isinstance(exc, (ClientError, Disconnect)):
         return exc

@@ -99,3 +99,11 @@ def test_classify_passes_through_typed_errors() -> None:
     dis = Disconnect(3507, "permission denied")
     assert classify(dis) is dis
     assert classify(ERROR_UNKNOWN_CHANNEL) is ERROR_UNKNOWN_CHANNEL
+
+
+def test_a_reply_too_large_closes_slow_even_after_crossing_the_bus() -> None:
+    from gateway.core.errors import DISCONNECT_SLOW, ERROR_REPLY_TOO_LARGE, ClientError, classify
+
+    rebuilt = ClientError(ERROR_REPLY_TOO_LARGE.code, ERROR_REPLY_TOO_LARGE.message)  # as the router rebuilds it
+    assert classify(rebuilt) == DISCONNECT_SLOW
+    assert classify(ClientError(106, "limit exceeded")) == ClientError(106, "limit exceeded")
