@@ -480,6 +480,8 @@ class Session:
             # The reply (with any recovered publications) goes out first; then the hub adds
             # the subscriber and writes what arrived after the answered position meanwhile.
             done(result, None)
+            if self.subs.get(channel) is not sub:
+                return  # the reply closed the connection (or left the channel): drop_sub undid it
             node.hub.subscribe(channel, self, params.join_leave, answer.position)
             info = self.client_info(params.chan_info)
             if opts.presence:
