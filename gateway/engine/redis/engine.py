@@ -33,7 +33,7 @@ import orjson
 from gateway.cluster.router import Reply, Router
 from gateway.config.engine import RedisEngineConfig
 from gateway.core.errors import ClientError
-from gateway.core.history import is_recovered, new_epoch
+from gateway.core.history import is_recovered
 from gateway.core.model import (
     ClientInfo,
     Done,
@@ -224,8 +224,8 @@ class RedisEngine:
         stream = opts.stream if opts.stream is not None and opts.stream.enabled else None
         pub.offset = 0  # Redis assigns it; the stored and published form carries it in the header
         payload = pack_publication(pub)
-        future = self._op(lambda: self.store.publish(channel, payload, stream, opts.idempotency_key,
-                                                     new_epoch(self.rng)))
+        # No epoch of our own: the store gives the streams created in one loop tick one fresh epoch.
+        future = self._op(lambda: self.store.publish(channel, payload, stream, opts.idempotency_key))
         self._finish(future, done, lambda position: position)
 
     def publish_join(self, channel: str, info: ClientInfo) -> None:
@@ -272,7 +272,7 @@ class RedisEngine:
             check_reply_size(pubs, filter.max_bytes)
             return HistoryResult(position, pubs)
 
-        self._finish(self._op(lambda: self.store.history(channel, filter, stream, new_epoch(self.rng))), done,
+        self._finish(self._op(lambda: self.store.history(channel, filter, stream)), done,
                      convert)
 
     def remove_history(self, channel: str, done: DoneErr) -> None:
@@ -306,8 +306,7 @@ class RedisEngine:
         if stream is None:
             done(None, _ERROR_INTERNAL)
             return
-        self._finish(self._op(lambda: self.store.history(channel, HistoryFilter(limit=0), stream,
-                                                         new_epoch(self.rng))),
+        self._finish(self._op(lambda: self.store.history(channel, HistoryFilter(limit=0), stream)),
                      done, lambda result: result[0])
 
     def _schedule_presence_refresh(self) -> None:
@@ -355,7 +354,7 @@ class RedisEngine:
                 filter = HistoryFilter(limit=0)
             stream = request.stream
             assert stream is not None
-            read = self._op(lambda: self.store.history(channel, filter, stream, new_epoch(self.rng)))
+            read = self._op(lambda: self.store.history(channel, filter, stream))
             read.add_done_callback(lambda r: answered(r, since))
 
         def answered(r: asyncio.Future[tuple[StreamPosition, list[tuple[int, bytes]]]],
