@@ -134,7 +134,7 @@ class Session:
         # Commands run in order, at most ``max_inflight_commands`` waiting on an engine at once;
         # the rest of a message waits here, so one message cannot fan out into hundreds of
         # owner requests (and their replies) at the same time.
-        self._queue: deque[Command] = deque()
+        self._queue: deque[Command] | None = None  # made when first needed: most connections never queue
         self._inflight = 0
         self._max_inflight = node.config.shardgate.max_inflight_commands
         self._pumping = False
@@ -255,6 +255,8 @@ class Session:
                         if cmd.id:
                             self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
                         continue
+                if self._queue is None:
+                    self._queue = deque()
                 self._queue.append(cmd)
             self._pump()
         finally:
@@ -268,12 +270,13 @@ class Session:
         if self._pumping:
             return  # a command answered synchronously: the loop below goes on
         self._pumping = True
+        queue = self._queue
         try:
-            while self._queue and self._inflight < self._max_inflight:
+            while queue and self._inflight < self._max_inflight:
                 if self.state is State.CLOSED or self._slow:
-                    self._queue.clear()
+                    queue.clear()
                     return
-                cmd = self._queue.popleft()
+                cmd = queue.popleft()
                 cmd.pending = True
                 self._inflight += 1
                 self._dispatch(cmd)
@@ -281,6 +284,8 @@ class Session:
                     self._answered(cmd)  # a pong or a send: no reply is owed
         finally:
             self._pumping = False
+            if not queue:
+                self._queue = None
 
     def _answered(self, cmd: Command) -> None:
         if cmd.pending:
