@@ -1,4 +1,4 @@
-"""``python -m gateway`` serves, exactly like ``shardgate serve``."""
+"""``python -m gateway ARGS`` is ``shardgate ARGS`` (``python -m gateway serve`` serves)."""
 
 import sys
 

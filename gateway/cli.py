@@ -1,4 +1,5 @@
-"""The ``shardgate`` command line: serve, check-config, token, owner."""
+"""The ``shardgate`` command line: ``serve``, ``check-config`` and ``owner`` here; ``token``, the ops
+commands (tools/ctl.py) and ``bench`` get the rest of the line for their own parsers."""
 
 from __future__ import annotations
 
@@ -53,29 +54,34 @@ _OPS_COMMANDS = {
 }
 
 
+# Subcommands whose own parser lives in tools/: everything after the subcommand's name goes to it
+# unparsed (options first or last), and the module is imported only when the subcommand runs.
+_TOOL_COMMANDS = {
+    "token": "mint a connection or subscription JWT (HMAC)",
+    **_OPS_COMMANDS,
+    "bench": "load generator and peer comparison (shardgate bench --help)",
+}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardgate", description="A sharded WebSocket gateway speaking the Centrifugo client protocol.",
-        epilog="example: shardgate serve --port 8000 --workers 2")
+        epilog="examples:\n  shardgate serve --port 8000 --workers 2\n  shardgate COMMAND --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"shardgate {__version__}")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _serve_parser(sub)
     check = sub.add_parser("check-config", help="validate a config file without serving",
                            epilog="example: shardgate check-config config.toml")
     check.add_argument("file")
-    token = sub.add_parser("token", help="mint a connection or subscription JWT (HMAC)", add_help=False)
-    token.add_argument("args", nargs=argparse.REMAINDER)
-    for name, text in _OPS_COMMANDS.items():
-        ops = sub.add_parser(name, help=text, add_help=False)
-        ops.add_argument("args", nargs=argparse.REMAINDER)
-    bench = sub.add_parser("bench", help="load generator and peer comparison (shardgate bench --help)",
-                           add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER)
     owner = sub.add_parser("owner", help="which worker slot owns a channel",
                            epilog="example: shardgate owner chat:lobby --workers 4")
     owner.add_argument("channel")
     owner.add_argument("--workers", type=int, help="worker count (default: from --config, else CPU count)")
     owner.add_argument("--config")
+    # Listed for --help only: main() hands their argv to their own parsers before this one parses.
+    for name, text in _TOOL_COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -174,8 +180,13 @@ def _owner(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_tool(module: str, argv: list[str]) -> int:
-    """Tools live under tools/ and are imported only when their subcommand runs."""
+def _run_tool(command: str, argv: list[str]) -> int:
+    """Tools live under tools/ and are imported only when their subcommand runs; ``argv`` is
+    everything after the subcommand's name, untouched."""
+    if command in _OPS_COMMANDS:
+        module, argv = "tools.ctl", [command, *argv]
+    else:
+        module = {"token": "tools.token", "bench": "tools.bench.cli"}[command]
     entry = importlib.import_module(module).main
     code: int = entry(argv)
     return code
@@ -183,29 +194,31 @@ def _run_tool(module: str, argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
-        argv.insert(0, "serve")
     parser = _build_parser()
+    if not argv:
+        # No command is a usage error, as argparse treats a missing required argument: the help
+        # goes to stderr and the exit status is 2, so a script or unit that still runs a bare
+        # `shardgate` expecting it to serve fails visibly instead of "succeeding" without serving.
+        parser.print_help(sys.stderr)
+        return 2
+    if argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        parser.error(f"a command comes first, e.g. shardgate serve {' '.join(argv)}")
+    if argv[0] in _TOOL_COMMANDS:
+        # Their parsers own the rest of the line. argparse.REMAINDER under a subparser cannot
+        # do this: it refuses a tail that starts with an option (`token --secret S`).
+        return _run_tool(argv[0], argv[1:])
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "check-config":
             return _check_config(args)
-        if args.command == "token":
-            from tools.token import main as token_main
-
-            return token_main(args.args)
         if args.command == "owner":
             return _owner(args)
-        if args.command in _OPS_COMMANDS:
-            return _run_tool("tools.ctl", [args.command, *args.args])
-        if args.command == "bench":
-            return _run_tool("tools.bench.cli", list(args.args))
     except ConfigError as exc:
         print(f"shardgate: {exc}", file=sys.stderr)
         return 2
-    parser.print_help()
+    parser.print_help(sys.stderr)
     return 2
 
 

@@ -211,6 +211,16 @@ class Supervisor:
                         return
                 os.unlink(path)
 
+    def _remove_runtime_files(self) -> None:
+        """In a configured runtime_dir (kept across runs: systemd's RuntimeDirectory), remove what
+        this run put there: reload handoff files, and the ipc endpoints a killed worker left."""
+        for slot in self.slots:
+            paths = [handoff_file(self._runtime_dir, slot.number)]
+            paths += [endpoint_path(self._runtime_dir, slot.number, g) for g in range(1, slot.generation + 1)]
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
     def _spawn(self, slot: _Slot, successor: bool = False) -> None:
         slot.generation += 1
         slot.endpoint = endpoint_path(self._runtime_dir, slot.number, slot.generation)
@@ -311,6 +321,9 @@ class Supervisor:
             slot.ready, slot.started_at = True, time.monotonic()
             slot.last_beat, slot.killed_stuck = slot.started_at, False
             log.info("reload: slot %d: worker %d took over; draining %d", slot.number, slot.pid, old)
+            # The predecessor read its successor's endpoint before handing over: the file is spent.
+            with contextlib.suppress(OSError):
+                os.unlink(handoff_file(self._runtime_dir, slot.number))
             if old:
                 self._retiring[old] = slot.number
                 with contextlib.suppress(ProcessLookupError):
@@ -520,6 +533,8 @@ class Supervisor:
         self._remove_pid_file()
         if self._owns_runtime_dir:
             shutil.rmtree(self._runtime_dir, ignore_errors=True)
+        else:
+            self._remove_runtime_files()
         for fd in (self._ready_r, self._ready_w, self._wake_r, self._wake_w):
             try:
                 os.close(fd)
