@@ -20,8 +20,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = sub.add_parser(
         "serve", help="run the gateway (supervisor + one worker per core)",
         description="Run the gateway. Without --config it serves an embedded development default: "
-                    "anonymous connects, permissive channels with history and presence, and a random "
-                    "token secret printed at start.",
+                    "anonymous connects, any Origin, permissive channels in any namespace with history "
+                    "and presence, and a random token secret printed at start.",
         epilog="example: shardgate serve --config /etc/shardgate/config.toml --workers 4")
     p.add_argument("--config", help="TOML or JSON file with Centrifugo v6 key names")
     p.add_argument("--host", help="client WebSocket listen address (http_server.address)")
@@ -36,6 +36,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--pid-file", help="write the supervisor pid here (shardgate.pid_file)")
     p.add_argument("--tls-cert", help="PEM certificate: serve wss:// and https:// (http_server.tls)")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    p.add_argument("--allowed-origin", action="append", metavar="PATTERN",
+                   help="also allow browser pages from this Origin (repeatable; adds to "
+                        "client.allowed_origins; shell-style pattern, e.g. 'https://*.example.com')")
 
 
 # Subcommands implemented by the ops tools (tools/ctl.py); they talk to a running gateway.
@@ -100,7 +103,8 @@ def _serve(args: argparse.Namespace) -> int:
     config, dev_secret = _load(args.config)
     config = config.with_overrides(address=args.host, port=args.port, internal_port=args.internal_port,
                                    internal_address=args.internal_host,
-                                   workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                                   workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                   allowed_origins=args.allowed_origin)
     if args.pid_file:
         config = dataclasses.replace(config, shardgate=dataclasses.replace(config.shardgate, pid_file=args.pid_file))
     _check_loadable(config)
@@ -115,8 +119,9 @@ def _serve(args: argparse.Namespace) -> int:
         ]
         if dev_secret is not None:
             lines += [
-                "  config    embedded development default (no --config): anonymous connects allowed,",
-                "            every channel allows subscribe/publish/history/presence",
+                "  config    embedded development default (no --config): anonymous connects and any",
+                "            Origin allowed; every channel, in any namespace (chat:room too), allows",
+                "            subscribe/publish/history/presence",
                 f"  secret    {dev_secret}   (random for this run; also the HTTP API key)",
                 f"  token     {mint_token(dev_secret, user='test-user', exp_seconds=24 * 3600)}",
                 f"  mint more shardgate token --secret {dev_secret} --user alice",
@@ -129,7 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
         fresh, _ = _load(args.config) if args.config else (config, None)
         fresh = fresh.with_overrides(address=args.host, port=args.port, internal_port=args.internal_port,
                                      internal_address=args.internal_host,
-                                     workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                                     workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                     allowed_origins=args.allowed_origin)
         _check_loadable(fresh)
         return fresh
 

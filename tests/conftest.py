@@ -89,10 +89,20 @@ def base_config(**overrides: Any) -> dict[str, Any]:
 class Gateway:
     """A running ``python -m gateway serve`` with its URLs and pids."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], workers: int, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any] | None, workers: int,
+                 args: tuple[str, ...] = ()) -> None:
+        """``config=None`` serves the embedded development default (no ``--config``); its random
+        secret (also the API key) and ready-made token are read from the banner."""
         self.workdir = workdir
         self.config_path = workdir / "config.json"
-        self.config_path.write_text(json.dumps(config))
+        config_args: tuple[str, ...] = ()
+        if config is not None:
+            self.config_path.write_text(json.dumps(config))
+            config_args = ("--config", str(self.config_path))
+        self.dev = config is None
+        self.dev_secret = ""
+        self.dev_token = ""
+        self.banner = ""
         self.log_path = workdir / "gateway.log"
         self.workers = workers
         self.url = ""
@@ -100,7 +110,7 @@ class Gateway:
         self._lines: queue.Queue[str] = queue.Queue()
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
+            [sys.executable, "-m", "gateway", "serve", *config_args,
              "--port", "0", "--internal-port", "0", "--workers", str(workers), *args],
             stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=workdir,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
@@ -114,7 +124,7 @@ class Gateway:
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + scaled(timeout)
-        while not (self.url and self.internal_url):
+        while not (self.url and self.internal_url and (self.dev_token or not self.dev)):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.proc.poll() is not None:
                 raise AssertionError(f"gateway did not start; log:\n{self.log()}")
@@ -122,6 +132,11 @@ class Gateway:
                 line = self._lines.get(timeout=min(remaining, 0.2))
             except queue.Empty:
                 continue
+            self.banner += line
+            if m := re.search(r"^\s+secret\s+(\S+)", line):
+                self.dev_secret = m.group(1)
+            if m := re.search(r"^\s+token\s+(\S+)", line):
+                self.dev_token = m.group(1)
             if m := re.search(r"clients\s+(wss?://\S+)", line):
                 self.url = m.group(1)
             if m := re.search(r"internal\s+(https?://\S+)/health", line):

@@ -18,7 +18,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,6 +183,10 @@ class ChannelConfig:
     namespaces: tuple[tuple[str, ChannelOptions], ...] = ()
     max_length: int = 255
     history_meta_ttl: float = 720 * 3600.0
+    # Options for a namespace that is not in ``namespaces``. ``None`` (every config file: no
+    # config key sets it) keeps Centrifugo's rule, an unknown namespace is error 102; only the
+    # embedded development default (dev_config) sets it, so any namespace works there.
+    any_namespace: ChannelOptions | None = None
     # Derived lookup table so channel_options() is a dict hit on the hot path.
     _by_name: dict[str, ChannelOptions] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -239,12 +243,13 @@ class Config:
         """Options for ``channel``; ``None`` when its namespace is not configured.
 
         As in Centrifugo, an empty namespace (no ``:``, or a leading ``:``) means
-        the ``without_namespace`` options.
+        the ``without_namespace`` options. A namespace not configured gets
+        ``channel.any_namespace`` (set only by :func:`dev_config`), else ``None``.
         """
         name = self.namespace_of(channel)
         if not name:
             return self.channel.without_namespace
-        return self.channel._by_name.get(name)
+        return self.channel._by_name.get(name, self.channel.any_namespace)
 
     def worker_count(self) -> int:
         """Number of worker processes to run; 0 in the config means one per CPU."""
@@ -260,13 +265,16 @@ class Config:
         workers: int | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        allowed_origins: Sequence[str] | None = None,
     ) -> Config:
         """A copy with CLI flag values applied; ``None`` keeps the configured value.
 
         Flags get the same range checks as the file so a bad flag fails the same way.
+        ``allowed_origins`` (``--allowed-origin``) adds to ``client.allowed_origins``.
         """
         http = self.http_server
         shard = self.shardgate
+        client = self.client
         if address is not None:
             http = dataclasses.replace(http, address=address)
         if port is not None:
@@ -286,7 +294,12 @@ class Config:
             if not (tls_cert and tls_key):
                 raise ConfigError("http_server.tls", "--tls-cert and --tls-key go together")
             http = dataclasses.replace(http, tls=TlsConfig(True, tls_cert, tls_key))
-        return dataclasses.replace(self, http_server=http, shardgate=shard)
+        if allowed_origins:
+            if any(not o.strip() for o in allowed_origins):
+                raise ConfigError("client.allowed_origins", "--allowed-origin must not be empty")
+            merged = tuple(dict.fromkeys((*client.allowed_origins, *allowed_origins)))
+            client = dataclasses.replace(client, allowed_origins=merged)
+        return dataclasses.replace(self, http_server=http, client=client, shardgate=shard)
 
 
 def _check_port(value: int, key: str) -> int:
@@ -600,8 +613,9 @@ def dev_config(hmac_secret: str) -> Config:
     """The embedded config used when ``shardgate serve`` runs without a file.
 
     Permissive on purpose (anonymous connect, publish from clients, history and
-    recovery everywhere) so a fresh checkout can be tried with any Centrifugo SDK;
-    the HMAC secret doubles as the HTTP API key.
+    recovery everywhere, any namespace, any Origin) so a fresh checkout can be tried
+    with any Centrifugo SDK from a page served on another port (a dev server such as
+    http://localhost:5173); the HMAC secret doubles as the HTTP API key.
     """
     options = ChannelOptions(
         presence=True,
@@ -625,8 +639,9 @@ def dev_config(hmac_secret: str) -> Config:
         client=ClientConfig(
             token=TokenConfig(hmac_secret_key=hmac_secret),
             allow_anonymous_connect_without_token=True,
+            allowed_origins=("*",),
         ),
         http_api=HttpApiConfig(key=hmac_secret),
-        channel=ChannelConfig(without_namespace=options),
+        channel=ChannelConfig(without_namespace=options, any_namespace=options),
         shardgate=ShardgateConfig(rpc_echo=True),
     )

@@ -51,6 +51,7 @@ from gateway.core.errors import (
 )
 from gateway.core.limits import ConnectionGate
 from gateway.node import Node
+from gateway.obs.logs import RateLimit
 from gateway.session.handlers import HANDLERS
 from gateway.session.session import Session
 
@@ -82,6 +83,39 @@ def origin_allowed(origin: str | None, host: str | None, patterns: tuple[str, ..
     if patterns:
         return any(fnmatch.fnmatchcase(origin, p.lower()) for p in patterns)
     return bool(host) and urlsplit(origin).netloc == (host or "").lower()
+
+
+class RefusedOriginLog:
+    """One warning per refused Origin (per worker): a refused browser page retries forever, so
+    a line per attempt would flood the log, and none at all leaves a bare 403 to puzzle over.
+
+    Bounded: at most ``max_seen`` Origins are remembered (then the memory starts over), and new
+    lines share a rate limit, so a client sending a fresh Origin each time cannot fill the disk.
+    """
+
+    def __init__(self, patterns: tuple[str, ...], max_seen: int = 1024,
+                 limit: RateLimit | None = None) -> None:
+        self._patterns = patterns
+        self._max_seen = max_seen
+        self._seen: set[str] = set()
+        self._limit = limit or RateLimit(burst=20, period=60.0)
+
+    def refused(self, origin: str, host: str | None) -> None:
+        origin = origin[:256]
+        key = origin.lower()
+        if key in self._seen or not self._limit.allow():
+            return
+        if len(self._seen) >= self._max_seen:
+            self._seen.clear()
+        self._seen.add(key)
+        rule = (f"allowed: {', '.join(self._patterns)}" if self._patterns
+                else "none set, so only an Origin naming the Host is allowed")
+        suppressed = self._limit.take_suppressed()
+        more = f" ({suppressed} more refused Origins not logged)" if suppressed else ""
+        log.warning("refused WebSocket upgrade with HTTP 403: Origin %r is not allowed for Host %r "
+                    "(client.allowed_origins: %s); add it to client.allowed_origins (or serve "
+                    "--allowed-origin) to allow it; logged once per Origin%s",
+                    origin, (host or "")[:256], rule, more)
 
 
 class FrameListener(WSListener):
@@ -322,6 +356,7 @@ def _handshake_refusal(headers: Any) -> Any:
 
 def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     origins = node.config.client.allowed_origins
+    refused_origins = RefusedOriginLog(origins)
     ws_cfg = node.config.websocket
     echo_path = ws_cfg.conformance_echo_path.encode() if ws_cfg.conformance_echo_path else None
 
@@ -334,6 +369,7 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
         if refusal is not None:
             return refusal
         if not origin_allowed(headers.get("Origin"), headers.get("Host"), origins):
+            refused_origins.refused(headers.get("Origin") or "", headers.get("Host"))
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_error_response(403, b"origin not allowed"), None)
         _normalise_connection_header(request)

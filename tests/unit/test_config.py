@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -554,8 +555,6 @@ def test_channel_options_lookup() -> None:
 
 
 def test_channel_options_after_replace() -> None:
-    import dataclasses
-
     config = Config()
     chat = ChannelOptions(presence=True)
     channel = dataclasses.replace(config.channel, namespaces=(("chat", chat),))
@@ -586,10 +585,43 @@ def test_dev_config() -> None:
     assert opts.allow_presence_for_subscriber and opts.allow_presence_for_client
     assert not opts.allow_presence_for_anonymous
     assert config.channel_options("anything") is opts
-    assert config.channel_options("ns:anything") is None
+    # Any namespace works like channels without one, so "chat:room" needs no config.
+    assert config.channel.any_namespace is opts
+    assert config.channel_options("ns:anything") is opts
+    assert config.channel_options("$chat:room") is opts
+    # Any Origin: a page served by a dev server on another port can connect.
+    assert config.client.allowed_origins == ("*",)
     # Everything else stays at its default.
     assert config.http_server == HttpServerConfig()
     assert config.client.ping_interval == ClientConfig().ping_interval
+
+
+def test_production_config_keeps_unknown_namespace_unknown() -> None:
+    """No config key sets any_namespace: a file's unknown namespace stays unknown (error 102)."""
+    config = parse_config({"channel": {"without_namespace": {"presence": True},
+                                       "namespaces": [{"name": "chat"}]}})
+    assert config.channel.any_namespace is None
+    assert config.channel_options("chat:room") is not None
+    assert config.channel_options("news:room") is None
+    assert Config().channel_options("news:room") is None
+    assert error_of({"channel": {"any_namespace": {}}}).key == "channel.any_namespace"
+
+
+def test_with_overrides_allowed_origins() -> None:
+    base = parse_config(FULL_DICT)
+    assert base.with_overrides(allowed_origins=None) == base
+    assert base.with_overrides(allowed_origins=[]) == base
+    added = base.with_overrides(allowed_origins=["http://app.example", "https://example.com",
+                                                 "http://app.example"])
+    # Added to the file's list, once each; nothing else changes.
+    assert added.client.allowed_origins == ("https://example.com", "http://localhost:3000",
+                                            "http://app.example")
+    assert dataclasses.replace(added, client=base.client) == base
+    assert Config().with_overrides(allowed_origins=["http://a", "http://b"]).client.allowed_origins == (
+        "http://a", "http://b")
+    with pytest.raises(ConfigError) as info:
+        Config().with_overrides(allowed_origins=[" "])
+    assert info.value.key == "client.allowed_origins"
 
 
 def test_with_overrides() -> None:

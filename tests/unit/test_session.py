@@ -327,3 +327,34 @@ async def test_refused_connect_registers_nothing(claims: dict[str, Any], code: i
         assert node.metrics.connections == 0
     finally:
         node.close()
+
+
+async def test_dev_default_serves_any_namespace_and_production_refuses_it() -> None:
+    """The embedded development default (no --config): a namespaced channel nobody configured
+    works like one without a namespace; a config file's unknown namespace stays error 102."""
+    from gateway.config import dev_config
+
+    loop = asyncio.get_running_loop()
+    for cfg, ok in ((dev_config("s3cret"), True), (config(), False)):
+        node = Node(cfg, 0, 1, loop, time.time, random.Random(0))
+        transport = FakeTransport()
+        session = Session(node, transport, HANDLERS)
+        try:
+            session.on_message(b'{"id":1,"connect":{}}')
+            channel = "news:room"
+            session.on_message(cmd(2, "subscribe", channel=channel))
+            if not ok:
+                assert transport.reply(2)["error"]["code"] == 102
+                continue
+            assert transport.reply(2)["subscribe"]["recoverable"] is True
+            session.on_message(cmd(3, "publish", channel=channel, data={"n": 1}))
+            assert transport.reply(3) == {"id": 3, "publish": {}}
+            await tick()
+            session.on_message(message(cmd(4, "history", channel=channel, limit=-1),
+                                       cmd(5, "presence", channel=channel)))
+            assert [p["data"] for p in transport.reply(4)["history"]["publications"]] == [{"n": 1}]
+            assert session.client_id in transport.reply(5)["presence"]["presence"]
+            assert transport.closes == []
+        finally:
+            session.on_transport_closed()
+            node.close()
