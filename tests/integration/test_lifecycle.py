@@ -70,16 +70,9 @@ async def test_slow_subscriber_closed_3008_others_unaffected(gateway_factory) ->
                          workers=1)
     channel = "flood"
     # A raw TCP client that completes the handshake and subscribes, then never reads again.
-    host, port = gw.url.split("//")[1].split("/")[0].split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    from tests.integration.test_lifecycle_frames import client_frame, handshake
+    from tests.integration.test_lifecycle_frames import silent_subscriber
 
-    writer.write(handshake(f"{host}:{port}"))
-    writer.write(client_frame(json.dumps({"id": 1, "connect": {"token": mint_token(SECRET, user="slow")}})
-                              .encode()))
-    writer.write(client_frame(json.dumps({"id": 2, "subscribe": {"channel": channel}}).encode()))
-    await writer.drain()
-    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+    writer = await silent_subscriber(gw.url, mint_token(SECRET, user="slow"), channel, scaled(5))
     good, _ = await connect(gw.url, user="good")
     _, events = await subscribe(good, channel)
     publisher, _ = await connect(gw.url, user="pub")

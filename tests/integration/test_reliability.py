@@ -17,6 +17,7 @@ from sharding.ids import slot_of_client
 from tests.conftest import API_KEY, SECRET, Gateway, base_config, scaled, wait_for
 from tests.integration.rawclient import RawWS
 from tests.integration.sdk import connect, connect_on_slot, disconnect_all, slot, subscribe, token
+from tests.integration.test_lifecycle_frames import silent_subscriber
 from tests.integration.test_protocol_sdk import channel_owned_by
 from tools.token import mint_token
 
@@ -99,16 +100,7 @@ async def test_slow_reader_closed_3008_at_the_default_queue_size(gateway_factory
     later) with the default client.queue_max_size (1 MiB), and the others get everything."""
     gw = gateway_factory(base_config(), workers=1)
     channel = "flood"
-    host, port = gw.url.split("//")[1].split("/")[0].split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    from tests.integration.test_lifecycle_frames import client_frame, handshake
-
-    writer.write(handshake(f"{host}:{port}"))
-    writer.write(client_frame(json.dumps({"id": 1, "connect": {"token": mint_token(SECRET, user="slow")}})
-                              .encode()))
-    writer.write(client_frame(json.dumps({"id": 2, "subscribe": {"channel": channel}}).encode()))
-    await writer.drain()
-    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+    writer = await silent_subscriber(gw.url, mint_token(SECRET, user="slow"), channel, scaled(5))
     good, _ = await connect(gw.url, user="good")
     _, events = await subscribe(good, channel)
     api = AsyncClient(gw.internal_url + "/api", API_KEY, timeout=scaled(10))
