@@ -15,7 +15,7 @@ table) or any (a section whose content is not checked).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeAlias
 
 __all__ = ["CENTRIFUGO_V6", "KeyNode", "ListOf", "node_at"]
 
@@ -25,7 +25,7 @@ class ListOf:
     item: dict[str, KeyNode]
 
 
-KeyNode = Union[str, ListOf, dict[str, "KeyNode"]]
+KeyNode: TypeAlias = str | ListOf | dict[str, "KeyNode"]
 
 _TLS: dict[str, KeyNode] = {
     "enabled": "bool", "cert_pem": "str", "key_pem": "str", "cert_pem_file": "str", "key_pem_file": "str",

@@ -518,7 +518,6 @@ def _read_channel(t: Table) -> ChannelConfig:
     namespaces: list[tuple[str, ChannelOptions]] = []
     seen: set[str] = set()
     for ns in t.table_list("namespaces"):
-        name_key = ns.key("name")
         if not ns.has("name"):
             ns.error("name", "required")
         name = ns.get_str("name", "")
