@@ -51,6 +51,7 @@ class ConfigErrors(ConfigError):
     def __init__(self, errors: list[ConfigError]) -> None:
         super().__init__(errors[0].key, errors[0].message)
         self.errors = list(errors)
+        self.args = (self.errors,)  # so it pickles: ConfigErrors(*args)
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)

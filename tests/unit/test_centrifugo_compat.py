@@ -334,3 +334,22 @@ def test_gentoken_and_gensubtoken(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["gensubtoken", "--secret", SECRET, "--user", "7", "--channel", "chat:1"]) == 0
     token = capsys.readouterr().out.split()[-1]
     assert jwt.decode(token, SECRET, algorithms=["HS256"])["channel"] == "chat:1"
+
+
+def test_config_errors_pickle() -> None:
+    import pickle
+
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(THREE_MISTAKES)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and len(again.errors) == 3
+
+
+def test_token_reads_the_secret_from_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    assert cli.main(["genconfig", str(path)]) == 0
+    secret = load_config(path, environ={}).client.token.hmac_secret_key
+    capsys.readouterr()
+    assert cli.main(["gentoken", "--config", str(path), "--user", "9"]) == 0
+    token = capsys.readouterr().out.split()[-1]
+    assert jwt.decode(token, secret, algorithms=["HS256"])["sub"] == "9"
