@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import logging
 import secrets
 import sys
 from collections.abc import Sequence
@@ -61,6 +62,11 @@ _OPS_COMMANDS = {
 # unparsed (options first or last), and the module is imported only when the subcommand runs.
 _TOOL_COMMANDS = {
     "token": "mint a connection or subscription JWT (HMAC)",
+    # Centrifugo's names for its helper commands.
+    "gentoken": "alias of token (Centrifugo's name)",
+    "gensubtoken": "alias of token --channel CHANNEL (Centrifugo's name)",
+    "genconfig": "write a minimal config with random secrets: shardgate genconfig [FILE]",
+    "checktoken": "verify a connection token: shardgate checktoken --config FILE TOKEN",
     **_OPS_COMMANDS,
     "bench": "load generator and peer comparison (shardgate bench --help)",
 }
@@ -108,7 +114,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.pid_file:
         config = dataclasses.replace(config, shardgate=dataclasses.replace(config.shardgate, pid_file=args.pid_file))
     _check_loadable(config)
-    setup_logging(args.log_level or config.shardgate.log_level, args.log_format or config.shardgate.log_format)
+    setup_logging(args.log_level or config.shardgate.log_level, args.log_format or config.shardgate.log_format,
+                  config.shardgate.log_file)
+    if config.warning:
+        for line in config.warning.splitlines():
+            logging.getLogger("shardgate").warning("%s", line)
 
     def announce(sup: Supervisor) -> None:
         secure = "s" if config.http_server.tls.enabled else ""
@@ -152,8 +162,17 @@ def _url_host(host: str) -> str:
 
 def _check_loadable(config: Config) -> None:
     """What validation alone cannot see: key material that parses, handlers that import."""
+    import ssl
+
     from gateway.auth import TokenVerifier
     from gateway.session.rpc import load_handler
+    from gateway.transport.tls import server_tls_context
+
+    if config.http_server.tls.enabled:
+        try:
+            server_tls_context(config.http_server.tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("http_server.tls", f"certificate or key does not load: {exc}") from None
 
     for key, keys in (("client.token", config.client.token),
                       ("client.subscription_token", config.client.subscription_token)):
@@ -171,6 +190,8 @@ def _check_loadable(config: Config) -> None:
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     _check_loadable(config)
+    for line in config.warning.splitlines():
+        print(f"shardgate: warning: {line}", file=sys.stderr)
     print(f"{args.file}: ok ({config.worker_count()} workers, "
           f"{len(config.channel.namespaces)} namespaces)")
     return 0
@@ -191,11 +212,19 @@ def _run_tool(command: str, argv: list[str]) -> int:
     everything after the subcommand's name, untouched."""
     if command in _OPS_COMMANDS:
         module, argv = "tools.ctl", [command, *argv]
+    elif command == "gensubtoken" and not any(a == "--channel" or a.startswith("--channel=") for a in argv) \
+            and not {"-h", "--help"} & set(argv):
+        print("shardgate gensubtoken: --channel CHANNEL is required", file=sys.stderr)
+        return 2
     else:
-        module = {"token": "tools.token", "bench": "tools.bench.cli"}[command]
+        module = {"token": "tools.token", "gentoken": "tools.token", "gensubtoken": "tools.token",
+                  "bench": "tools.bench.cli"}.get(command, "tools.centrifugo_cli")
+    if module == "tools.centrifugo_cli":
+        code: int = getattr(importlib.import_module(module), f"{command}_main")(argv)
+        return code
     entry = importlib.import_module(module).main
-    code: int = entry(argv)
-    return code
+    result: int = entry(argv)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,8 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args)
         if args.command == "owner":
             return _owner(args)
-    except ConfigError as exc:
-        print(f"shardgate: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # ConfigErrors: one line per problem
+        for line in str(exc).splitlines():
+            print(f"shardgate: {line}", file=sys.stderr)
         return 2
     parser.print_help(sys.stderr)
     return 2

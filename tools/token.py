@@ -64,7 +64,15 @@ def mint_token(
 def _secret_from_config(path: Path) -> str:
     """Read ``client.token.hmac_secret_key`` without importing the gateway config module."""
     raw = path.read_bytes()
-    data: object = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
+    data: object
+    if path.suffix == ".json":
+        data = json.loads(raw)
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(raw)
+    else:
+        data = tomllib.loads(raw.decode("utf-8"))
     for key in ("client", "token", "hmac_secret_key"):
         if not isinstance(data, dict) or key not in data:
             raise ValueError(f"{path}: client.token.hmac_secret_key is not set")

@@ -114,10 +114,14 @@ class _Handlers:
         return _json({"result": result})
 
     async def metrics(self, request: web.Request) -> web.Response:
+        if not self.node.config.prometheus.enabled:  # prometheus.enabled = false
+            raise web.HTTPNotFound()
         body = metrics.render(await self.node.survey("stats", {}))
         return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def health(self, request: web.Request) -> web.Response:
+        if not self.node.config.health.enabled:  # health.enabled = false
+            raise web.HTTPNotFound()
         return _json({"status": "ok", "slot": self.node.slot})
 
     async def ready(self, request: web.Request) -> web.Response:

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config.engine import EngineConfig, RedisEngineConfig, RedisTlsConfig, read_engine
-from gateway.config.table import ConfigError, Table, as_table, read_table
+from gateway.config.env import apply_env
+from gateway.config.keys import CENTRIFUGO_V6, KeyNode
+from gateway.config.table import ConfigError, ConfigErrors, Problems, Table, as_table, read_table
 
 __all__ = [
     "ChannelConfig",
@@ -31,6 +33,8 @@ __all__ = [
     "ClientConfig",
     "Config",
     "ConfigError",
+    "ConfigErrors",
+    "EndpointConfig",
     "EngineConfig",
     "HttpApiConfig",
     "HttpServerConfig",
@@ -40,6 +44,7 @@ __all__ = [
     "TlsConfig",
     "TokenConfig",
     "WebSocketConfig",
+    "known_keys",
     "dev_config",
     "load_config",
     "parse_config",
@@ -48,8 +53,9 @@ __all__ = [
 # Centrifugo's namespace name rule.
 _NAMESPACE_NAME = re.compile(r"[-a-zA-Z0-9_.]{2,}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-_PRIVATE_PREFIX = "$"
-_NAMESPACE_SEPARATOR = ":"
+# Centrifugo's log.level names and the logging level each maps to.
+_CENTRIFUGO_LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning",
+                          "warning": "warning", "error": "error", "fatal": "critical", "none": "critical"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +128,8 @@ class TlsConfig:
     enabled: bool = False
     cert_pem_file: str = ""
     key_pem_file: str = ""
+    cert_pem: str = ""  # inline PEM text (Centrifugo's cert_pem); used instead of cert_pem_file
+    key_pem: str = ""
 
 
 # Where the internal port (server API, /metrics, /health, /ready) listens unless
@@ -158,6 +166,7 @@ class ClientConfig:
     expired_sub_close_delay: float = 25.0
     connect_include_server_time: bool = False
     connection_limit: int = 0  # connections per node (split over workers); beyond it: disconnect 3504
+    user_connection_limit: int = 0  # connections of one user per node (0 = off); beyond it: disconnect 3504
     connection_rate_limit: int = 0  # new connections per second per node; beyond it: HTTP 503
     channel_position_check_delay: float = 40.0  # Redis engine: how often delivered positions are checked
 
@@ -187,6 +196,10 @@ class ChannelConfig:
     # config key sets it) keeps Centrifugo's rule, an unknown namespace is error 102; only the
     # embedded development default (dev_config) sets it, so any namespace works there.
     any_namespace: ChannelOptions | None = None
+    private_prefix: str = "$"
+    namespace_boundary: str = ":"
+    user_boundary: str = "#"
+    user_separator: str = ","
     # Derived lookup table so channel_options() is a dict hit on the hot path.
     _by_name: dict[str, ChannelOptions] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -220,6 +233,17 @@ class ShardgateConfig:
     drain_window: float = 2.0  # reload/shutdown: client disconnects are spread over this many seconds
     max_inflight_commands: int = 16  # commands of one connection waiting on an engine at once; the rest queue
     api_batch_max_commands: int = 1000  # commands in one server API batch; more: error 107
+    log_file: str = ""  # log.file: append logs to this file instead of stderr
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """An internal endpoint that can be turned off (``health.enabled``, ``prometheus.enabled``).
+
+    Unlike Centrifugo, shardgate serves /health and /metrics by default: only an explicit
+    ``enabled = false`` turns one off (then it answers 404)."""
+
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,12 +255,18 @@ class Config:
     channel: ChannelConfig = ChannelConfig()
     shardgate: ShardgateConfig = ShardgateConfig()
     engine: EngineConfig = field(default_factory=EngineConfig)
+    health: EndpointConfig = EndpointConfig()
+    prometheus: EndpointConfig = EndpointConfig()
+    # One line naming the Centrifugo keys the file sets that shardgate ignores ("" = none).
+    warning: str = field(default="", compare=False)
 
     def namespace_of(self, channel: str) -> str:
-        """The namespace name: text before the first ``:`` once a leading ``$`` is dropped."""
-        if channel.startswith(_PRIVATE_PREFIX):
-            channel = channel[len(_PRIVATE_PREFIX) :]
-        name, sep, _ = channel.partition(_NAMESPACE_SEPARATOR)
+        """The namespace name: text before the first ``channel.namespace_boundary`` (``:``) once
+        a leading ``channel.private_prefix`` (``$``) is dropped."""
+        prefix = self.channel.private_prefix
+        if prefix and channel.startswith(prefix):
+            channel = channel[len(prefix) :]
+        name, sep, _ = channel.partition(self.channel.namespace_boundary)
         return name if sep else ""
 
     def channel_options(self, channel: str) -> ChannelOptions | None:
@@ -378,12 +408,15 @@ def _read_http_server(t: Table) -> HttpServerConfig:
     d = HttpServerConfig()
     http = HttpServerConfig(
         address=t.get_str("address", d.address),
-        port=t.get_int("port", d.port, minimum=0, maximum=65535),
-        internal_port=t.get_int("internal_port", d.internal_port, minimum=0, maximum=65535),
+        port=t.get_int("port", d.port, minimum=0, maximum=65535, from_string=True),
+        internal_port=t.get_int("internal_port", d.internal_port, minimum=0, maximum=65535, from_string=True),
         internal_address=t.get_str("internal_address", d.internal_address),
         tls=read_table(t.table("tls"), _read_tls),
     )
-    _check_listeners(http, t.key("internal_port"))
+    try:
+        _check_listeners(http, t.key("internal_port"))
+    except ConfigError as exc:
+        t.report(exc)
     return http
 
 
@@ -393,9 +426,17 @@ def _read_tls(t: Table) -> TlsConfig:
         enabled=t.get_bool("enabled", d.enabled),
         cert_pem_file=t.get_str("cert_pem_file", d.cert_pem_file),
         key_pem_file=t.get_str("key_pem_file", d.key_pem_file),
+        cert_pem=t.get_str("cert_pem", d.cert_pem),
+        key_pem=t.get_str("key_pem", d.key_pem),
     )
-    if tls.enabled and not (tls.cert_pem_file and tls.key_pem_file):
-        raise ConfigError(t.key("cert_pem_file"), "tls needs cert_pem_file and key_pem_file")
+    for name in ("cert_pem", "key_pem"):
+        if getattr(tls, name) and getattr(tls, f"{name}_file"):
+            t.error(name, f"set {name} or {name}_file, not both")
+        elif getattr(tls, name) and "-----BEGIN " not in getattr(tls, name):
+            t.error(name, "expected PEM text (-----BEGIN ...)")
+    if tls.enabled and not ((tls.cert_pem_file or tls.cert_pem) and (tls.key_pem_file or tls.key_pem)):
+        t.error("cert_pem_file", "tls needs a certificate and a key (cert_pem_file/key_pem_file or "
+                                 "cert_pem/key_pem)")
     return tls
 
 
@@ -423,12 +464,13 @@ def _read_client(t: Table) -> ClientConfig:
         expired_sub_close_delay=t.duration("expired_sub_close_delay", d.expired_sub_close_delay),
         connect_include_server_time=t.get_bool("connect_include_server_time", d.connect_include_server_time),
         connection_limit=t.get_int("connection_limit", d.connection_limit, minimum=0),
+        user_connection_limit=t.get_int("user_connection_limit", d.user_connection_limit, minimum=0),
         connection_rate_limit=t.get_int("connection_rate_limit", d.connection_rate_limit, minimum=0),
         channel_position_check_delay=t.duration("channel_position_check_delay", d.channel_position_check_delay),
     )
     # A pong deadline at or past the next ping would declare live clients dead.
     if cfg.ping_interval != 0 and cfg.ping_interval <= cfg.pong_timeout:
-        raise ConfigError(t.key("pong_timeout"), "must be less than client.ping_interval")
+        t.error("pong_timeout", "must be less than client.ping_interval")
     return cfg
 
 
@@ -460,13 +502,13 @@ def _read_channel_options(t: Table) -> ChannelOptions:
     meta_ttl = t.duration("history_meta_ttl", 0.0)
     # Half-configured history would silently keep nothing; make it an error instead.
     if size > 0 and ttl == 0:
-        raise ConfigError(t.key("history_ttl"), "history_size and history_ttl must be set together")
-    if ttl > 0 and size == 0:
-        raise ConfigError(t.key("history_size"), "history_size and history_ttl must be set together")
-    if size == 0:
+        t.error("history_ttl", "history_size and history_ttl must be set together")
+    elif ttl > 0 and size == 0:
+        t.error("history_size", "history_size and history_ttl must be set together")
+    elif size == 0:
         for name in _NEEDS_HISTORY:
             if flags[name]:
-                raise ConfigError(t.key(name), "requires history_size and history_ttl")
+                t.error(name, "requires history_size and history_ttl")
     return ChannelOptions(history_size=size, history_ttl=ttl, history_meta_ttl=meta_ttl, **flags)
 
 
@@ -476,16 +518,13 @@ def _read_channel(t: Table) -> ChannelConfig:
     namespaces: list[tuple[str, ChannelOptions]] = []
     seen: set[str] = set()
     for ns in t.table_list("namespaces"):
-        name_key = ns.key("name")
         if not ns.has("name"):
-            raise ConfigError(name_key, "required")
+            ns.error("name", "required")
         name = ns.get_str("name", "")
-        if not _NAMESPACE_NAME.fullmatch(name):
-            raise ConfigError(
-                name_key, f"invalid namespace name {name!r} (must match ^[-a-zA-Z0-9_.]{{2,}}$)"
-            )
-        if name in seen:
-            raise ConfigError(name_key, f"duplicate namespace name {name!r}")
+        if ns.has("name") and not _NAMESPACE_NAME.fullmatch(name):
+            ns.error("name", f"invalid namespace name {name!r} (must match ^[-a-zA-Z0-9_.]{{2,}}$)")
+        elif name in seen:
+            ns.error("name", f"duplicate namespace name {name!r}")
         seen.add(name)
         namespaces.append((name, read_table(ns, _read_channel_options)))
     return ChannelConfig(
@@ -493,7 +532,19 @@ def _read_channel(t: Table) -> ChannelConfig:
         namespaces=tuple(namespaces),
         max_length=t.get_int("max_length", d.max_length, minimum=1),
         history_meta_ttl=t.duration("history_meta_ttl", d.history_meta_ttl),
+        private_prefix=t.get_str("private_prefix", d.private_prefix),
+        namespace_boundary=_separator(t, "namespace_boundary", d.namespace_boundary),
+        user_boundary=_separator(t, "user_boundary", d.user_boundary),
+        user_separator=_separator(t, "user_separator", d.user_separator),
     )
+
+
+def _separator(t: Table, name: str, default: str) -> str:
+    value = t.get_str(name, default)
+    if not value:
+        t.error(name, "must not be empty")
+        return default
+    return value
 
 
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -505,7 +556,8 @@ def _read_rpc_handlers(t: Table) -> tuple[tuple[str, str], ...]:
     for method in t.names():
         target = t.get_str(method, "")
         if not _IMPORT_PATH.fullmatch(target):
-            raise ConfigError(t.key(method), 'expected "package.module:function"')
+            t.error(method, 'expected "package.module:function"')
+            continue
         handlers.append((method, target))
     return tuple(handlers)
 
@@ -538,32 +590,69 @@ def _read_shardgate(t: Table) -> ShardgateConfig:
     )
 
 
+_FIELD_KINDS = {"bool": "bool", "int": "int", "float": "float", "str": "str"}
+
+
+def known_keys() -> dict[str, KeyNode]:
+    """The key table: every Centrifugo v6 key plus the ``shardgate`` section."""
+    shardgate: dict[str, KeyNode] = {
+        f.name: _FIELD_KINDS.get(str(f.type), "any") for f in dataclasses.fields(ShardgateConfig)
+    }
+    shardgate["rpc_handlers"] = "map"
+    return {**CENTRIFUGO_V6, "shardgate": shardgate}
+
+
+def _read_endpoint(t: Table) -> EndpointConfig:
+    return EndpointConfig(enabled=t.get_bool("enabled", True))
+
+
 def parse_config(data: Mapping[str, object]) -> Config:
     """Validate a decoded config document and build a :class:`Config`.
 
-    Missing keys take the dataclass defaults; every problem raises
-    :class:`ConfigError` naming the dotted key.
+    Missing keys take the dataclass defaults. The whole document is checked: one problem
+    raises :class:`ConfigError` naming the dotted key, several raise :class:`ConfigErrors`.
+    Centrifugo keys shardgate ignores are named in ``Config.warning``.
     """
-    root = as_table(data, "")
+    problems = Problems(known_keys())
+    root = as_table(data, "", problems)
+    shard_table = root.table("shardgate")
+    shardgate = read_table(shard_table, _read_shardgate)
+    log = root.table("log")
+    level = log.get_str("level", "", choices=tuple(_CENTRIFUGO_LOG_LEVELS))
+    log_file = log.get_str("file", "")
+    log.finish()
+    if level and not shard_table.has("log_level"):
+        shardgate = dataclasses.replace(shardgate, log_level=_CENTRIFUGO_LOG_LEVELS[level])
+    if log_file:
+        shardgate = dataclasses.replace(shardgate, log_file=log_file)
+    shutdown = root.table("shutdown")
+    timeout = shutdown.duration("timeout", shardgate.graceful_timeout)
+    shutdown.finish()
+    if shutdown.has("timeout") and not shard_table.has("graceful_timeout"):
+        shardgate = dataclasses.replace(shardgate, graceful_timeout=timeout)
     config = Config(
         http_server=read_table(root.table("http_server"), _read_http_server),
         client=read_table(root.table("client"), _read_client),
         websocket=read_table(root.table("websocket"), _read_websocket),
         http_api=read_table(root.table("http_api"), _read_http_api),
         channel=read_table(root.table("channel"), _read_channel),
-        shardgate=read_table(root.table("shardgate"), _read_shardgate),
+        shardgate=shardgate,
         engine=read_table(root.table("engine"), read_engine),
+        health=read_table(root.table("health"), _read_endpoint),
+        prometheus=read_table(root.table("prometheus"), _read_endpoint),
     )
     root.finish()
-    return config
+    problems.raise_if_any()
+    return dataclasses.replace(config, warning=problems.warning())
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a config file.
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file, then apply ``SHARDGATE_*`` environment overrides.
 
-    ``.toml`` is parsed as TOML and ``.json`` as JSON; any other name is tried as
-    JSON and then TOML, since Centrifugo accepts both. Read or parse failures raise
-    :class:`ConfigError` keyed by the file name.
+    ``.toml`` is parsed as TOML, ``.json`` as JSON and ``.yaml``/``.yml`` as YAML; any other
+    name is tried as JSON and then TOML, as Centrifugo accepts these formats. Read or parse
+    failures raise :class:`ConfigError` keyed by the file name. ``environ`` defaults to
+    ``os.environ``; a ``SHARDGATE_*`` variable naming no key is reported in ``Config.warning``.
     """
     file = Path(path)
     name = str(file)
@@ -580,6 +669,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = _parse_toml(name, text)
     elif suffix == ".json":
         data = _parse_json(name, text)
+    elif suffix in (".yaml", ".yml"):
+        data = _parse_yaml(name, text)
     else:
         try:
             data = _parse_json(name, text)
@@ -590,9 +681,25 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                 raise ConfigError(
                     name, f"neither JSON ({json_error.message}) nor TOML ({toml_error.message})"
                 ) from None
+    if data is None and suffix in (".yaml", ".yml"):
+        data = {}  # an empty YAML document
     if not isinstance(data, dict):
         raise ConfigError(name, "expected a table at the top level")
-    return parse_config(data)
+    unknown_env = apply_env(data, os.environ if environ is None else environ, known_keys())
+    config = parse_config(data)
+    if unknown_env:
+        line = f"config: environment variables that name no config key (ignored): {', '.join(unknown_env)}"
+        config = dataclasses.replace(config, warning="\n".join(filter(None, (config.warning, line))))
+    return config
+
+
+def _parse_yaml(name: str, text: str) -> object:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(name, f"invalid YAML: {exc}") from None
 
 
 def _parse_toml(name: str, text: str) -> object:

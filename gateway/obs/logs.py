@@ -75,8 +75,10 @@ class _EscapeFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(level: str, fmt: str, file: str = "") -> None:
+    """Log at ``level`` in ``fmt`` to stderr, or appended to ``file`` (``log.file``) when set."""
+    handler: logging.Handler = (logging.FileHandler(file, encoding="utf-8") if file
+                                else logging.StreamHandler(sys.stderr))
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
     handler.addFilter(_ConnectionNoiseFilter())
     handler.addFilter(_EscapeFilter())  # after the noise filter, which appends to the message

@@ -29,7 +29,8 @@ from gateway.api.http import start_http_server
 from gateway.config import Config
 from gateway.core.errors import DISCONNECT_SHUTDOWN
 from gateway.node import Node
-from gateway.transport.websocket import start_client_server, tls_context
+from gateway.transport.tls import server_tls_context
+from gateway.transport.websocket import start_client_server
 from sharding.bus import ZmqBus
 
 __all__ = ["WorkerSpec", "run_worker", "EXIT_BOOT_ERROR"]
@@ -115,7 +116,7 @@ class Worker:
         # A successor binds the client port now (so the port never goes unbound) but only
         # listens once it holds its predecessor's channels.
         tls = spec.config.http_server.tls
-        self.ssl = tls_context(tls.cert_pem_file, tls.key_pem_file) if tls.enabled else None
+        self.ssl = server_tls_context(tls) if tls.enabled else None
         self.servers.append(await start_client_server(self.node, spec.host, spec.port, start_serving=not successor,
                                                       ssl_context=self.ssl))
         if not successor:

@@ -38,6 +38,11 @@ def connect(session: Session, cmd: Command) -> None:
     limit = node.connection_limit
     if limit and len(node.hub.clients) >= limit:
         raise DISCONNECT_CONNECTION_LIMIT
+    # client.user_connection_limit: counted in this worker (a user's connections are not
+    # routed to one worker, so with N workers one user may hold up to N x the limit).
+    user_limit = cfg.user_connection_limit
+    if user_limit and creds.user and len(node.hub.users.get(creds.user, ())) >= user_limit:
+        raise DISCONNECT_CONNECTION_LIMIT
     if cfg.channel_limit and len(creds.channels) > cfg.channel_limit:
         raise DISCONNECT_CHANNEL_LIMIT
     session.set_conn_info(creds.info)

@@ -26,11 +26,14 @@ __all__ = ["subscribe", "sub_refresh", "unsubscribe", "may_subscribe"]
 
 def may_subscribe(session: Session, channel: str, opts: ChannelOptions) -> bool:
     """Whether a client may subscribe without a subscription token."""
-    if channel.startswith("$"):
+    names = session.node.config.channel
+    if names.private_prefix and channel.startswith(names.private_prefix):
         return False
-    if "#" in channel and opts.allow_user_limited_channels:
-        # dialog#42,43: only the listed users, whatever else the namespace allows.
-        return bool(session.user) and session.user in channel.rsplit("#", 1)[1].split(",")
+    if names.user_boundary in channel and opts.allow_user_limited_channels:
+        # dialog#42,43: only the listed users, whatever else the namespace allows
+        # (channel.user_boundary "#" and channel.user_separator ",").
+        users = channel.rsplit(names.user_boundary, 1)[1].split(names.user_separator)
+        return bool(session.user) and session.user in users
     return opts.allow_subscribe_for_client and (bool(session.user) or opts.allow_subscribe_for_anonymous)
 
 

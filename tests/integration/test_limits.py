@@ -74,3 +74,27 @@ async def test_client_channel_limit_106(gateway_factory) -> None:  # type: ignor
     reply = await _command(ws, {"id": 20, "subscribe": {"channel": "c9"}})
     assert reply["error"] == {"code": 106, "message": "limit exceeded"}  # type: ignore[index]
     await ws.close()
+
+
+async def test_user_connection_limit_3504(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    """client.user_connection_limit = 1: a user's second connection is closed 3504; another
+    user still connects. The same gateway has health and prometheus turned off: 404."""
+    import urllib.error
+    import urllib.request
+
+    cfg = base_config(client={"token": {"hmac_secret_key": SECRET}, "user_connection_limit": 1},
+                      health={"enabled": False}, prometheus={"enabled": False})
+    gw = gateway_factory(cfg, workers=1)
+    first, _ = await raw_connect(gw.url, user="alice")
+    second = await websockets.connect(gw.url, ping_interval=None)
+    await second.send(json.dumps({"id": 1, "connect": {"token": mint_token(SECRET, user="alice")}}))
+    assert await close_code(second) == (3504, "connection limit")
+    other, _ = await raw_connect(gw.url, user="bob")
+    for path in ("/health", "/metrics"):
+        try:
+            urllib.request.urlopen(gw.internal_url + path, timeout=scaled(2))
+            raise AssertionError(f"{path} answered")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404, path
+    await first.close()
+    await other.close()

@@ -376,7 +376,7 @@ def test_config_error_format() -> None:
 def test_unknown_key(data: dict[str, Any], key: str) -> None:
     err = error_of(data)
     assert err.key == key
-    assert str(err) == f"config: {key}: unknown key"
+    assert str(err).startswith(f"config: {key}: unknown key")
 
 
 # ------------------------------------------------------------------ types and ranges
@@ -389,7 +389,7 @@ def test_unknown_key(data: dict[str, Any], key: str) -> None:
         ({"client": {"allow_anonymous_connect_without_token": "true"}}, "client.allow_anonymous_connect_without_token", "bool"),  # noqa: E501
         ({"http_server": {"port": True}}, "http_server.port", "integer"),
         ({"http_server": {"port": 8000.0}}, "http_server.port", "integer"),
-        ({"http_server": {"port": "8000"}}, "http_server.port", "integer"),
+        ({"http_server": {"port": "eighty"}}, "http_server.port", "integer"),
         ({"http_server": {"address": 127}}, "http_server.address", "string"),
         ({"client": {"ping_interval": "soon"}}, "client.ping_interval", "duration"),
         ({"client": {"ping_interval": True}}, "client.ping_interval", "duration"),
@@ -762,7 +762,7 @@ def test_engine_cluster_and_sentinel() -> None:
         ({"redis": {"adress": "127.0.0.1:6379"}}, "engine.redis.adress", "unknown key"),
         ({"redis": {"tls": {"enabled": True, "cert_pem_file": "c"}}}, "engine.redis.tls.cert_pem_file",
          "go together"),
-        ({"redis": {"tls": {"server_name": "x"}}}, "engine.redis.tls.server_name", "unknown key"),
+        ({"redis": {"tls": {"bogus": "x"}}}, "engine.redis.tls.bogus", "unknown key"),
         ({"redis": {"io_timeout": "0s"}}, "engine.redis.io_timeout", "greater than 0"),
         ({"redis": {"prefix": ""}}, "engine.redis.prefix", "empty"),
         ({"redis": {"db": -1}}, "engine.redis.db", ">= 0"),
