@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.config.admin import AdminConfig, read_admin
 from gateway.config.engine import EngineConfig, RedisEngineConfig, RedisTlsConfig, read_engine
 from gateway.config.table import ConfigError, Table, as_table, read_table
 
@@ -231,6 +232,7 @@ class Config:
     channel: ChannelConfig = ChannelConfig()
     shardgate: ShardgateConfig = ShardgateConfig()
     engine: EngineConfig = field(default_factory=EngineConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def namespace_of(self, channel: str) -> str:
         """The namespace name: text before the first ``:`` once a leading ``$`` is dropped."""
@@ -553,6 +555,7 @@ def parse_config(data: Mapping[str, object]) -> Config:
         channel=read_table(root.table("channel"), _read_channel),
         shardgate=read_table(root.table("shardgate"), _read_shardgate),
         engine=read_table(root.table("engine"), read_engine),
+        admin=read_table(root.table("admin"), read_admin),
     )
     root.finish()
     return config
@@ -609,7 +612,7 @@ def _parse_json(name: str, text: str) -> object:
         raise ConfigError(name, f"invalid JSON: {exc}") from None
 
 
-def dev_config(hmac_secret: str) -> Config:
+def dev_config(hmac_secret: str, admin_password: str = "") -> Config:
     """The embedded config used when ``shardgate serve`` runs without a file.
 
     Permissive on purpose (anonymous connect, publish from clients, history and
@@ -644,4 +647,7 @@ def dev_config(hmac_secret: str) -> Config:
         http_api=HttpApiConfig(key=hmac_secret),
         channel=ChannelConfig(without_namespace=options, any_namespace=options),
         shardgate=ShardgateConfig(rpc_echo=True),
+        # The web admin (password printed in the banner) and the demo chat page at / .
+        admin=AdminConfig(enabled=bool(admin_password), password=admin_password, secret=hmac_secret,
+                          demo_page=True),
     )
