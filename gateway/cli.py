@@ -131,6 +131,8 @@ def _serve(args: argparse.Namespace) -> int:
             ]
         else:
             lines.append("  mint a test token: shardgate token --config CONFIG --user alice")
+            if config.admin.enabled:
+                lines.append(f"  admin     http{secure}://{_url_host(sup.internal_host)}:{sup.internal_port}/admin")
         print("\n".join(lines), flush=True)
 
     def reload_config() -> Config:

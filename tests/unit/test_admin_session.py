@@ -55,9 +55,9 @@ def test_admin_config() -> None:
     for missing in ("password", "secret"):
         table = {"enabled": True, "password": "p", "secret": "s"}
         del table[missing]
-        with pytest.raises(ConfigError, match=f"admin.{missing}"):
+        with pytest.raises(ConfigError, match=rf"admin\.{missing}"):
             parse_config({"admin": table})
-    with pytest.raises(ConfigError, match="admin.nope"):
+    with pytest.raises(ConfigError, match=r"admin\.nope"):
         parse_config({"admin": {"nope": 1}})
     # Disabled, an empty password is fine.
     assert parse_config({"admin": {"enabled": False}}).admin.enabled is False
