@@ -164,6 +164,14 @@ class _Admin:
         self.page = _static("admin.html")
         self.script = _static("admin.js")
 
+    @staticmethod
+    def _cross_origin(request: web.Request) -> bool:
+        """A browser POST from another origin. SameSite=Strict does not separate ports of one
+        host (a page on the client port or on localhost:5173 is "same-site"), so a page there
+        could otherwise post a text/plain form here with the cookie attached."""
+        origin = request.headers.get("Origin")
+        return origin is not None and origin != f"{request.scheme}://{request.host}"
+
     def _session_ok(self, request: web.Request) -> bool:
         token = request.cookies.get(SESSION_COOKIE, "")
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
@@ -182,6 +190,8 @@ class _Admin:
         raise web.HTTPFound("/admin")
 
     async def login(self, request: web.Request) -> web.Response:
+        if self._cross_origin(request):
+            return web.Response(status=403, text="cross-origin request")
         if not self.throttle.allow(request.remote or ""):
             return web.Response(status=429, headers={"Retry-After": str(self.throttle.retry_after())})
         try:
@@ -205,6 +215,8 @@ class _Admin:
         return _json({"ok": True}) if self._session_ok(request) else web.Response(status=401)
 
     async def api(self, request: web.Request) -> web.Response:
+        if self._cross_origin(request):
+            return web.Response(status=403, text="cross-origin request")
         if not self._session_ok(request):
             return web.Response(status=401)
         try:

@@ -105,6 +105,16 @@ def test_admin_session(gateway_factory: Callable[..., Gateway]) -> None:
     assert minted["claims"]["sub"] == "alice" and minted["token"].count(".") == 2
     assert json.loads(call(base + "/admin/api/mint_token", {"exp_seconds": -1}, bearer)[2])["error"]["code"] == 107
 
+    # A browser page on another origin (another port of this host is "same-site" for the
+    # SameSite cookie) cannot use the session, nor try passwords.
+    cookie_auth = {"Cookie": f"shardgate_admin={token}"}
+    for origin in (http_url(gw.url), "http://localhost:5173", "null"):
+        cross = {**cookie_auth, "Origin": origin, "Content-Type": "text/plain"}
+        assert call(base + "/admin/api/publish", {"channel": "adm", "data": {}}, cross)[0] == 403, origin
+        assert call(base + "/admin/login", {"password": PASSWORD}, {"Origin": origin})[0] == 403, origin
+    same = {**cookie_auth, "Origin": base}
+    assert call(base + "/admin/api/info", {}, same)[0] == 200
+
     # Logout clears the cookie (the stateless token itself lives until it expires).
     status, headers, _ = call(base + "/admin/logout", b"{}", bearer)
     assert status == 200 and "shardgate_admin=" in headers["Set-Cookie"]
