@@ -99,7 +99,7 @@ def _load(path: str | None) -> tuple[Config, str | None]:
     if path:
         return load_config(path), None
     secret = secrets.token_urlsafe(32)
-    return dev_config(secret), secret
+    return dev_config(secret, admin_password=secrets.token_urlsafe(12)), secret
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -135,9 +135,14 @@ def _serve(args: argparse.Namespace) -> int:
                 f"  secret    {dev_secret}   (random for this run; also the HTTP API key)",
                 f"  token     {mint_token(dev_secret, user='test-user', exp_seconds=24 * 3600)}",
                 f"  mint more shardgate token --secret {dev_secret} --user alice",
+                f"  admin     http{secure}://{_url_host(sup.internal_host)}:{sup.internal_port}/admin"
+                f"   password {config.admin.password}",
+                f"  demo      http{secure}://{_url_host(sup.host)}:{sup.port}/   (a centrifuge-js chat)",
             ]
         else:
             lines.append("  mint a test token: shardgate token --config CONFIG --user alice")
+            if config.admin.enabled:
+                lines.append(f"  admin     http{secure}://{_url_host(sup.internal_host)}:{sup.internal_port}/admin")
         print("\n".join(lines), flush=True)
 
     def reload_config() -> Config:

@@ -1,7 +1,8 @@
 """HTTP on the internal port: the only module that imports aiohttp.
 
 ``POST /api/<method>`` (Centrifugo's server API, PROTOCOL.md §3), ``GET /metrics``,
-``GET /health`` and ``GET /ready``. Every worker serves it on the same port with
+``GET /health``, ``GET /ready`` and, with ``admin.enabled``, the web admin under ``/admin``
+(its API is the server API behind a login session instead of the API key). Every worker serves it on the same port with
 SO_REUSEPORT; whichever answers reaches all workers through the bus.
 """
 
@@ -10,12 +11,16 @@ from __future__ import annotations
 import hmac
 import logging
 import ssl
+import time
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import jwt
 import orjson
 from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gateway.api.admin import SESSION_COOKIE, LoginThrottle, check_password, issue_session, verify_session
 from gateway.api.executor import API_ERROR_BAD_REQUEST, ApiExecutor, http_status_for
 from gateway.core.errors import ClientError
 from gateway.obs import metrics
@@ -136,6 +141,131 @@ class _Handlers:
         return _json({"status": "ready", "workers": self.node.workers})
 
 
+def _static(name: str) -> bytes:
+    return resources.files("gateway.api").joinpath("static", name).read_bytes()
+
+
+_ADMIN_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    # Everything the page needs comes from here: no inline script, nothing from elsewhere.
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+}
+
+
+class _Admin:
+    """The web admin: a static page, a login that sets a signed session cookie, and the server
+    API (plus a token minter) behind that session."""
+
+    def __init__(self, node: Node, executor: ApiExecutor) -> None:
+        self.node = node
+        self.executor = executor
+        self.cfg = node.config.admin
+        self.throttle = LoginThrottle()
+        self.page = _static("admin.html")
+        self.script = _static("admin.js")
+
+    @staticmethod
+    def _cross_origin(request: web.Request) -> bool:
+        """A browser POST from another origin. SameSite=Strict does not separate ports of one
+        host (a page on the client port or on localhost:5173 is "same-site"), so a page there
+        could otherwise post a text/plain form here with the cookie attached."""
+        origin = request.headers.get("Origin")
+        return origin is not None and origin != f"{request.scheme}://{request.host}"
+
+    def _session_ok(self, request: web.Request) -> bool:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            token = value.strip()
+        return verify_session(self.cfg.secret, token)
+
+    async def page_handler(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.page, content_type="text/html", charset="utf-8", headers=_ADMIN_HEADERS)
+
+    async def script_handler(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.script, content_type="text/javascript", charset="utf-8",
+                            headers=_ADMIN_HEADERS)
+
+    async def root(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/admin")
+
+    async def login(self, request: web.Request) -> web.Response:
+        if self._cross_origin(request):
+            return web.Response(status=403, text="cross-origin request")
+        if not self.throttle.allow(request.remote or ""):
+            return web.Response(status=429, headers={"Retry-After": str(self.throttle.retry_after())})
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return web.Response(status=400, text="bad request body")
+        if not isinstance(body, dict) or not check_password(self.cfg.password, body.get("password")):
+            return web.Response(status=401)
+        token = issue_session(self.cfg.secret, self.cfg.session_ttl)
+        resp = _json({"token": token, "expires_in": int(self.cfg.session_ttl)})
+        resp.set_cookie(SESSION_COOKIE, token, path="/admin", httponly=True, samesite="Strict",
+                        max_age=int(self.cfg.session_ttl), secure=request.secure)
+        return resp
+
+    async def logout(self, request: web.Request) -> web.Response:
+        resp = _json({})
+        resp.del_cookie(SESSION_COOKIE, path="/admin")
+        return resp
+
+    async def session(self, request: web.Request) -> web.Response:
+        return _json({"ok": True}) if self._session_ok(request) else web.Response(status=401)
+
+    async def api(self, request: web.Request) -> web.Response:
+        if self._cross_origin(request):
+            return web.Response(status=403, text="cross-origin request")
+        if not self._session_ok(request):
+            return web.Response(status=401)
+        try:
+            params = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError:
+            return web.Response(status=400, text="bad request body")
+        method = request.match_info["method"]
+        try:
+            if method == "mint_token":
+                return _json({"result": self._mint(params)})
+            result = await self.executor.execute(method, params)
+        except ClientError as err:
+            return _json({"error": {"code": err.code, "message": err.message}})
+        except (TypeError, ValueError):
+            return _json({"error": {"code": API_ERROR_BAD_REQUEST.code, "message": API_ERROR_BAD_REQUEST.message}})
+        return _json({"result": result})
+
+    def _mint(self, params: Any) -> dict[str, Any]:
+        """A connection (or, with ``channel``, subscription) JWT signed with the HMAC secret."""
+        secret = self.node.config.client.token.hmac_secret_key
+        if not secret:
+            raise ClientError(107, "bad request: no client.token.hmac_secret_key configured")
+        if not isinstance(params, dict):
+            raise ClientError(107, "bad request")
+        user, channel = params.get("user", ""), params.get("channel", "")
+        ttl = params.get("exp_seconds", 3600)
+        if not isinstance(user, str) or not isinstance(channel, str) or not isinstance(ttl, int) or ttl <= 0:
+            raise ClientError(107, "bad request: user and channel are strings, exp_seconds a positive integer")
+        now = int(time.time())
+        claims: dict[str, Any] = {"sub": user, "iat": now, "exp": now + ttl}
+        if channel:
+            claims["channel"] = channel
+        return {"token": jwt.encode(claims, secret, algorithm="HS256"), "claims": claims}
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self.root)
+        app.router.add_get("/admin", self.page_handler)
+        app.router.add_get("/admin/", self.page_handler)
+        app.router.add_get("/admin/admin.js", self.script_handler)
+        app.router.add_post("/admin/login", self.login)
+        app.router.add_post("/admin/logout", self.logout)
+        app.router.add_get("/admin/session", self.session)
+        app.router.add_post("/admin/api/{method}", self.api)
+
+
 async def start_http_server(node: Node, host: str, port: int,
                             ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
     """Serve the internal port on this worker (SO_REUSEPORT: every worker binds it)."""
@@ -148,6 +278,8 @@ async def start_http_server(node: Node, host: str, port: int,
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ready", handlers.ready)
+    if node.config.admin.enabled:
+        _Admin(node, handlers.executor).add_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024, ssl_context=ssl_context)

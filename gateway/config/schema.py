@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.config.admin import AdminConfig, read_admin
 from gateway.config.engine import EngineConfig, RedisEngineConfig, RedisTlsConfig, read_engine
 from gateway.config.env import apply_env
 from gateway.config.keys import CENTRIFUGO_V6, KeyNode
@@ -257,6 +258,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     health: EndpointConfig = EndpointConfig()
     prometheus: EndpointConfig = EndpointConfig()
+    admin: AdminConfig = field(default_factory=AdminConfig)
     # One line naming the Centrifugo keys the file sets that shardgate ignores ("" = none).
     warning: str = field(default="", compare=False)
 
@@ -640,6 +642,7 @@ def parse_config(data: Mapping[str, object]) -> Config:
         engine=read_table(root.table("engine"), read_engine),
         health=read_table(root.table("health"), _read_endpoint),
         prometheus=read_table(root.table("prometheus"), _read_endpoint),
+        admin=read_table(root.table("admin"), read_admin),
     )
     root.finish()
     problems.raise_if_any()
@@ -716,7 +719,7 @@ def _parse_json(name: str, text: str) -> object:
         raise ConfigError(name, f"invalid JSON: {exc}") from None
 
 
-def dev_config(hmac_secret: str) -> Config:
+def dev_config(hmac_secret: str, admin_password: str = "") -> Config:
     """The embedded config used when ``shardgate serve`` runs without a file.
 
     Permissive on purpose (anonymous connect, publish from clients, history and
@@ -751,4 +754,7 @@ def dev_config(hmac_secret: str) -> Config:
         http_api=HttpApiConfig(key=hmac_secret),
         channel=ChannelConfig(without_namespace=options, any_namespace=options),
         shardgate=ShardgateConfig(rpc_echo=True),
+        # The web admin (password printed in the banner) and the demo chat page at / .
+        admin=AdminConfig(enabled=bool(admin_password), password=admin_password, secret=hmac_secret,
+                          demo_page=True),
     )

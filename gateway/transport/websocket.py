@@ -25,6 +25,7 @@ import fnmatch
 import logging
 import ssl
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -354,16 +355,34 @@ def _handshake_refusal(headers: Any) -> Any:
     return None
 
 
+# ``admin.demo_page`` (on in the development default): plain GETs on the client port.
+_DEMO_FILES = {b"/": ("demo.html", "text/html; charset=utf-8"),
+               b"/centrifuge.js": ("centrifuge.js", "text/javascript; charset=utf-8")}
+
+
+def _demo_pages() -> dict[bytes, Any]:
+    """path -> a ready 200 response: the demo chat page and the vendored centrifuge-js (MIT)."""
+    static = resources.files("gateway.transport").joinpath("static")
+    return {path: (static.joinpath(name).read_bytes(), {"Content-Type": ctype, "Cache-Control": "no-cache",
+                                                          "X-Content-Type-Options": "nosniff"})
+            for path, (name, ctype) in _DEMO_FILES.items()}
+
+
 def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     origins = node.config.client.allowed_origins
     refused_origins = RefusedOriginLog(origins)
     ws_cfg = node.config.websocket
     echo_path = ws_cfg.conformance_echo_path.encode() if ws_cfg.conformance_echo_path else None
+    demo = _demo_pages() if node.config.admin.demo_page else {}
 
     def factory(request: WSUpgradeRequest) -> Any:
         path = request.path.split(b"?", 1)[0]
         if path != CLIENT_PATH and (echo_path is None or path != echo_path):
-            return None
+            page = demo.get(path) if request.method == b"GET" else None
+            if page is None:
+                return None
+            # picows sends it with Content-Length and closes the connection (no keep-alive).
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(*page), None)
         headers = request.headers
         refusal = _handshake_refusal(headers)
         if refusal is not None:

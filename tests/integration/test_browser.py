@@ -1,0 +1,75 @@
+"""The web admin and the demo chat in real headless Chromium (tests/js/browser_e2e.mjs, with
+playwright-core driving /usr/bin/chromium) against the development default: log in with the
+banner's password, see the workers, publish from the admin and see it in the chat, send from
+the chat and see it in the admin's history; both screenshots must show a real page.
+
+Skipped (one line) without /usr/bin/chromium, node or tests/js/node_modules, except under
+CI=true, where a missing piece fails: .ci/run installs chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Gateway, scaled
+from tests.integration.browser_png import colour_stats
+from tests.integration.test_admin import admin_banner
+
+JS_DIR = Path(__file__).resolve().parent.parent / "js"
+SCRIPT = JS_DIR / "browser_e2e.mjs"
+CHROMIUM = Path("/usr/bin/chromium")
+NODE = shutil.which("node")
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    if NODE is None:
+        return "node is not installed"
+    if not (JS_DIR / "node_modules" / "playwright-core").is_dir():
+        return "tests/js/node_modules/playwright-core is missing (npm ci --prefix tests/js)"
+    return None
+
+
+def test_admin_and_demo_in_chromium(tmp_path: Path) -> None:
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run under CI=true: {missing}")
+        pytest.skip(f"browser test skipped: {missing}")
+    gw = Gateway(tmp_path, None, 2)
+    try:
+        gw.wait_ready()
+        admin_url, password, demo_url = admin_banner(gw)
+        out = tmp_path / "shots"
+        out.mkdir()
+        script_timeout = scaled(40)
+        env = {**os.environ, "E2E_ADMIN_URL": admin_url, "E2E_PASSWORD": password, "E2E_DEMO_URL": demo_url,
+               "E2E_CHANNEL": f"chat:e2e-{uuid.uuid4().hex[:8]}", "E2E_OUT_DIR": str(out), "E2E_WORKERS": "2",
+               "E2E_TIMEOUT_MS": str(int(script_timeout * 1000))}
+        try:
+            proc = subprocess.run([str(NODE), str(SCRIPT)], cwd=JS_DIR, env=env, capture_output=True, text=True,
+                                  timeout=script_timeout + scaled(15))
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"browser script did not exit: {exc.stdout!r} {exc.stderr!r}\ngateway log:\n{gw.log()}")
+        assert proc.returncode == 0, (f"browser script failed (rc {proc.returncode})\nstdout:\n{proc.stdout}\n"
+                                      f"stderr:\n{proc.stderr}\ngateway log:\n{gw.log()}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["ok"] is True
+        assert len(result["workers"]) == 2
+        for name in ("admin", "demo"):
+            shot = Path(result["screenshots"][name])
+            assert shot.stat().st_size > 10_000, f"{shot}: {shot.stat().st_size} bytes, looks blank"
+            colours, top_share = colour_stats(shot)
+            print(f"{name} screenshot {shot}: {shot.stat().st_size} bytes, {colours} colours, "
+                  f"most common {top_share:.0%}")
+            assert colours >= 30, f"{shot}: only {colours} distinct colours"
+            assert top_share < 0.97, f"{shot}: {top_share:.1%} of the pixels are one colour"
+    finally:
+        gw.stop()
