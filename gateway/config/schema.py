@@ -168,6 +168,10 @@ class ClientConfig:
     connect_include_server_time: bool = False
     connection_limit: int = 0  # connections per node (split over workers); beyond it: disconnect 3504
     user_connection_limit: int = 0  # connections of one user per node (0 = off); beyond it: disconnect 3504
+    # client.subscribe_to_user_personal_channel: every user's connections subscribe, server-side,
+    # to "<namespace><namespace_boundary><user_boundary><user>" (Centrifugo: "personal:#42").
+    personal_channel: bool = False
+    personal_channel_namespace: str = ""
     connection_rate_limit: int = 0  # new connections per second per node; beyond it: HTTP 503
     channel_position_check_delay: float = 40.0  # Redis engine: how often delivered positions are checked
 
@@ -261,6 +265,15 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     # One line naming the Centrifugo keys the file sets that shardgate ignores ("" = none).
     warning: str = field(default="", compare=False)
+
+    def personal_channel_of(self, user: str) -> str | None:
+        """The user's personal channel (``client.subscribe_to_user_personal_channel``), or None."""
+        client, channel = self.client, self.channel
+        if not client.personal_channel:
+            return None
+        namespace = client.personal_channel_namespace
+        prefix = namespace + channel.namespace_boundary if namespace else ""
+        return f"{prefix}{channel.user_boundary}{user}"
 
     def namespace_of(self, channel: str) -> str:
         """The namespace name: text before the first ``channel.namespace_boundary`` (``:``) once
@@ -444,7 +457,10 @@ def _read_tls(t: Table) -> TlsConfig:
 
 def _read_client(t: Table) -> ClientConfig:
     d = ClientConfig()
+    personal, personal_namespace = read_table(t.table("subscribe_to_user_personal_channel"), _read_personal_channel)
     cfg = ClientConfig(
+        personal_channel=personal,
+        personal_channel_namespace=personal_namespace,
         token=read_table(t.table("token"), _read_token),
         subscription_token=read_table(t.table("subscription_token"), _read_token),
         allow_anonymous_connect_without_token=t.get_bool(
@@ -474,6 +490,14 @@ def _read_client(t: Table) -> ClientConfig:
     if cfg.ping_interval != 0 and cfg.ping_interval <= cfg.pong_timeout:
         t.error("pong_timeout", "must be less than client.ping_interval")
     return cfg
+
+
+def _read_personal_channel(t: Table) -> tuple[bool, str]:
+    """``enabled`` and ``personal_channel_namespace``; ``single_connection`` is not implemented
+    (it stays in the warning of ignored keys)."""
+    d = ClientConfig()
+    return (t.get_bool("enabled", d.personal_channel),
+            t.get_str("personal_channel_namespace", d.personal_channel_namespace))
 
 
 def _read_websocket(t: Table) -> WebSocketConfig:
@@ -644,6 +668,10 @@ def parse_config(data: Mapping[str, object]) -> Config:
         prometheus=read_table(root.table("prometheus"), _read_endpoint),
         admin=read_table(root.table("admin"), read_admin),
     )
+    personal = config.personal_channel_of("")
+    if personal is not None and config.client.personal_channel_namespace and config.channel_options(personal) is None:
+        root.report(ConfigError("client.subscribe_to_user_personal_channel.personal_channel_namespace",
+                                f"namespace {config.client.personal_channel_namespace!r} is not configured"))
     root.finish()
     problems.raise_if_any()
     return dataclasses.replace(config, warning=problems.warning())

@@ -63,8 +63,12 @@ def connect(session: Session, cmd: Command) -> None:
         session.start_pings()
     if cfg.connect_include_server_time:
         result["time"] = int(now * 1000)
-    if creds.channels:
-        server_subs.subscribe_on_connect(session, cmd, creds.channels, result)
+    channels = creds.channels
+    personal = node.config.personal_channel_of(creds.user) if creds.user else None
+    if personal is not None:
+        channels = (*channels, personal)  # Centrifugo's subscribe_to_user_personal_channel
+    if channels:
+        server_subs.subscribe_on_connect(session, cmd, channels, result)
     else:
         session.reply(cmd, result)
 

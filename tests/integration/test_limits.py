@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 
 import websockets
 
-from tests.conftest import SECRET, base_config, scaled
+from tests.conftest import API_KEY, SECRET, base_config, scaled
+from tests.integration.rawclient import RawWS
 from tests.integration.test_lifecycle import close_code, raw_connect
 from tools.token import mint_token
 
@@ -98,3 +100,29 @@ async def test_user_connection_limit_3504(gateway_factory) -> None:  # type: ign
             assert exc.code == 404, path
     await first.close()
     await other.close()
+
+
+async def test_subscribe_to_user_personal_channel(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    """client.subscribe_to_user_personal_channel: the connect reply carries the user's personal
+    channel as a server-side subscription, and a publication to it reaches the connection."""
+    cfg = base_config()
+    cfg["client"]["subscribe_to_user_personal_channel"] = {"enabled": True, "personal_channel_namespace": "plain"}
+    gw = gateway_factory(cfg, workers=2)
+    ws = await RawWS.open(gw.url)
+    try:
+        result = await ws.connect(mint_token(SECRET, user="42"))
+        assert "plain:#42" in result.get("subs", {}), result
+        body = json.dumps({"channel": "plain:#42", "data": {"hello": "you"}}).encode()
+        request = urllib.request.Request(gw.internal_url + "/api/publish", data=body, method="POST",
+                                         headers={"X-API-Key": API_KEY})
+        await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=scaled(5)).read())
+        push = None
+        for _ in range(10):
+            for line in await ws.recv_json_lines(timeout=scaled(5)):
+                if "push" in line and "pub" in line["push"]:
+                    push = line["push"]
+            if push is not None:
+                break
+        assert push == {"channel": "plain:#42", "pub": {"data": {"hello": "you"}}}, push
+    finally:
+        await ws.aclose()

@@ -355,3 +355,17 @@ def test_token_reads_the_secret_from_yaml(tmp_path: Path, capsys: pytest.Capture
     assert cli.main(["gentoken", "--config", str(path), "--user", "9"]) == 0
     token = capsys.readouterr().out.split()[-1]
     assert jwt.decode(token, secret, algorithms=["HS256"])["sub"] == "9"
+
+
+def test_personal_channel_names_and_checks() -> None:
+    cfg = parse_config({"client": {"subscribe_to_user_personal_channel": {
+        "enabled": True, "personal_channel_namespace": "personal", "single_connection": True}},
+        "channel": {"namespaces": [{"name": "personal"}]}})
+    assert cfg.personal_channel_of("42") == "personal:#42"
+    assert "client.subscribe_to_user_personal_channel.single_connection" in cfg.warning  # not implemented
+    plain = parse_config({"client": {"subscribe_to_user_personal_channel": {"enabled": True}}})
+    assert plain.personal_channel_of("42") == "#42"
+    assert parse_config({}).personal_channel_of("42") is None
+    with pytest.raises(ConfigError, match="not configured"):
+        parse_config({"client": {"subscribe_to_user_personal_channel": {
+            "enabled": True, "personal_channel_namespace": "missing"}}})
