@@ -228,6 +228,9 @@ def _run_tool(command: str, argv: list[str]) -> int:
         code: int = getattr(importlib.import_module(module), f"{command}_main")(argv)
         return code
     entry = importlib.import_module(module).main
+    if command in ("gentoken", "gensubtoken"):
+        alias: int = entry(argv, prog=f"shardgate {command}")  # usage names the command typed
+        return alias
     result: int = entry(argv)
     return result
 

@@ -82,9 +82,9 @@ def _secret_from_config(path: Path) -> str:
     return data
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "shardgate token") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="shardgate token",
+        prog=prog,
         description="Print an HMAC-signed connection or subscription JWT.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -102,9 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (``shardgate token``); prints the token on stdout."""
-    parser = _parser()
+def main(argv: list[str] | None = None, prog: str = "shardgate token") -> int:
+    """CLI entry point (``shardgate token``, and its Centrifugo-named aliases gentoken and
+    gensubtoken, whose usage names them); prints the token on stdout."""
+    parser = _parser(prog)
     args = parser.parse_args(argv)
 
     secret: str | None = args.secret
