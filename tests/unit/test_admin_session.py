@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.api.admin import LoginThrottle, check_password, issue_session, verify_session
-from gateway.config import ConfigError
-from gateway.config.schema import Config, dev_config, parse_config
+from gateway.config import Config, ConfigError, dev_config, parse_config
 
 SECRET = "admin-secret"
 
