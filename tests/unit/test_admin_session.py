@@ -22,7 +22,8 @@ def test_session_roundtrip_and_expiry() -> None:
 def test_session_tampering() -> None:
     token = issue_session(SECRET, 60, now=1000)
     expires, nonce, sig = token.split(".")
-    for bad in (f"9{expires}.{nonce}.{sig}", f"{expires}.{nonce}x.{sig}", f"{expires}.{nonce}.{sig[:-1]}A",
+    other = "B" if sig.endswith("A") else "A"  # a last character that really differs
+    for bad in (f"9{expires}.{nonce}.{sig}", f"{expires}.{nonce}x.{sig}", f"{expires}.{nonce}.{sig[:-1]}{other}",
                 f"{expires}.{nonce}", "", "a.b.c", f"{expires}.{nonce}.{sig}.x", f"-1.{nonce}.{sig}",
                 f"{expires}.{nonce}.\udcff"):
         assert not verify_session(SECRET, bad, now=1001), bad
