@@ -22,7 +22,7 @@ from typing import Any
 import hiredis
 from redis.exceptions import NoScriptError, ResponseError
 
-from gateway.engine.redis.pipeline import CommandLink, Parse, StoreError, StoreUnavailable
+from gateway.engine.redis.pipeline import CommandLink, Parse, StoreError, StoreUnavailable, settle
 from gateway.engine.redis.scripts import Scripts
 
 __all__ = ["DirectLink"]
@@ -154,15 +154,7 @@ class DirectLink(CommandLink):
                     self._reloading = True
                     self._loop.create_task(self._reload())
                 continue
-            if fut.done():
-                continue
-            if isinstance(reply, Exception):
-                fut.set_exception(StoreError(f"redis: {reply}"))
-                continue
-            try:
-                fut.set_result(parse(reply))
-            except Exception as exc:
-                fut.set_exception(StoreError(f"redis: unexpected reply: {exc}"))
+            settle(fut, parse, reply)
 
     async def _reload(self) -> None:
         """A restarted Redis forgot the scripts: load them, then resend what NOSCRIPT refused."""

@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError
 
 from gateway.engine.redis.scripts import Scripts
 
-__all__ = ["CommandLink", "StoreError", "StoreUnavailable"]
+__all__ = ["CommandLink", "StoreError", "StoreUnavailable", "settle"]
 
 
 class StoreError(Exception):
@@ -46,6 +46,20 @@ _NUMKEYS = [str(n).encode() for n in range(8)]
 def _same(value: Any) -> Any:
     return value
 
+
+
+def settle(fut: asyncio.Future[Any], parse: Parse, reply: Any) -> None:
+    """Complete ``fut`` from its command's reply; an error reply or a malformed one fails only
+    this future."""
+    if fut.done():
+        return
+    if isinstance(reply, Exception):
+        fut.set_exception(StoreError(f"redis: {reply}"))
+        return
+    try:
+        fut.set_result(parse(reply))
+    except Exception as exc:
+        fut.set_exception(StoreError(f"redis: unexpected reply: {exc}"))
 
 class CommandLink:
     """Queue → one pipeline per tick → futures, for one Redis (or one Redis Cluster) client."""
@@ -142,15 +156,7 @@ class CommandLink:
                 return
             self.up = True
             for (_, parse, fut), reply in zip(batch, replies, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(reply, Exception):
-                    fut.set_exception(StoreError(f"redis: {reply}"))
-                    continue
-                try:
-                    fut.set_result(parse(reply))
-                except Exception as exc:  # a malformed reply fails only its own future
-                    fut.set_exception(StoreError(f"redis: unexpected reply: {exc}"))
+                settle(fut, parse, reply)
         finally:
             for _, _, fut in batch:  # cancelled by close(): nobody may wait forever
                 if not fut.done():
