@@ -148,8 +148,10 @@ class Hub:
         if position is None or not position.epoch:
             return
         pending = self._pending.get(channel)
-        caught_up = pending is None or (not pending.overflow and self._catch_up(channel, sub, pending, position))
-        if not caught_up:
+        run, complete = self._run_after(channel, position)
+        for pub in run:
+            sub.write_push(sub.codec.publication_push(channel, pub))
+        if not complete:
             sub.on_stream_gap(channel)  # something after its position never reached us
             return
         if local.epoch != position.epoch:
@@ -162,21 +164,35 @@ class Hub:
         top = pending.top(position) if pending is not None else position.offset
         local.offset = max(local.offset, position.offset, top)
 
-    @staticmethod
-    def _catch_up(channel: str, sub: Subscriber, pending: _Pending, position: StreamPosition) -> bool:
-        """Write what arrived after ``position`` while the subscribe was in flight; False when
-        it does not follow on without a hole (a publication was lost on the way here)."""
+    def arrived_after(self, channel: str, position: StreamPosition) -> list[Publication] | None:
+        """What reached this worker after ``position`` while a subscribe to ``channel`` was in
+        flight, as an unbroken run (None when it has a hole or overflowed). A recovering
+        subscribe merges it into its reply, as centrifuge merges publications buffered during
+        recovery: SDKs drop a push whose offset is below one they saw, so these must not arrive
+        as separate pushes next to the reply's recovered publications."""
+        run, complete = self._run_after(channel, position)
+        return run if complete else None
+
+    def _run_after(self, channel: str, position: StreamPosition) -> tuple[list[Publication], bool]:
+        """The unbroken run after ``position`` among the pending publications, and whether
+        nothing follows a hole."""
+        pending = self._pending.get(channel)
+        if pending is None:
+            return [], True
+        if pending.overflow:
+            return [], False
+        run: list[Publication] = []
         expected = position.offset + 1
         for pub, at in pending.publications:
             if at.epoch != position.epoch:
-                return False
+                return run, False
             if at.offset < expected:
-                continue  # already covered by the answered position
+                continue
             if at.offset != expected:
-                return False
-            sub.write_push(sub.codec.publication_push(channel, pub))
+                return run, False
+            run.append(pub)
             expected += 1
-        return True
+        return run, True
 
     def unsubscribe(self, channel: str, sub: Subscriber) -> bool:
         """Remove; True when it was subscribed."""

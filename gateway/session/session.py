@@ -42,7 +42,7 @@ from gateway.core.errors import (
     classify,
 )
 from gateway.core.limits import TokenBucket, Verdict
-from gateway.core.model import ClientInfo, StreamOptions, SubscribeAnswer
+from gateway.core.model import ClientInfo, StreamOptions, StreamPosition, SubscribeAnswer
 from gateway.obs.logs import RateLimit
 from gateway.protocol.centrifuge_json import (
     JSON,
@@ -482,12 +482,19 @@ class Session:
                 sub.timer = node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
             node.metrics.subscribed(params.recover, answer.recovered)
             sub.status = SubStatus.SUBSCRIBED
+            position = answer.position
+            if answer.recovered and position is not None:
+                # Publications that arrived meanwhile join the recovered ones in the reply.
+                merged = node.hub.arrived_after(channel, position)
+                if merged:
+                    result["publications"] = [*result.get("publications", ()), *merged]
+                    position = StreamPosition(merged[-1].offset, position.epoch)
             # The reply (with any recovered publications) goes out first; then the hub adds
             # the subscriber and writes what arrived after the answered position meanwhile.
             done(result, None)
             if self.subs.get(channel) is not sub:
                 return  # the reply closed the connection (or left the channel): drop_sub undid it
-            node.hub.subscribe(channel, self, params.join_leave, answer.position)
+            node.hub.subscribe(channel, self, params.join_leave, position)
             info = self.client_info(params.chan_info)
             if opts.presence:
                 sub.presence = True
