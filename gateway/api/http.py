@@ -8,6 +8,7 @@ SO_REUSEPORT; whichever answers reaches all workers through the bus.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import ssl
@@ -29,7 +30,7 @@ from gateway.protocol.centrifuge_json import dumps
 if TYPE_CHECKING:
     from gateway.node import Node
 
-__all__ = ["start_http_server"]
+__all__ = ["start_http_server", "start_client_port_http", "ClientPortHttp"]
 
 _JSON = "application/json"
 _READY_TIMEOUT = 1.0
@@ -274,7 +275,8 @@ async def start_http_server(node: Node, host: str, port: int,
     if not any(isinstance(f, _PeerErrorFilter) for f in server_log.filters):
         server_log.addFilter(_PeerErrorFilter())
     app = web.Application(client_max_size=node.config.shardgate.api_max_body_size)
-    app.router.add_route("*", "/api/{method}", handlers.api)
+    if not node.config.http_api.disabled:
+        app.router.add_route("*", "/api/{method}", handlers.api)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ready", handlers.ready)
@@ -285,3 +287,38 @@ async def start_http_server(node: Node, host: str, port: int,
     site = web.TCPSite(runner, host, port, reuse_port=True, backlog=1024, ssl_context=ssl_context)
     await site.start()
     return runner
+
+
+class ClientPortHttp:
+    """Plain HTTP on the client port: the server API under ``/api`` with
+    ``http_api.external`` (Centrifugo serves it there when no internal port is wanted).
+    The WebSocket edge hands it every request for a path it claims that is not an upgrade
+    (gateway.transport.websocket.PlainHttp); it speaks HTTP/1.1 through aiohttp."""
+
+    def __init__(self, runner: web.AppRunner, prefixes: tuple[bytes, ...]) -> None:
+        self.runner = runner
+        self.prefixes = prefixes
+
+    def wants(self, path: bytes) -> bool:
+        return any(path == p or path.startswith(p + b"/") for p in self.prefixes)
+
+    def new_protocol(self) -> asyncio.BaseProtocol:
+        server = self.runner.server
+        assert server is not None
+        return server()
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_client_port_http(node: Node) -> ClientPortHttp | None:
+    """The client port's plain-HTTP routes, or None when there are none (configuration)."""
+    cfg = node.config.http_api
+    if not cfg.external or cfg.disabled:
+        return None
+    handlers = _Handlers(node)
+    app = web.Application(client_max_size=node.config.shardgate.api_max_body_size)
+    app.router.add_route("*", "/api/{method}", handlers.api)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    return ClientPortHttp(runner, (b"/api",))

@@ -179,6 +179,8 @@ class WebSocketConfig:
 @dataclass(frozen=True, slots=True)
 class HttpApiConfig:
     key: str = ""
+    disabled: bool = False  # no /api at all
+    external: bool = False  # /api on the client port too (Centrifugo's http_api.external)
     insecure: bool = False  # no key check at all (only behind a trusted network boundary)
     error_mode: str = ""  # "" = errors in the body with HTTP 200; "transport" = HTTP status codes
 
@@ -506,6 +508,8 @@ def _read_http_api(t: Table) -> HttpApiConfig:
     d = HttpApiConfig()
     return HttpApiConfig(
         key=t.get_str("key", d.key),
+        disabled=t.get_bool("disabled", d.disabled),
+        external=t.get_bool("external", d.external),
         insecure=t.get_bool("insecure", d.insecure),
         error_mode=t.get_str("error_mode", d.error_mode, choices=("", "transport")),
     )

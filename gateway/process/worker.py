@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import uvloop
 
-from gateway.api.http import start_http_server
+from gateway.api.http import ClientPortHttp, start_client_port_http, start_http_server
 from gateway.config import Config
 from gateway.core.errors import DISCONNECT_SHUTDOWN
 from gateway.node import Node
@@ -93,6 +93,7 @@ class Worker:
         self.bus: ZmqBus | None = None
         self.servers: list[Any] = []
         self.http: Any = None
+        self.client_http: ClientPortHttp | None = None
         self.ssl: ssl.SSLContext | None = None
         self.stopping = asyncio.Event()
         self.fast = False
@@ -117,8 +118,9 @@ class Worker:
         # listens once it holds its predecessor's channels.
         tls = spec.config.http_server.tls
         self.ssl = server_tls_context(tls) if tls.enabled else None
+        self.client_http = await start_client_port_http(self.node)
         self.servers.append(await start_client_server(self.node, spec.host, spec.port, start_serving=not successor,
-                                                      ssl_context=self.ssl))
+                                                      ssl_context=self.ssl, plain_http=self.client_http))
         if not successor:
             self.http = await start_http_server(self.node, spec.internal_host, spec.internal_port, self.ssl)
         self.loop.add_signal_handler(signal.SIGTERM, self.stop, False)
@@ -192,6 +194,8 @@ class Worker:
             await self._drain()
         if self.http is not None:
             await self.http.cleanup()
+        if self.client_http is not None:
+            await self.client_http.close()
         self.node.close()
         if self.node.cluster is not None:
             self.node.cluster.close()

@@ -26,7 +26,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiofastnet
@@ -57,7 +57,7 @@ from gateway.session.handlers import HANDLERS
 from gateway.session.session import Session
 
 __all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed", "FrameListener", "ClientConnection",
-           "EchoConnection"]
+           "EchoConnection", "PlainHttp"]
 
 log = logging.getLogger("shardgate.ws")
 
@@ -451,15 +451,67 @@ _REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nCon
     b"Connection: close\r\nRetry-After: 1\r\n\r\n%s"
 
 
+class PlainHttp(Protocol):
+    """Plain HTTP on the client port (the server API with ``http_api.external``): requests
+    that are not WebSocket upgrades, for paths it claims, are handed to its own protocol."""
+
+    def wants(self, path: bytes) -> bool: ...
+
+    def new_protocol(self) -> asyncio.BaseProtocol: ...
+
+
+def _plain_http_path(head: bytes | bytearray) -> bytes | None:
+    """The path of a request head that is not a WebSocket upgrade (None for an upgrade or a
+    request line that does not parse: picows answers those)."""
+    line_end = head.find(b"\r\n")
+    parts = bytes(head[:line_end]).split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        return None
+    for line in bytes(head[line_end + 2:]).split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
+            return None
+    return parts[1].split(b"?", 1)[0]
+
+
+class _HandedOver(asyncio.Protocol):
+    """The plain-HTTP protocol a connection was handed to, releasing its per-IP admission
+    when the connection ends (the gate counts every connection, whatever it speaks)."""
+
+    def __init__(self, inner: Any, release: Callable[[], None]) -> None:
+        self.inner, self.release = inner, release
+
+    def connection_made(self, transport: Any) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()  # type: ignore[no-any-return]
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.release()
+        self.inner.connection_lost(exc)
+
+
 class _GatedProtocol(WSProtocol):  # type: ignore[misc]
     """picows' protocol with an admission check when the TCP connection arrives.
 
     The upgrade factory sees only the HTTP request, not the peer address, so limits per
     client IP are enforced here and a refused client gets HTTP 503 before any WebSocket
-    work is done."""
+    work is done. A complete request head that is not an upgrade, for a path ``plain_http``
+    claims, leaves picows here: the connection goes to that protocol with the bytes read."""
 
     gate: ConnectionGate
     clock: Callable[[], float]
+    plain_http: PlainHttp | None = None
 
     def connection_made(self, transport: Any) -> None:
         peer = transport.get_extra_info("peername")
@@ -501,10 +553,26 @@ class _GatedProtocol(WSProtocol):  # type: ignore[misc]
         if (end if end >= 0 else len(head)) >= MAX_REQUEST_HEAD_SIZE:
             self._refuse_head()
             return
+        if end >= 0 and self.plain_http is not None:
+            path = _plain_http_path(head[:end])
+            if path is not None and self.plain_http.wants(path):
+                self._hand_over(self.plain_http.new_protocol(), bytes(head))
+                return
         WSProtocol.buffer_updated(self, nbytes)
         if end >= 0:
             # picows parsed the head and answered it (101 or an error): the hooks are done.
             self._end_head_hooks()
+
+    def _hand_over(self, inner: asyncio.BaseProtocol, received: bytes) -> None:
+        tcp, ip, gate = self._tcp, self._ip, self.gate
+        self._end_head_hooks()
+        self._refused = True  # the gate is released by the new protocol, not here
+        # picows' own cleanup for a connection that never upgraded (its handshake timer).
+        WSProtocol.connection_lost(self, None)
+        proto = _HandedOver(inner, lambda: gate.release(ip))
+        tcp.set_protocol(proto)
+        proto.connection_made(tcp)
+        proto.data_received(received)
 
     def _refuse_head(self) -> None:
         """431, then a lingering close: the response is written and the write side shut, and
@@ -541,9 +609,11 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 
 async def start_client_server(node: Node, host: str, port: int, backlog: int = 4096,
-                              start_serving: bool = True, ssl_context: ssl.SSLContext | None = None) -> Any:
+                              start_serving: bool = True, ssl_context: ssl.SSLContext | None = None,
+                              plain_http: PlainHttp | None = None) -> Any:
     """Listen for clients with SO_REUSEPORT: every worker binds the same port. With
     ``start_serving=False`` the port is bound but accepts only after ``server.start_serving()``.
+    ``plain_http`` serves the non-WebSocket requests it claims (see :class:`PlainHttp`).
 
     This is picows' ``ws_create_server`` (2.3.x) with a gated protocol class: the same
     constructor arguments, on the same aiofastnet transport."""
@@ -567,6 +637,7 @@ async def start_client_server(node: Node, host: str, port: int, backlog: int = 4
         )
         proto.gate = gate
         proto.clock = node.clock
+        proto.plain_http = plain_http
         return proto
 
     return await aiofastnet.create_server(loop, protocol_factory, host=host, port=port, reuse_port=True,

@@ -209,7 +209,9 @@ async def test_kill_a_whole_node_clients_recover_on_the_other(redis_server: Redi
                        timeout=15, what="every client caught up")
         for client, _, sev in clients:
             ks = [d["k"] for _, d in sev.pubs]
-            assert ks == list(range(ks[0], sent)), f"{client.client_id}: lost or duplicated publications"
+            assert ks == list(range(ks[0], sent)), (
+                f"{client.client_id}: lost or duplicated publications: {sev.pubs} "
+                f"subscribed={[(s.recovered, s.was_recovering, s.stream_position) for s in sev.subscribed]}")
             assert all(s.recovered for s in sev.subscribed[1:]), "history in Redis survived the node: recovered"
     finally:
         stop.set()

@@ -72,8 +72,16 @@ async def _run_reload(gw: Gateway, reloads: int) -> None:
     try:
         for client, subs in subscribers:
             for (_, events), channel in zip(subs, channels, strict=True):
-                await wait_for(lambda ev=events, ch=channel: len(ev.pubs) >= sent[ch], timeout=20,
-                               what=f"{client.client_id} got everything on {channel}")
+                try:
+                    await wait_for(lambda ev=events, ch=channel: len(ev.pubs) >= sent[ch], timeout=20,
+                                   what=f"{client.client_id} got everything on {channel}")
+                except AssertionError as exc:
+                    got = [d["k"] for _, d in events.pubs]
+                    missing = sorted(set(range(sent[channel])) - set(got))
+                    raise AssertionError(
+                        f"{exc}: missing k={missing} of {sent[channel]}; around the gap "
+                        f"{[p for p in events.pubs if missing and abs(p[1]['k'] - missing[0]) < 4]}; subscribed="
+                        f"{[(s.recovered, s.was_recovering, s.stream_position) for s in events.subscribed]}") from exc
                 assert [d["k"] for _, d in events.pubs] == list(range(sent[channel])), "gap or duplicate"
                 offsets = [o for o, _ in events.pubs]
                 assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import SECRET, base_config, scaled
+from tests.conftest import API_KEY, SECRET, base_config, scaled
 from tools.token import mint_token
 
 
@@ -50,3 +50,17 @@ async def test_wss_and_https(gateway_factory, tmp_path: Path) -> None:  # type: 
         assert reply["connect"]["client"]
     with urllib.request.urlopen(gw.internal_url + "/health", context=ctx, timeout=scaled(5)) as resp:
         assert json.loads(resp.read())["status"] == "ok"
+
+
+def test_server_api_on_the_tls_client_port(gateway_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``http_api.external`` over TLS: the request is handed from the WebSocket edge to HTTP
+    after the TLS layer, on the same encrypted connection."""
+    cert, key = _self_signed(tmp_path)
+    gw = gateway_factory(base_config(http_api={"key": API_KEY, "external": True},
+                                     http_server={"tls": {"enabled": True, "cert_pem_file": cert,
+                                                          "key_pem_file": key}}))
+    ctx = ssl.create_default_context(cafile=cert)
+    request = urllib.request.Request(gw.url.replace("wss://", "https://").split("/connection")[0] + "/api/info",
+                                     data=b"{}", method="POST", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(request, context=ctx, timeout=scaled(5)) as resp:
+        assert json.loads(resp.read())["result"]["nodes"]
