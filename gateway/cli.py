@@ -80,9 +80,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"shardgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _serve_parser(sub)
-    check = sub.add_parser("check-config", help="validate a config file without serving",
-                           epilog="example: shardgate check-config config.toml")
-    check.add_argument("file")
+    for name, text in (("check-config", "validate a config file without serving"),
+                       ("checkconfig", "alias of check-config (Centrifugo's name)")):
+        check = sub.add_parser(name, help=text,
+                               epilog=f"example: shardgate {name} config.toml (or --config config.toml)")
+        check.add_argument("file", nargs="?")
+        check.add_argument("-c", "--config", dest="config_file", metavar="FILE",
+                           help="the config file, as Centrifugo's checkconfig takes it")
     owner = sub.add_parser("owner", help="which worker slot owns a channel",
                            epilog="example: shardgate owner chat:lobby --workers 4")
     owner.add_argument("channel")
@@ -193,6 +197,10 @@ def _check_loadable(config: Config) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    if (args.file is None) == (args.config_file is None):
+        print(f"shardgate {args.command}: give the config file once, as FILE or --config FILE", file=sys.stderr)
+        return 2
+    args.file = args.file or args.config_file
     config = load_config(args.file)
     _check_loadable(config)
     for line in config.warning.splitlines():
@@ -254,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
-        if args.command == "check-config":
+        if args.command in ("check-config", "checkconfig"):
             return _check_config(args)
         if args.command == "owner":
             return _owner(args)

@@ -85,6 +85,9 @@ class _SurveyCollector(Collector):
                                          labels=["slot", "recovered"])
         dropped = CounterMetricFamily("shardgate_bus_dropped_messages",
                                       "Cross-shard messages dropped (peer down or queue full).", labels=["slot"])
+        gap_filled = CounterMetricFamily("shardgate_gap_filled_publications",
+                                         "Publications pub/sub skipped, read back from the stream in order.",
+                                         labels=["slot"])
         api_errors = CounterMetricFamily("shardgate_api_errors", "Server API errors, by method and code.",
                                          labels=["slot", "method", "code"])
         commands = HistogramMetricFamily("shardgate_command_duration_seconds",
@@ -127,6 +130,7 @@ class _SurveyCollector(Collector):
             for recovered, n in st["recovered"].items():
                 recoveries.add_metric([s, recovered], n)
             dropped.add_metric([s], st["bus_dropped"])
+            gap_filled.add_metric([s], st.get("gap_filled", 0))
             for key, n in st["api_errors"].items():
                 method, code = key.rsplit(":", 1)
                 api_errors.add_metric([s, method, code], n)
@@ -139,7 +143,7 @@ class _SurveyCollector(Collector):
         yield up
         yield from gauges.values()
         yield from (cpu, accepted, msgs_in, bytes_in, msgs_out, bytes_out, errors, disconnects, recoveries,
-                    dropped, api_errors, commands, api, latency, batch)
+                    dropped, gap_filled, api_errors, commands, api, latency, batch)
 
 
 def render(survey: Survey) -> bytes:

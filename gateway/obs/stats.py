@@ -55,6 +55,7 @@ class Stats:
         self.api_errors: Counter[tuple[str, int]] = Counter()
         self.bus_dropped = 0
         self.bus_bad_envelopes = 0
+        self.gap_filled = 0  # publications pub/sub skipped, read back from the stream (Redis engine)
         self.bus_latency = Histogram(LATENCY_BUCKETS)
         self.bus_batch = Histogram(BATCH_BUCKETS)
 
@@ -117,6 +118,7 @@ class Stats:
             "api_errors": {f"{m}:{c}": v for (m, c), v in self.api_errors.items()},
             "bus_dropped": self.bus_dropped,
             "bus_bad_envelopes": self.bus_bad_envelopes,
+            "gap_filled": self.gap_filled,
             "bus_latency": self.bus_latency.snapshot(),
             "bus_batch": self.bus_batch.snapshot(),
         }

@@ -28,7 +28,7 @@ from tests.conftest import API_KEY, ROOT, SECRET, Gateway, base_config, scaled, 
 from tests.integration.sdk import connect, disconnect_all, subscribe
 
 SHARDGATE = Path(sys.executable).parent / "shardgate"
-SUBCOMMANDS = ("serve", "check-config", "owner", *_TOOL_COMMANDS)
+SUBCOMMANDS = ("serve", "check-config", "checkconfig", "owner", *_TOOL_COMMANDS)
 
 if not SHARDGATE.exists():
     if os.environ.get("CI") == "true":
@@ -235,6 +235,8 @@ async def test_ops_commands_with_options_first(gateway: Gateway) -> None:
     assert ok(await asg("owner", channel, "--workers", "2")).strip() == str(owner(channel, 2))
     assert ok(await asg("owner", "--workers", "7", channel)).strip() == str(owner(channel, 7))
     assert ok(await asg("check-config", str(gw.config_path))).startswith(f"{gw.config_path}: ok")
+    # Centrifugo's spelling: `centrifugo checkconfig --config FILE`.
+    assert ok(await asg("checkconfig", "--config", str(gw.config_path))).startswith(f"{gw.config_path}: ok")
 
 
 async def test_reload_and_stop_with_options_first(gateway_factory: Any, tmp_path: Path) -> None:

@@ -223,3 +223,101 @@ async def test_operations_fail_fast_before_redis_was_ever_reached(setup: Any) ->
     engine.publish("news", Publication(b"1"), PublishOptions(STREAM), lambda r, e: results.append((r, e)))
     await _tick()
     assert results == [(None, ERROR_ENGINE_UNAVAILABLE)]
+
+
+def _pub(offset: int, epoch: str = "E") -> RedisMessage:
+    return RedisMessage(MessageKind.PUBLICATION, offset, epoch, pack_publication(Publication(b'"%d"' % offset)))
+
+
+def _stored(*offsets: int) -> list[tuple[int, bytes]]:
+    return [(o, pack_publication(Publication(b'"%d"' % o))) for o in offsets]
+
+
+@pytest.fixture
+async def with_history(setup: Any) -> tuple[RedisEngine, FakeStore, Handler]:
+    engine, store, handler = setup
+    engine._stream_options = lambda channel: STREAM
+    return engine, store, handler
+
+
+async def test_a_gap_in_pubsub_is_read_back_and_delivered_in_order(with_history: Any) -> None:
+    engine, store, handler = with_history
+    _subscribe(engine, "news", SubscribeRequest())
+    engine._on_message("news", _pub(1))
+    engine._on_message("news", _pub(4))  # 2 and 3 never came through pub/sub
+    engine._on_message("news", _pub(5))  # held behind the read
+    assert [p.offset for _, p, _ in handler.pubs] == [1]
+    (_, filter, read), = store.reads
+    assert filter.since == StreamPosition(1, "") and filter.limit == 2
+    read.set_result((StreamPosition(5, "E"), _stored(2, 3)))
+    await _tick()
+    assert [p.offset for _, p, _ in handler.pubs] == [1, 2, 3, 4, 5]
+    assert handler.lost == [] and engine.stats.gap_filled == 2
+    engine._on_message("news", _pub(5))  # a duplicate is not delivered twice
+    assert len(handler.pubs) == 5
+
+
+async def test_a_gap_that_cannot_be_read_back_makes_subscribers_recover(with_history: Any) -> None:
+    engine, store, handler = with_history
+    _subscribe(engine, "news", SubscribeRequest())
+    engine._on_message("news", _pub(1))
+    engine._on_message("news", _pub(9))
+    (_, _, read), = store.reads
+    read.set_result((StreamPosition(9, "E"), _stored(7, 8)))  # 2..6 trimmed away
+    await _tick()
+    assert handler.lost == ["news"]
+    assert [p.offset for _, p, _ in handler.pubs] == [1, 9]
+
+
+async def test_a_handoff_carries_the_last_delivered_position(with_history: Any) -> None:
+    engine, store, handler = with_history
+    # A subscriber on another worker (slot 1): the reloaded worker's own clients are dropped.
+    engine._owner_subscribe("news", 1, SubscribeRequest(), lambda answer, error: None)
+    engine.fanout.publication = (  # type: ignore[method-assign]
+        lambda channel, slots, pub, position: handler.pubs.append((channel, pub, position)))
+    engine._on_message("news", _pub(6))
+    assert [p.offset for _, p, _ in handler.pubs] == [6]
+    engine.freeze()
+    envelopes = engine.handoff_envelopes()
+    loop = asyncio.get_running_loop()
+    router = Router(0, 1, loop, time.time, random.Random(0), 2.0, Stats())
+    successor_handler = Handler()
+    successor = RedisEngine(RedisEngineConfig(address=("127.0.0.1:1",)), router, successor_handler, loop,
+                            time.time, random.Random(0), Stats(), stream_options=lambda channel: STREAM)
+    successor_store = FakeStore(loop)
+    successor.store = successor_store  # type: ignore[assignment]
+    successor._started = True
+    successor.fanout.publication = (  # type: ignore[method-assign]
+        lambda channel, slots, pub, position: successor_handler.pubs.append((channel, pub, position)))
+    for env in envelopes:
+        successor.install_handoff(env)
+    # What was published between the predecessor's freeze and this subscription is read back.
+    successor._on_message("news", _pub(9))
+    (_, filter, read), = successor_store.reads
+    assert filter.since == StreamPosition(6, "")
+    read.set_result((StreamPosition(9, "E"), _stored(7, 8)))
+    await _tick()
+    assert [p.offset for _, p, _ in successor_handler.pubs] == [7, 8, 9]
+
+
+async def test_an_older_publication_after_the_subscribe_read_is_still_delivered(with_history: Any) -> None:
+    """The position read after SUBSCRIBE is only a lower bound for gaps: pub/sub and commands
+    are separate connections, so a publication older than the read may arrive after it."""
+    engine, store, handler = with_history
+    _subscribe(engine, "news", SubscribeRequest(STREAM, positioned=True))
+    store.subscribes["news"].set_result(None)
+    await _tick()
+    (_, _, read), = store.reads
+    read.set_result((StreamPosition(7, "E"), []))
+    await _tick()
+    engine._on_message("news", _pub(7))
+    engine._on_message("news", _pub(8))
+    assert [p.offset for _, p, _ in handler.pubs] == [7, 8]
+
+
+async def test_a_new_epoch_is_not_a_gap(with_history: Any) -> None:
+    engine, store, handler = with_history
+    _subscribe(engine, "news", SubscribeRequest())
+    engine._on_message("news", _pub(5, "OLD"))
+    engine._on_message("news", _pub(1, "NEW"))
+    assert store.reads == [] and [p.offset for _, p, _ in handler.pubs] == [5, 1]

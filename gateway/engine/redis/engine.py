@@ -76,6 +76,9 @@ T = TypeVar("T")
 #: Redis did not answer within ``engine.redis.io_timeout`` or is unreachable: temporary.
 ERROR_ENGINE_UNAVAILABLE = ClientError(100, "internal server error: engine unavailable", temporary=True)
 _ERROR_INTERNAL = ClientError(100, "internal server error", temporary=True)
+#: The most publications a subscription reads back from the stream to close a gap in what
+#: pub/sub delivered; beyond it positioned subscribers recover themselves (unsubscribe 2500).
+_MAX_GAP_FILL = 1000
 
 
 @dataclass(slots=True)
@@ -84,6 +87,14 @@ class _Owned:
 
     interest: dict[int, int] = field(default_factory=dict)  # slot -> local subscriber count
     subscribed: asyncio.Future[None] | None = None
+    # The last publication delivered inside the node (or, before the first one, the stream
+    # top read once the subscription was live): a publication further on shows a gap.
+    last: StreamPosition | None = None
+    # Set only by a handoff or a position read, never by delivery: the top below which this
+    # subscription may still deliver (no duplicate check against it, see _on_message).
+    baseline: bool = False
+    # Messages held, in arrival order, while a gap is read back from the stream.
+    filling: list[RedisMessage] | None = None
 
 
 def _error(exc: BaseException) -> ClientError:
@@ -364,6 +375,10 @@ class RedisEngine:
                 undo_and_fail(_error(exc))
                 return
             position, items = r.result()
+            if state.last is None and position.offset and self._owned.get(channel) is state:
+                # Nothing delivered yet: the top read after SUBSCRIBE was confirmed is where a
+                # gap would start (a lower bound only: an older publication may still arrive).
+                state.last, state.baseline = position, True
             answer = SubscribeAnswer(position)
             if request.recover and since is not None:
                 try:
@@ -419,17 +434,80 @@ class RedisEngine:
         self.fanout.handle_delivery(env)
 
     def _on_message(self, channel: str, msg: RedisMessage) -> None:
-        """What this worker's Redis subscription received: deliver inside the node."""
+        """What this worker's Redis subscription received: deliver inside the node, in
+        offset order with no gap. A publication beyond the next offset (the subscription
+        moved here from a reloaded worker, or Redis dropped one) holds delivery while the
+        missing ones are read back from the stream; one already delivered is dropped."""
         state = self._owned.get(channel)
         if state is None or self.frozen:
             return
+        if state.filling is not None:
+            state.filling.append(msg)
+            return
+        last = state.last
+        if msg.kind is MessageKind.PUBLICATION and msg.offset and last is not None and last.epoch == msg.epoch:
+            if msg.offset <= last.offset and not state.baseline:
+                return  # delivered already
+            if msg.offset > last.offset + 1:
+                self._fill_gap(channel, state, msg, last)
+                return
+        self._deliver(channel, state, msg)
+
+    def _fill_gap(self, channel: str, state: _Owned, msg: RedisMessage, last: StreamPosition) -> None:
+        stream = self._stream_options(channel) if self._stream_options is not None else None
+        missing = msg.offset - last.offset - 1
+        if stream is None or missing > _MAX_GAP_FILL:
+            self._lost(channel, state, msg)
+            return
+        state.filling = [msg]
+        since = StreamPosition(last.offset, "")
+        read = self._op(lambda: self.store.history(channel, HistoryFilter(limit=missing, since=since), stream))
+
+        def filled(r: asyncio.Future[tuple[StreamPosition, list[tuple[int, bytes]]]]) -> None:
+            if self._owned.get(channel) is not state or state.filling is None:
+                return  # unsubscribed meanwhile
+            held, state.filling = state.filling, None
+            items = [] if r.exception() is not None else r.result()[1]
+            epoch = "" if r.exception() is not None else r.result()[0].epoch
+            if epoch != last.epoch or [o for o, _ in items] != list(range(last.offset + 1, msg.offset)):
+                log.warning("%r: publications %d..%d never arrived and cannot be read back (%s): "
+                            "subscribers recover", channel, last.offset + 1, msg.offset - 1,
+                            r.exception() or "stream moved on")
+                self._lost(channel, state, msg)
+                held = held[1:]
+            else:
+                self.stats.gap_filled += len(items)
+                try:
+                    for pub in _publications(items):
+                        self._deliver_publication(channel, state, pub, StreamPosition(pub.offset, epoch))
+                except PackError as exc:
+                    log.warning("dropped a bad message on %r: %s", channel, exc)
+            for m in held:
+                self._on_message(channel, m)
+
+        read.add_done_callback(filled)
+
+    def _lost(self, channel: str, state: _Owned, msg: RedisMessage) -> None:
+        """Publications that cannot be delivered in order: positioned subscribers recover."""
+        self.stream_lost(channel, tuple(state.interest))
+        state.last = None
+        self._deliver(channel, state, msg)
+
+    def _deliver_publication(self, channel: str, state: _Owned, pub: Publication,
+                             position: StreamPosition | None) -> None:
+        if position is not None:
+            state.last = position
+            state.baseline = False
+        self.fanout.publication(channel, tuple(state.interest), pub, position)
+
+    def _deliver(self, channel: str, state: _Owned, msg: RedisMessage) -> None:
         slots = tuple(state.interest)
         try:
             if msg.kind is MessageKind.PUBLICATION:
                 pub = unpack_publication(msg.payload)
                 pub.offset = msg.offset
                 position = StreamPosition(msg.offset, msg.epoch) if msg.offset else None
-                self.fanout.publication(channel, slots, pub, position)
+                self._deliver_publication(channel, state, pub, position)
             elif msg.kind is MessageKind.JOIN:
                 self.fanout.join(channel, slots, unpack_client_info(msg.payload))
             else:
@@ -442,6 +520,7 @@ class RedisEngine:
         delivered, so positioned subscribers everywhere in the node recover."""
         for channel, state in list(self._owned.items()):
             if self.store.shard_index(channel) == shard:
+                state.last, state.filling = None, None  # recovery replaces gap filling
                 self.stream_lost(channel, tuple(state.interest))
 
     def stream_lost(self, channel: str, slots: tuple[int, ...]) -> None:
@@ -468,7 +547,9 @@ class RedisEngine:
     def handoff_envelopes(self) -> list[Envelope]:
         """The state lives in Redis; a successor needs only who subscribes to what here."""
         envs = [Envelope(Kind.HANDOFF, self.slot, channel=channel,
-                         payload=orjson.dumps({str(slot): n for slot, n in state.interest.items()}))
+                         payload=orjson.dumps({"interest": {str(slot): n for slot, n in state.interest.items()},
+                                               "last": None if state.last is None else
+                                               [state.last.offset, state.last.epoch]}))
                 for channel, state in self._owned.items()]
         envs.append(Envelope(Kind.HANDOFF, self.slot, flags=FLAG_HANDOFF_DONE,
                              payload=orjson.dumps({"channels": len(envs)})))
@@ -484,9 +565,15 @@ class RedisEngine:
         state = self._owned.get(env.channel)
         if state is None:
             state = self._owned[env.channel] = _Owned()
-        for slot, n in orjson.loads(env.payload).items():
+        handed = orjson.loads(env.payload)
+        for slot, n in handed["interest"].items():
             if int(n) > 0:
                 state.interest[int(slot)] = int(n)
+        if handed["last"] is not None and state.last is None:
+            # What the predecessor delivered last: this worker's subscription starts later,
+            # so the first publication it gets shows what was published in between.
+            state.last = StreamPosition(int(handed["last"][0]), str(handed["last"][1]))
+            state.baseline = True
         if state.subscribed is None:
             state.subscribed = self._op(lambda: self.store.subscribe(env.channel))
             self._quiet(state.subscribed)
