@@ -95,7 +95,7 @@ class ZmqBus:
         if sock is None:
             return False
         try:
-            sock.send_multipart(encode(env), flags=zmq.NOBLOCK, copy=True)
+            sock.send(encode(env), flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:
             return False
         return True
@@ -109,7 +109,7 @@ class ZmqBus:
         sock.connect(_url(path))
         try:
             for env in envelopes:
-                sock.send_multipart(encode(env), copy=True)
+                sock.send(encode(env), copy=True)
         except zmq.Again:
             sock.close(linger=0)
             return False
@@ -124,12 +124,12 @@ class ZmqBus:
             if not cast(int, pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 break
             try:
-                frames = pull.recv_multipart(flags=zmq.NOBLOCK)
+                frame = pull.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
             count += 1
             try:
-                env = decode(frames)
+                env = decode(frame)
             except EnvelopeError as exc:
                 log.warning("dropped a bad bus message: %s", exc)
                 continue

@@ -1,6 +1,9 @@
-"""Inter-worker messages as ZeroMQ multipart frames.
+"""Inter-worker messages, one ZeroMQ frame each.
 
-Frames: ``[header, channel, epoch, payload]``. The header is fixed-size binary so the
+Layout: a fixed-size binary header (with the channel's and epoch's lengths), then the
+channel, the epoch and the payload. One frame, not four: pyzmq's multipart send and receive
+cost about 5 us each for four frames against about 1 and 0.2 us for one (measured here with
+a PUSH/PULL ipc pair), per message per hop. The header is fixed-size binary so the
 hot path (a publication fanned out to another worker) needs no JSON work: the payload is
 the publication in its packed binary form (``gateway.core.model.pack_publication``,
 unpacked by slicing), and each receiving worker's hub encodes the client push once per
@@ -17,8 +20,9 @@ from enum import IntEnum
 __all__ = ["VERSION", "Kind", "Envelope", "EnvelopeError", "encode", "decode",
            "FLAG_HELLO_ANSWER", "FLAG_HELLO_HANDOFF", "FLAG_HANDOFF_DONE"]
 
-VERSION = 2
-_HEADER = struct.Struct("!BBBHIQd")  # version, kind, flags, origin slot, correlation id, offset, sent at
+VERSION = 3
+# version, kind, flags, origin slot, correlation id, offset, sent at, channel length, epoch length
+_HEADER = struct.Struct("!BBBHIQdIB")
 
 # HELLO flags: an answer to a HELLO (do not answer it), and a successor that took over its
 # predecessor's state in a reload (peers keep what they know about the slot).
@@ -59,25 +63,33 @@ class Envelope:
     ts: float = 0.0  # unix time the sender built it (publish-to-delivery latency)
 
 
-def encode(env: Envelope) -> list[bytes]:
-    header = _HEADER.pack(VERSION, env.kind, env.flags, env.origin, env.corr, env.offset, env.ts)
-    return [header, env.channel.encode("utf-8"), env.epoch.encode("ascii"), env.payload]
+def encode(env: Envelope) -> bytes:
+    channel = env.channel.encode("utf-8")
+    epoch = env.epoch.encode("ascii")
+    header = _HEADER.pack(VERSION, env.kind, env.flags, env.origin, env.corr, env.offset, env.ts,
+                          len(channel), len(epoch))
+    return b"".join((header, channel, epoch, env.payload))
 
 
-def decode(frames: list[bytes]) -> Envelope:
-    if len(frames) != 4:
-        raise EnvelopeError(f"expected 4 frames, got {len(frames)}")
-    header, channel, epoch, payload = frames
-    if len(header) != _HEADER.size:
-        raise EnvelopeError("bad header size")
-    version, kind, flags, origin, corr, offset, ts = _HEADER.unpack(header)
+def decode(frame: bytes) -> Envelope:
+    size = _HEADER.size
+    if len(frame) < size:
+        raise EnvelopeError("shorter than the header")
+    try:
+        version, kind, flags, origin, corr, offset, ts, channel_len, epoch_len = _HEADER.unpack_from(frame)
+    except struct.error as exc:
+        raise EnvelopeError(str(exc)) from None
     if version != VERSION:
         raise EnvelopeError(f"unsupported envelope version {version}")
     member = _KINDS.get(kind)  # a dict lookup: Kind(kind) is slow on the hot path
     if member is None:
         raise EnvelopeError(f"unknown kind {kind}")
+    epoch_at = size + channel_len
+    payload_at = epoch_at + epoch_len
+    if payload_at > len(frame):
+        raise EnvelopeError("channel and epoch lengths run past the frame")
     try:
-        return Envelope(member, origin, corr, offset, flags, channel.decode("utf-8"),
-                        epoch.decode("ascii") if epoch else "", payload, ts)
+        return Envelope(member, origin, corr, offset, flags, frame[size:epoch_at].decode("utf-8"),
+                        frame[epoch_at:payload_at].decode("ascii") if epoch_len else "", frame[payload_at:], ts)
     except UnicodeDecodeError as exc:
         raise EnvelopeError(str(exc)) from None

@@ -29,13 +29,30 @@ def _sample(kind: Kind) -> Envelope:
     )
 
 
+HEADER = struct.Struct("!BBBHIQdIB")
+
+
+def _split(frame: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(header, channel, epoch, payload) of one encoded frame."""
+    fields = HEADER.unpack_from(frame)
+    channel_len, epoch_len = fields[-2], fields[-1]
+    at = HEADER.size
+    return (frame[:at], frame[at:at + channel_len], frame[at + channel_len:at + channel_len + epoch_len],
+            frame[at + channel_len + epoch_len:])
+
+
+def _join(header: bytes, channel: bytes, epoch: bytes, payload: bytes) -> bytes:
+    fields = list(HEADER.unpack(header))
+    fields[-2], fields[-1] = len(channel), len(epoch)
+    return HEADER.pack(*fields) + channel + epoch + payload
+
+
 @pytest.mark.parametrize("kind", list(Kind))
 def test_round_trip_every_kind(kind: Kind) -> None:
     env = _sample(kind)
-    frames = encode(env)
-    assert len(frames) == 4
-    assert all(isinstance(f, bytes) for f in frames)
-    out = decode(frames)
+    frame = encode(env)
+    assert isinstance(frame, bytes)
+    out = decode(frame)
     assert out == env
     assert out.kind is kind
 
@@ -52,8 +69,8 @@ def test_round_trip_extremes() -> None:
     assert decode(encode(env)) == env
 
 
-def test_frames_layout() -> None:
-    header, channel, epoch, payload = encode(_sample(Kind.PUBLICATION))
+def test_frame_layout() -> None:
+    header, channel, epoch, payload = _split(encode(_sample(Kind.PUBLICATION)))
     assert header[0] == VERSION
     assert header[1] == Kind.PUBLICATION
     assert channel == "ns:канал🎉".encode()
@@ -66,51 +83,43 @@ def test_payload_is_passed_through_unchanged() -> None:
     assert decode(encode(Envelope(Kind.REPLY, 1, payload=payload))).payload == payload
 
 
-@pytest.mark.parametrize("count", [0, 1, 3, 5])
-def test_bad_frame_count(count: int) -> None:
-    frames = encode(_sample(Kind.HELLO))
-    frames = (frames + [b"extra"] * 4)[:count]
+@pytest.mark.parametrize("cut", [0, 1, HEADER.size - 1])
+def test_shorter_than_the_header(cut: int) -> None:
     with pytest.raises(EnvelopeError):
-        decode(frames)
+        decode(encode(_sample(Kind.HELLO))[:cut])
 
 
-@pytest.mark.parametrize("delta", [-1, 1])
-def test_bad_header_size(delta: int) -> None:
-    header, *rest = encode(_sample(Kind.NOTIFY))
-    bad = header[:delta] if delta < 0 else header + b"\x00"
+def test_lengths_past_the_frame() -> None:
+    frame = encode(_sample(Kind.PUBLICATION))
+    header, channel, epoch, _ = _split(frame)
     with pytest.raises(EnvelopeError):
-        decode([bad, *rest])
+        decode(header + channel + epoch[:-1])  # the epoch is cut short
 
 
-def test_empty_header() -> None:
-    with pytest.raises(EnvelopeError):
-        decode([b"", b"", b"", b""])
-
-
-@pytest.mark.parametrize("version", [0, VERSION + 1, 255])
+@pytest.mark.parametrize("version", [0, VERSION - 1, VERSION + 1, 255])
 def test_bad_version(version: int) -> None:
-    header, *rest = encode(_sample(Kind.REQUEST))
+    frame = encode(_sample(Kind.REQUEST))
     with pytest.raises(EnvelopeError, match="version"):
-        decode([bytes([version]) + header[1:], *rest])
+        decode(bytes([version]) + frame[1:])
 
 
 @pytest.mark.parametrize("kind", [0, 9, 255])
 def test_unknown_kind(kind: int) -> None:
-    header, *rest = encode(_sample(Kind.REQUEST))
+    frame = encode(_sample(Kind.REQUEST))
     with pytest.raises(EnvelopeError):
-        decode([header[:1] + bytes([kind]) + header[2:], *rest])
+        decode(frame[:1] + bytes([kind]) + frame[2:])
 
 
 def test_bad_channel_utf8() -> None:
-    header, _, epoch, payload = encode(_sample(Kind.JOIN))
+    header, _, epoch, payload = _split(encode(_sample(Kind.JOIN)))
     with pytest.raises(EnvelopeError):
-        decode([header, b"\xff\xfe", epoch, payload])
+        decode(_join(header, b"\xff\xfe", epoch, payload))
 
 
 def test_bad_epoch_ascii() -> None:
-    header, channel, _, payload = encode(_sample(Kind.PUBLICATION))
+    header, channel, _, payload = _split(encode(_sample(Kind.PUBLICATION)))
     with pytest.raises(EnvelopeError):
-        decode([header, channel, "é".encode(), payload])
+        decode(_join(header, channel, "é".encode(), payload))
 
 
 def test_envelope_error_is_value_error() -> None:
@@ -118,6 +127,6 @@ def test_envelope_error_is_value_error() -> None:
 
 
 def test_header_is_network_order() -> None:
-    header = encode(Envelope(Kind.PUBLICATION, origin=0x0102, corr=0x03040506, offset=0x0708, flags=1,
-                             ts=1.5))[0]
-    assert header == struct.pack("!BBBHIQd", VERSION, 4, 1, 0x0102, 0x03040506, 0x0708, 1.5)
+    frame = encode(Envelope(Kind.PUBLICATION, origin=0x0102, corr=0x03040506, offset=0x0708, flags=1,
+                            ts=1.5, channel="ab"))
+    assert frame == struct.pack("!BBBHIQdIB", VERSION, 4, 1, 0x0102, 0x03040506, 0x0708, 1.5, 2, 0) + b"ab"

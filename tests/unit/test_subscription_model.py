@@ -50,12 +50,12 @@ class LoopBus:
         self.in_flight = 0
 
     def send(self, slot: int, env: Envelope) -> bool:
-        frames = encode(env)  # the real wire form
+        frame = encode(env)  # the real wire form
         self.in_flight += 1
 
         def deliver() -> None:
             self.in_flight -= 1
-            self._nodes[slot].router.on_envelope(decode(frames))
+            self._nodes[slot].router.on_envelope(decode(frame))
 
         self._loop.call_soon(deliver)
         return True
