@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +54,8 @@ from gateway.protocol.centrifuge_json import (
     encode_reply,
 )
 from gateway.protocol.codec import Codec
+from gateway.proxy.caller import CallHandle
+from gateway.proxy.messages import ConnInfo
 
 if TYPE_CHECKING:
     from gateway.config import ChannelOptions
@@ -88,6 +90,11 @@ class Handlers:
 
     commands: dict[str, Callable[[Session, Command], None]]
     server_subscribe: Callable[[Session, str, dict[str, Any]], None]
+    #: The connection reached its expiry and ``client.proxy.refresh`` decides (server-side refresh).
+    proxy_refresh: Callable[[Session], None] | None = None
+    #: A subscription made through a subscribe proxy reached its expiry and its namespace's
+    #: sub_refresh proxy decides.
+    proxy_sub_refresh: Callable[[Session, str], None] | None = None
 
 
 class State(IntEnum):
@@ -110,12 +117,14 @@ class _Sub:
     timer: asyncio.TimerHandle | None = None
     presence: bool = False  # added to the channel's presence (remove it on leaving)
     join_leave: bool = False  # the namespace emits join/leave
+    server_refresh: bool = False  # expiry is refreshed through the namespace's sub_refresh proxy
 
 
 class Session:
     """The server side of one Centrifugo connection."""
 
-    def __init__(self, node: Node, transport: Transport, handlers: Handlers, codec: Codec = JSON) -> None:
+    def __init__(self, node: Node, transport: Transport, handlers: Handlers, codec: Codec = JSON,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.node = node
         self.transport = transport
         self.handlers = handlers
@@ -126,6 +135,13 @@ class Session:
         self.conn_info: Any = None
         self._conn_info_raw: bytes | None = None
         self.expire_at: int | None = None
+        self.meta: Any = None  # connection meta (token or connect proxy): for proxies only
+        # Upgrade-request headers some proxy forwards (lower-case names), and the connect
+        # command's emulated headers when a proxy forwards some.
+        self.headers: Mapping[str, str] = headers or {}
+        self.emulated_headers: Mapping[str, str] = {}
+        self._calls: set[CallHandle] | None = None  # proxy calls in flight, cancelled on close
+        self.proxy_subscribing: set[str] | None = None  # channels whose subscribe proxy has not answered
         self.subs: dict[str, _Sub] = {}
         self.paused = False
         self.unusable = False  # a failed connect: any further command closes 3501
@@ -381,6 +397,23 @@ class Session:
         """Raises ClientError 107 (bad name) or 102 (unknown namespace)."""
         return self.node.resolve_channel(channel)
 
+    # -- proxy calls ----------------------------------------------------------------------------
+
+    def proxy_conn(self) -> ConnInfo:
+        """What a proxy request says about this connection."""
+        return ConnInfo(self.client_id, self.user, headers=self.headers, emulated_headers=self.emulated_headers,
+                        meta=self.meta)
+
+    def track_call(self, handle: CallHandle) -> None:
+        """A proxy call in flight: cancelled if the connection closes first."""
+        if self._calls is None:
+            self._calls = set()
+        self._calls.add(handle)
+
+    def end_call(self, handle: CallHandle) -> None:
+        if self._calls is not None:
+            self._calls.discard(handle)
+
     # -- ping and expiry ------------------------------------------------------------------------
 
     def start_pings(self) -> None:
@@ -421,10 +454,20 @@ class Session:
             self.expire_timer = None
         if expire_at is None:
             return
+        if self.node.config.client.refresh_proxy is not None and self.handlers.proxy_refresh is not None:
+            # Server-side refresh (Centrifugo with client.proxy.refresh): the client is not told
+            # of an expiry; at expire_at the refresh proxy extends or ends the connection.
+            self.expire_timer = self.node.loop.call_later(max(0.0, expire_at - now), self._refresh_due)
+            return
         result["expires"] = True
         result["ttl"] = max(1, int(expire_at - now))
         delay = expire_at - now + self.node.config.client.expired_close_delay
         self.expire_timer = self.node.loop.call_later(max(0.0, delay), self._check_expired)
+
+    def _refresh_due(self) -> None:
+        self.expire_timer = None
+        if self.state is State.CONNECTED and self.handlers.proxy_refresh is not None:
+            self.handlers.proxy_refresh(self)
 
     def _check_expired(self) -> None:
         if self.expire_at is not None and self.expire_at <= self.node.clock():
@@ -447,7 +490,8 @@ class Session:
         node = self.node
         engine = node.engine
         channel = params.channel
-        sub = _Sub(SubStatus.SUBSCRIBING, params.positioned, params.chan_info, params.expire_at)
+        sub = _Sub(SubStatus.SUBSCRIBING, params.positioned, params.chan_info, params.expire_at,
+                   server_refresh=params.server_refresh)
         self.subs[channel] = sub
         request = subscription.engine_request(params, self.stream_options(opts),
                                               node.config.client.recovery_max_publication_limit, self._queue_max)
@@ -478,8 +522,7 @@ class Session:
                 done(result, None)
                 return
             if params.expire_at is not None:
-                delay = params.expire_at - node.clock() + node.config.client.expired_sub_close_delay
-                sub.timer = node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+                self._schedule_sub_expiry(channel, sub, params.expire_at, node.clock())
             node.metrics.subscribed(params.recover, answer.recovered)
             sub.status = SubStatus.SUBSCRIBED
             position = answer.position
@@ -511,6 +554,20 @@ class Session:
         if sub is not None and sub.expire_at is not None and sub.expire_at <= self.node.clock():
             self.server_unsubscribe(channel, UNSUBSCRIBE_EXPIRED)
 
+    def _schedule_sub_expiry(self, channel: str, sub: _Sub, expire_at: int, now: float) -> None:
+        if sub.server_refresh and self.handlers.proxy_sub_refresh is not None:
+            sub.timer = self.node.loop.call_later(max(0.0, expire_at - now), self._sub_refresh_due, channel)
+            return
+        delay = expire_at - now + self.node.config.client.expired_sub_close_delay
+        sub.timer = self.node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+
+    def _sub_refresh_due(self, channel: str) -> None:
+        sub = self.subs.get(channel)
+        if sub is None or self.state is not State.CONNECTED or self.handlers.proxy_sub_refresh is None:
+            return
+        sub.timer = None
+        self.handlers.proxy_sub_refresh(self, channel)
+
     def refresh_sub_expiry(self, channel: str, expire_at: int | None, now: float, result: dict[str, Any]) -> None:
         sub = self.subs[channel]
         sub.expire_at = expire_at
@@ -518,10 +575,10 @@ class Session:
             sub.timer.cancel()
             sub.timer = None
         if expire_at is not None:
-            result["expires"] = True
-            result["ttl"] = max(1, int(expire_at - now))
-            delay = expire_at - now + self.node.config.client.expired_sub_close_delay
-            sub.timer = self.node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+            if not sub.server_refresh:
+                result["expires"] = True
+                result["ttl"] = max(1, int(expire_at - now))
+            self._schedule_sub_expiry(channel, sub, expire_at, now)
 
     def drop_sub(self, channel: str) -> bool:
         """Leave ``channel``: local fan-out, engine interest, presence, a leave push."""
@@ -612,6 +669,9 @@ class Session:
         for timer in (self._ping_timer, self._pong_timer, self.expire_timer, self.stale_timer):
             if timer is not None:
                 timer.cancel()
+        calls, self._calls = self._calls, None
+        for call in calls or ():
+            call.cancel()
         for channel in list(self.subs):
             self.drop_sub(channel)
         if was_connected:
