@@ -83,7 +83,6 @@ def _publish_by_proxy(session: Session, cmd: Command, channel: str, opts: Channe
     data = cmd.body["data"]
 
     def done(result: PublishResult | None, error: ClientError | Disconnect | None) -> None:
-        session.end_call(handle)
         if session.closed:
             return
         try:
@@ -102,8 +101,7 @@ def _publish_by_proxy(session: Session, cmd: Command, channel: str, opts: Channe
         session.node.engine.publish(channel, pub, PublishOptions(stream),
                                     session.answer(cmd, lambda position: _published(session, cmd, position)))
 
-    handle = client.publish(proxy, session.proxy_conn(), channel, data, done)
-    session.track_call(handle)
+    session.proxy_call(lambda answer: client.publish(proxy, session.proxy_conn(), channel, data, answer), done)
 
 
 def _published(session: Session, cmd: Command, position: StreamPosition) -> None:
@@ -191,7 +189,6 @@ def rpc(session: Session, cmd: Command) -> None:
 
 def _rpc_by_proxy(session: Session, cmd: Command, method: str, proxy: ProxyEndpoint, client: ProxyClient) -> None:
     def done(result: RpcResult | None, error: ClientError | Disconnect | None) -> None:
-        session.end_call(handle)
         if session.closed:
             return
         if error is not None:
@@ -200,8 +197,8 @@ def _rpc_by_proxy(session: Session, cmd: Command, method: str, proxy: ProxyEndpo
         assert result is not None
         session.reply(cmd, {"data": result.data} if result.has_data else {})
 
-    handle = client.rpc(proxy, session.proxy_conn(), method, cmd.body.get("data"), done)
-    session.track_call(handle)
+    data = cmd.body.get("data")
+    session.proxy_call(lambda answer: client.rpc(proxy, session.proxy_conn(), method, data, answer), done)
 
 
 def _rpc_done(session: Session, cmd: Command, task: asyncio.Future[Any]) -> None:

@@ -60,7 +60,6 @@ def _connect_by_proxy(session: Session, cmd: Command, proxy: ProxyEndpoint, clie
         session.emulated_headers = {str(k): v for k, v in headers.items() if isinstance(v, str)}
 
     def done(result: ConnectResult | None, error: ClientError | Disconnect | None) -> None:
-        session.end_call(handle)
         if session.closed:
             return
         try:
@@ -79,8 +78,7 @@ def _connect_by_proxy(session: Session, cmd: Command, proxy: ProxyEndpoint, clie
         except Exception as exc:
             session.fail(cmd, exc)
 
-    handle = client.connect(proxy, session.proxy_conn(), cmd.body, done)
-    session.track_call(handle)
+    session.proxy_call(lambda answer: client.connect(proxy, session.proxy_conn(), cmd.body, answer), done)
 
 
 def _accept(session: Session, cmd: Command, creds: ConnectCredentials, *, data: Any = None,
@@ -163,7 +161,6 @@ def proxy_refresh(session: Session) -> None:
         return
 
     def done(result: RefreshResult | None, error: ClientError | Disconnect | None) -> None:
-        session.end_call(handle)
         if not session.connected:
             return
         now = node.clock()
@@ -182,5 +179,4 @@ def proxy_refresh(session: Session) -> None:
             session.meta = result.meta
         session.set_expiry(result.expire_at, now, {})
 
-    handle = client.refresh(proxy, session.proxy_conn(), done)
-    session.track_call(handle)
+    session.proxy_call(lambda answer: client.refresh(proxy, session.proxy_conn(), answer), done)

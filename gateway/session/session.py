@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
@@ -56,6 +56,7 @@ from gateway.protocol.centrifuge_json import (
 from gateway.protocol.codec import Codec
 from gateway.proxy.caller import CallHandle
 from gateway.proxy.messages import ConnInfo
+from gateway.proxy.service import ProxyDone
 
 if TYPE_CHECKING:
     from gateway.config import ChannelOptions
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
 __all__ = ["Session", "Transport", "State", "SubStatus", "Handlers", "SubscribeDone"]
 
 log = logging.getLogger("shardgate.client")
+
+T = TypeVar("T")
 
 # Normal endings are not logged; every other disconnect is, at most 100 per 10 s per worker.
 _QUIET_CODES = frozenset({1000, 1001, 3000, 3001})
@@ -140,7 +143,7 @@ class Session:
         # command's emulated headers when a proxy forwards some.
         self.headers: Mapping[str, str] = headers or {}
         self.emulated_headers: Mapping[str, str] = {}
-        self._calls: set[CallHandle] | None = None  # proxy calls in flight, cancelled on close
+        self._calls: list[CallHandle] | None = None  # proxy calls in flight, cancelled on close
         self.proxy_subscribing: set[str] | None = None  # channels whose subscribe proxy has not answered
         self.subs: dict[str, _Sub] = {}
         self.paused = False
@@ -404,15 +407,24 @@ class Session:
         return ConnInfo(self.client_id, self.user, headers=self.headers, emulated_headers=self.emulated_headers,
                         meta=self.meta)
 
-    def track_call(self, handle: CallHandle) -> None:
-        """A proxy call in flight: cancelled if the connection closes first."""
-        if self._calls is None:
-            self._calls = set()
-        self._calls.add(handle)
+    def proxy_call(self, start: Callable[[ProxyDone[T]], CallHandle], done: ProxyDone[T]) -> None:
+        """Start a proxy call (``start(answer)`` returns its handle) and keep its handle while it
+        is in flight, so closing the connection cancels it; ``done`` gets the answer."""
+        handle: CallHandle | None = None
+        finished = False
 
-    def end_call(self, handle: CallHandle) -> None:
-        if self._calls is not None:
-            self._calls.discard(handle)
+        def answer(result: T | None, error: ClientError | Disconnect | None) -> None:
+            nonlocal finished
+            finished = True
+            if handle is not None and self._calls is not None:
+                self._calls = [c for c in self._calls if c is not handle] or None
+            done(result, error)
+
+        handle = start(answer)
+        if not finished:
+            if self._calls is None:
+                self._calls = []
+            self._calls.append(handle)
 
     # -- ping and expiry ------------------------------------------------------------------------
 

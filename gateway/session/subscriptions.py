@@ -104,7 +104,6 @@ def _subscribe_by_proxy(session: Session, cmd: Command, channel: str, opts: Chan
     body = cmd.body
 
     def done(result: SubscribeResult | None, error: ClientError | Disconnect | None) -> None:
-        session.end_call(handle)
         pending.discard(channel)
         if session.closed:
             return
@@ -137,8 +136,7 @@ def _subscribe_by_proxy(session: Session, cmd: Command, channel: str, opts: Chan
 
         session.start_subscription(params, sub_opts, on_subscribed)
 
-    handle = client.subscribe(proxy, session.proxy_conn(), channel, body, done)
-    session.track_call(handle)
+    session.proxy_call(lambda answer: client.subscribe(proxy, session.proxy_conn(), channel, body, answer), done)
 
 
 # Centrifugo gives a subscription whose sub_refresh proxy failed one more minute.
@@ -160,7 +158,6 @@ def proxy_sub_refresh(session: Session, channel: str) -> None:
         return
 
     def done(result: SubRefreshResult | None, error: ClientError | Disconnect | None) -> None:
-        session.end_call(handle)
         sub = session.subs.get(channel)
         if not session.connected or sub is None:
             return
@@ -178,8 +175,7 @@ def proxy_sub_refresh(session: Session, channel: str) -> None:
             sub.chan_info = None if result.info is None else orjson.dumps(result.info)
         session.refresh_sub_expiry(channel, result.expire_at, now, {})
 
-    handle = client.sub_refresh(proxy, session.proxy_conn(), channel, done)
-    session.track_call(handle)
+    session.proxy_call(lambda answer: client.sub_refresh(proxy, session.proxy_conn(), channel, answer), done)
 
 
 def sub_refresh(session: Session, cmd: Command) -> None:
