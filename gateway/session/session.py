@@ -295,6 +295,8 @@ class Session:
                 if self.state is State.CLOSED or self._slow:
                     queue.clear()
                     return
+                if self.state is State.CONNECTING and self._inflight:
+                    return  # a connect proxy is deciding: what follows the connect waits for it
                 cmd = queue.popleft()
                 cmd.pending = True
                 self._inflight += 1
@@ -344,16 +346,21 @@ class Session:
             self.fail(cmd, exc)
 
     def fail(self, cmd: Command, exc: BaseException) -> None:
-        """The one place a command's failure becomes what the peer sees."""
-        self._answered(cmd)
+        """The one place a command's failure becomes what the peer sees.
+
+        The command counts as answered only once the connection is closed or marked unusable,
+        so a command queued behind a failed connect (a connect proxy answers later) is never
+        dispatched as if the connection were still connecting."""
         err = classify(exc)
         if isinstance(err, Disconnect):
             self.close(err)
+            self._answered(cmd)
             return
         if err is ERROR_INTERNAL and not isinstance(exc, ClientError):
             log.exception("internal error in %s from client %s", cmd.method, self.client_id, exc_info=exc)
         if cmd.method == "connect":
             self.unusable = True
+        self._answered(cmd)
         stats = self.node.metrics
         stats.reply_error(cmd.method, err.code)
         data = encode_error(cmd.id, err)

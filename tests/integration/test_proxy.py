@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import time
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -396,3 +399,46 @@ async def test_subscribe_disconnect_from_backend(proxied_gateway: Gateway) -> No
         assert events.disconnected[0].code == 4501
     finally:
         await sdk.disconnect_all(client)
+
+
+# ------------------------------------------------------------------------------- browser
+
+
+async def test_browser_connects_with_only_a_cookie(backend: Backend, gateway_factory: Callable[..., Gateway],
+                                                   tmp_path: Path) -> None:
+    """Headless Chromium on the gateway's own origin (the demo chat page, centrifuge-js) with a
+    ``session`` cookie and no token: the connect proxy gets the Cookie and names the user."""
+    from tests.integration.test_browser import JS_DIR, NODE, _missing
+
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run under CI=true: {missing}")
+        pytest.skip(f"browser test skipped: {missing}")
+    cfg = base_config()
+    cfg["client"]["proxy"] = {"connect": {"enabled": True, "endpoint": f"{backend.url}/connect",
+                                          "http_headers": ["cookie"]}}
+    cfg["admin"] = {"demo_page": True}
+    cfg["channel"] = {**cfg["channel"], "namespaces": [{"name": "px", "presence": True}]}  # the backend's subs
+    gw = gateway_factory(cfg)
+    user = f"alice{uuid.uuid4().hex[:6]}"
+    channel = f"cookie-{uuid.uuid4().hex[:8]}"
+    script_timeout = scaled(30)
+    env = {**os.environ, "E2E_DEMO_URL": gw.url.replace("ws://", "http://").replace("/connection/websocket", "/"),
+           "E2E_CHANNEL": channel, "E2E_COOKIE": user, "E2E_OUT_DIR": str(tmp_path),
+           "E2E_TIMEOUT_MS": str(int(script_timeout * 1000))}
+    assert NODE is not None
+    proc = await asyncio.create_subprocess_exec(NODE, str(JS_DIR / "proxy_cookie_e2e.mjs"), cwd=JS_DIR, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), script_timeout + scaled(15))
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        pytest.fail(f"browser script did not exit\ngateway log:\n{gw.log()}")
+    assert proc.returncode == 0, (f"browser script failed (rc {proc.returncode})\nstdout:\n{out.decode()}\n"
+                                  f"stderr:\n{err.decode()}\ngateway log:\n{gw.log()}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["ok"] is True and any(p.startswith(user + " ") for p in result["presence"])
+    (req,) = [r for r in backend.requests("connect") if r.headers.get("cookie") == f"session={user}"]
+    assert "token" not in req.body and req.body["transport"] == "websocket"

@@ -357,3 +357,23 @@ async def test_subscribe_proxy_twice_in_flight_is_already_subscribed(proxied: tu
     assert transport.reply(2)["subscribe"] == {"data": {"g": 1}}
     assert session.is_subscribed("px:s")
     session.on_transport_closed()
+
+
+async def test_commands_behind_a_proxied_connect_wait_for_it(proxied: tuple[Node, FakeCaller]) -> None:
+    """centrifuge-js may send its subscribe right behind connect: it runs once the connect
+    proxy accepted; behind a refused connect, the connection is closed as unusable."""
+    node, caller = proxied
+    transport = FakeTransport()
+    session = Session(node, transport, HANDLERS)
+    session.on_message(cmd(1, "connect") + b"\n" + cmd(2, "subscribe", channel="px:a"))
+    assert len(caller.calls) == 1 and not transport.closes
+    caller.calls[0].answer({"result": {"user": "u"}})
+    assert caller.calls[1].body["channel"] == "px:a"  # dispatched after the connect reply
+    session.on_transport_closed()
+
+    transport = FakeTransport()
+    session = Session(node, transport, HANDLERS)
+    session.on_message(cmd(1, "connect") + b"\n" + cmd(2, "subscribe", channel="px:a"))
+    caller.calls[2].answer({"error": {"code": 1000, "message": "no"}})
+    assert transport.closes == [(3501, "bad request: connection unusable")]
+    assert transport.reply(1)["error"] == {"code": 1000, "message": "no"}
