@@ -348,9 +348,10 @@ class Session:
     def fail(self, cmd: Command, exc: BaseException) -> None:
         """The one place a command's failure becomes what the peer sees.
 
-        The command counts as answered only once the connection is closed or marked unusable,
-        so a command queued behind a failed connect (a connect proxy answers later) is never
-        dispatched as if the connection were still connecting."""
+        The command counts as answered (and the next queued one may run) only once its error is
+        written, or the connection closed, and a failed connect marked unusable: a command queued
+        behind a connect that a proxy refused later is never dispatched as if still connecting,
+        and goes out after the connect's error."""
         err = classify(exc)
         if isinstance(err, Disconnect):
             self.close(err)
@@ -360,13 +361,13 @@ class Session:
             log.exception("internal error in %s from client %s", cmd.method, self.client_id, exc_info=exc)
         if cmd.method == "connect":
             self.unusable = True
-        self._answered(cmd)
         stats = self.node.metrics
         stats.reply_error(cmd.method, err.code)
         data = encode_error(cmd.id, err)
         stats.sent("error", len(data))
         stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)
         self.write_reply(data)
+        self._answered(cmd)
 
     def reply(self, cmd: Command, result: dict[str, Any]) -> None:
         self._answered(cmd)
