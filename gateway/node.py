@@ -22,7 +22,7 @@ from gateway.auth import TokenVerifier
 from gateway.cluster.control import CLUSTER_SURVEY_OP, CONTROL_OP, Control
 from gateway.cluster.nodes import ClusterDirectory
 from gateway.cluster.router import Bus, Reply, Router
-from gateway.config import ChannelOptions, Config
+from gateway.config import ChannelOptions, Config, ProxyEndpoint
 from gateway.core.channels import check_channel_name
 from gateway.core.errors import ERROR_UNKNOWN_CHANNEL, UNSUBSCRIBE_INSUFFICIENT_STATE, ClientError
 from gateway.core.model import Done, StreamOptions
@@ -31,6 +31,8 @@ from gateway.engine.base import NodeEngine
 from gateway.engine.memory import MemoryEngine
 from gateway.hub import Hub
 from gateway.obs.stats import Stats
+from gateway.proxy.caller import ProxyCaller
+from gateway.proxy.service import ProxyClient
 from gateway.session.rpc import RpcRegistry, echo, load_handler
 from sharding.envelope import Envelope
 from sharding.ids import make_client_id
@@ -60,6 +62,23 @@ class Flusher:
         self._dirty = []
         for conn in dirty:
             conn.flush()
+
+
+def proxy_endpoints(config: Config) -> list[ProxyEndpoint]:
+    """Every proxy the config uses (connect, refresh, each namespace's, each RPC namespace's)."""
+    found: list[ProxyEndpoint] = []
+    client = config.client
+    channel = config.channel
+    options = [channel.without_namespace, *(o for _, o in channel.namespaces)]
+    if channel.any_namespace is not None:
+        options.append(channel.any_namespace)
+    rpc = config.rpc
+    for proxy in (client.connect_proxy, client.refresh_proxy,
+                  *(p for o in options for p in (o.subscribe_proxy, o.publish_proxy, o.sub_refresh_proxy)),
+                  rpc.without_namespace.proxy, *(o.proxy for _, o in rpc.namespaces)):
+        if proxy is not None and proxy not in found:
+            found.append(proxy)
+    return found
 
 
 class Node:
@@ -101,6 +120,17 @@ class Node:
             self.message_handler = lambda session, data: session.push_message(data)
         self.on_handoff_done: Callable[[], None] | None = None
         self.handoff_received = False
+        # Centrifugo proxies: one pooled HTTP client per worker (made on its first call, in this
+        # worker's loop), and the upgrade headers any proxy forwards (kept per connection).
+        endpoints = proxy_endpoints(config)
+        self.proxy_header_names = frozenset(h for p in endpoints for h in p.http_headers)
+        self.proxy_emulated_headers = any(p.emulated_headers for p in endpoints)
+        self.proxy: ProxyClient | None = ProxyClient(self._proxy_caller()) if endpoints else None
+
+    def _proxy_caller(self) -> ProxyCaller:
+        from gateway.proxy.http import HttpProxyCaller  # aiohttp's client only where a proxy is configured
+
+        return HttpProxyCaller()
 
     def _make_engine(self) -> NodeEngine:
         """``engine.type``: memory (owners over ZeroMQ) or redis (several nodes)."""

@@ -75,11 +75,15 @@ _REDIS: dict[str, KeyNode] = {
 }
 
 _PROXY_COMMON: dict[str, KeyNode] = {
-    "http_headers": "strs", "grpc_metadata": "strs", "binary_encoding": "bool",
+    "http_headers": "strs", "grpc_metadata": "strs", "emulated_headers": "strs", "binary_encoding": "bool",
     "include_connection_meta": "bool",
-    "http": {"static_headers": "map"},
-    "grpc": {"tls": _TLS, "credentials_key": "str", "credentials_value": "str", "compression": "bool"},
+    "http": {"static_headers": "map", "tls": _TLS, "status_to_code_transforms": "any"},
+    "grpc": {"tls": _TLS, "credentials_key": "str", "credentials_value": "str", "compression": "bool",
+             "static_metadata": "map"},
 }
+
+# configtypes.Proxy: an endpoint, its timeout and the common options.
+_PROXY: dict[str, KeyNode] = {"endpoint": "str", "timeout": "duration", **_PROXY_COMMON}
 
 _UNIFIED_PROXY: dict[str, KeyNode] = {
     **{f"{e}_endpoint": "str" for e in ("connect", "refresh", "subscribe", "publish", "sub_refresh", "rpc",
@@ -114,6 +118,7 @@ CENTRIFUGO_V6: dict[str, KeyNode] = {
     "presence_manager": {"enabled": "bool", "type": "str", "redis": _REDIS},
     "map_broker": "any",
     "client": {
+        "proxy": {"connect": {"enabled": "bool", **_PROXY}, "refresh": {"enabled": "bool", **_PROXY}},
         "connect_proxy_name": "str", "refresh_proxy_name": "str", "allowed_origins": "strs",
         "token": _TOKEN, "subscription_token": {"enabled": "bool", **_TOKEN},
         "allow_anonymous_connect_without_token": "bool", "disallow_anonymous_connection_tokens": "bool",
@@ -131,16 +136,19 @@ CENTRIFUGO_V6: dict[str, KeyNode] = {
         },
     },
     "channel": {
+        "proxy": {kind: _PROXY for kind in ("subscribe", "publish", "sub_refresh", "subscribe_stream",
+                                             "map_publish", "map_remove", "shared_poll_refresh")},
         "without_namespace": _CHANNEL_OPTIONS,
         "namespaces": ListOf({"name": "str", **_CHANNEL_OPTIONS}),
         "history_meta_ttl": "duration", "max_length": "int", "private_prefix": "str",
         "namespace_boundary": "str", "user_boundary": "str", "user_separator": "str",
     },
     "rpc": {
+        "proxy": _PROXY,
         "without_namespace": _RPC_OPTIONS, "namespaces": ListOf({"name": "str", **_RPC_OPTIONS}),
         "ping": "bool", "ping_method": "str", "namespace_boundary": "str",
     },
-    "proxies": ListOf({"name": "str", "endpoint": "str", "timeout": "duration", **_PROXY_COMMON}),
+    "proxies": ListOf({"name": "str", **_PROXY}),
     "unified_proxy": _UNIFIED_PROXY,
     "http_api": {
         "disabled": "bool", "handler_prefix": "str", "key": "str", "error_mode": "str",

@@ -22,6 +22,16 @@ from dataclasses import dataclass, field
 from gateway.config.admin import AdminConfig, read_admin
 from gateway.config.engine import EngineConfig, RedisEngineConfig, RedisTlsConfig, read_engine
 from gateway.config.keys import CENTRIFUGO_V6, KeyNode
+from gateway.config.proxy import (
+    DEFAULT_PROXY_NAME,
+    NamedProxies,
+    ProxyEndpoint,
+    RpcConfig,
+    read_named_proxies,
+    read_proxy,
+    read_rpc,
+    resolve_proxy,
+)
 from gateway.config.table import ConfigError, ConfigErrors, Problems, Table, as_table, read_table
 
 __all__ = [
@@ -35,8 +45,10 @@ __all__ = [
     "EngineConfig",
     "HttpApiConfig",
     "HttpServerConfig",
+    "ProxyEndpoint",
     "RedisEngineConfig",
     "RedisTlsConfig",
+    "RpcConfig",
     "ShardgateConfig",
     "TlsConfig",
     "TokenConfig",
@@ -79,6 +91,10 @@ class ChannelOptions:
     allow_presence_for_client: bool = False
     allow_presence_for_anonymous: bool = False
     allow_user_limited_channels: bool = False
+    # The proxy of each event when its ``*_proxy_enabled`` is on (``*_proxy_name`` resolved).
+    subscribe_proxy: ProxyEndpoint | None = None
+    publish_proxy: ProxyEndpoint | None = None
+    sub_refresh_proxy: ProxyEndpoint | None = None
 
     @property
     def history_enabled(self) -> bool:
@@ -168,6 +184,8 @@ class ClientConfig:
     personal_channel_namespace: str = ""
     connection_rate_limit: int = 0  # new connections per second per node; beyond it: HTTP 503
     channel_position_check_delay: float = 40.0  # Redis engine: how often delivered positions are checked
+    connect_proxy: ProxyEndpoint | None = None  # client.proxy.connect when enabled
+    refresh_proxy: ProxyEndpoint | None = None  # client.proxy.refresh when enabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +277,7 @@ class Config:
     health: EndpointConfig = EndpointConfig()
     prometheus: EndpointConfig = EndpointConfig()
     admin: AdminConfig = field(default_factory=AdminConfig)
+    rpc: RpcConfig = field(default_factory=RpcConfig)
     # One line naming the Centrifugo keys the file sets that shardgate ignores ("" = none).
     warning: str = field(default="", compare=False)
 
@@ -453,6 +472,10 @@ def _read_tls(t: Table) -> TlsConfig:
 
 def _read_client(t: Table) -> ClientConfig:
     d = ClientConfig()
+    proxies = t.table("proxy")
+    connect_proxy = read_table(proxies.table("connect"), _read_client_proxy)
+    refresh_proxy = read_table(proxies.table("refresh"), _read_client_proxy)
+    proxies.finish()
     personal, personal_namespace = read_table(t.table("subscribe_to_user_personal_channel"), _read_personal_channel)
     cfg = ClientConfig(
         personal_channel=personal,
@@ -481,11 +504,22 @@ def _read_client(t: Table) -> ClientConfig:
         user_connection_limit=t.get_int("user_connection_limit", d.user_connection_limit, minimum=0),
         connection_rate_limit=t.get_int("connection_rate_limit", d.connection_rate_limit, minimum=0),
         channel_position_check_delay=t.duration("channel_position_check_delay", d.channel_position_check_delay),
+        connect_proxy=connect_proxy,
+        refresh_proxy=refresh_proxy,
     )
     # A pong deadline at or past the next ping would declare live clients dead.
     if cfg.ping_interval != 0 and cfg.ping_interval <= cfg.pong_timeout:
         t.error("pong_timeout", "must be less than client.ping_interval")
     return cfg
+
+
+def _read_client_proxy(t: Table) -> ProxyEndpoint | None:
+    """``client.proxy.connect`` / ``refresh``: the proxy when ``enabled``, else None."""
+    enabled = t.get_bool("enabled", False)
+    proxy = read_proxy(t, DEFAULT_PROXY_NAME)
+    if enabled and not proxy.endpoint:
+        t.error("endpoint", "required when enabled")
+    return proxy if enabled and proxy.endpoint else None
 
 
 def _read_personal_channel(t: Table) -> tuple[bool, str]:
@@ -519,7 +553,11 @@ _OPTION_BOOLS = tuple(f.name for f in dataclasses.fields(ChannelOptions) if f.ty
 _NEEDS_HISTORY = ("force_recovery", "allow_recovery", "force_positioning", "allow_positioning")
 
 
-def _read_channel_options(t: Table) -> ChannelOptions:
+def _read_channel_options(t: Table, proxies: _ChannelProxies | None = None) -> ChannelOptions:
+    proxies = proxies or _ChannelProxies()
+    subscribe_proxy = proxies.resolve(t, "subscribe")
+    publish_proxy = proxies.resolve(t, "publish")
+    sub_refresh_proxy = proxies.resolve(t, "sub_refresh")
     flags = {name: t.get_bool(name, False) for name in _OPTION_BOOLS}
     size = t.get_int("history_size", 0, minimum=0)
     ttl = t.duration("history_ttl", 0.0)
@@ -533,12 +571,38 @@ def _read_channel_options(t: Table) -> ChannelOptions:
         for name in _NEEDS_HISTORY:
             if flags[name]:
                 t.error(name, "requires history_size and history_ttl")
-    return ChannelOptions(history_size=size, history_ttl=ttl, history_meta_ttl=meta_ttl, **flags)
+    return ChannelOptions(history_size=size, history_ttl=ttl, history_meta_ttl=meta_ttl,
+                          subscribe_proxy=subscribe_proxy, publish_proxy=publish_proxy,
+                          sub_refresh_proxy=sub_refresh_proxy, **flags)
 
 
-def _read_channel(t: Table) -> ChannelConfig:
+@dataclass(frozen=True, slots=True)
+class _ChannelProxies:
+    """``channel.proxy.*`` (each event's ``"default"`` proxy) and the named ``proxies``."""
+
+    defaults: dict[str, ProxyEndpoint] = field(default_factory=dict)
+    named: NamedProxies = field(default_factory=dict)
+
+    def resolve(self, t: Table, kind: str) -> ProxyEndpoint | None:
+        return resolve_proxy(t, f"{kind}_proxy_enabled", f"{kind}_proxy_name", self.defaults.get(kind),
+                             f"channel.proxy.{kind}", self.named)
+
+
+def _read_channel(t: Table, named: NamedProxies | None = None) -> ChannelConfig:
     d = ChannelConfig()
-    without = read_table(t.table("without_namespace"), _read_channel_options)
+    section = t.table("proxy")
+    defaults = {}
+    for kind in ("subscribe", "publish", "sub_refresh"):
+        sub = section.table(kind)
+        defaults[kind] = read_proxy(sub, DEFAULT_PROXY_NAME)
+        sub.finish()
+    section.finish()
+    proxies = _ChannelProxies(defaults, named or {})
+
+    def read_options(table: Table) -> ChannelOptions:
+        return _read_channel_options(table, proxies)
+
+    without = read_table(t.table("without_namespace"), read_options)
     namespaces: list[tuple[str, ChannelOptions]] = []
     seen: set[str] = set()
     for ns in t.table_list("namespaces"):
@@ -550,7 +614,7 @@ def _read_channel(t: Table) -> ChannelConfig:
         elif name in seen:
             ns.error("name", f"duplicate namespace name {name!r}")
         seen.add(name)
-        namespaces.append((name, read_table(ns, _read_channel_options)))
+        namespaces.append((name, read_table(ns, read_options)))
     return ChannelConfig(
         without_namespace=without,
         namespaces=tuple(namespaces),
@@ -639,6 +703,7 @@ def parse_config(data: Mapping[str, object]) -> Config:
     """
     problems = Problems(known_keys())
     root = as_table(data, "", problems)
+    named = read_named_proxies(root)
     shard_table = root.table("shardgate")
     shardgate = read_table(shard_table, _read_shardgate)
     log = root.table("log")
@@ -659,12 +724,13 @@ def parse_config(data: Mapping[str, object]) -> Config:
         client=read_table(root.table("client"), _read_client),
         websocket=read_table(root.table("websocket"), _read_websocket),
         http_api=read_table(root.table("http_api"), _read_http_api),
-        channel=read_table(root.table("channel"), _read_channel),
+        channel=read_table(root.table("channel"), lambda t: _read_channel(t, named)),
         shardgate=shardgate,
         engine=read_table(root.table("engine"), read_engine),
         health=read_table(root.table("health"), _read_endpoint),
         prometheus=read_table(root.table("prometheus"), _read_endpoint),
         admin=read_table(root.table("admin"), read_admin),
+        rpc=read_table(root.table("rpc"), lambda t: read_rpc(t, named)),
     )
     personal = config.personal_channel_of("")
     if personal is not None and config.client.personal_channel_namespace and config.channel_options(personal) is None:

@@ -32,10 +32,11 @@ class SubscribeParams:
     reject_unrecovered: bool
     chan_info: bytes | None = None  # raw JSON
     expire_at: int | None = None
+    server_refresh: bool = False  # expiry refreshed by a sub_refresh proxy: the client is not told
 
 
 def plan(channel: str, opts: ChannelOptions, request: dict[str, Any], *, chan_info: bytes | None = None,
-         expire_at: int | None = None) -> SubscribeParams:
+         expire_at: int | None = None, server_refresh: bool = False) -> SubscribeParams:
     """Decide the subscription's features from the namespace and the request.
 
     Raises:
@@ -61,6 +62,7 @@ def plan(channel: str, opts: ChannelOptions, request: dict[str, Any], *, chan_in
         reject_unrecovered=bool(flag & _FLAG_REJECT_UNRECOVERED),
         chan_info=chan_info,
         expire_at=expire_at,
+        server_refresh=server_refresh,
     )
 
 
@@ -91,7 +93,7 @@ def result(params: SubscribeParams, answer: SubscribeAnswer, now: float) -> dict
         ClientError: 112 when recovery failed and the client asked to be told (flag 2).
     """
     out: dict[str, Any] = {}
-    if params.expire_at is not None:
+    if params.expire_at is not None and not params.server_refresh:
         out["expires"] = True
         out["ttl"] = max(1, int(params.expire_at - now))
     if params.recoverable:

@@ -197,6 +197,8 @@ class Worker:
         if self.client_http is not None:
             await self.client_http.close()
         self.node.close()
+        if self.node.proxy is not None:
+            await self.node.proxy.close()
         if self.node.cluster is not None:
             self.node.cluster.close()
         await self.node.engine.close()

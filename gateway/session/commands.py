@@ -12,12 +12,15 @@ from typing import Any
 
 import orjson
 
+from gateway.config import ChannelOptions, ProxyEndpoint
 from gateway.core.errors import (
     DISCONNECT_NOT_AVAILABLE,
     ERROR_BAD_REQUEST,
     ERROR_METHOD_NOT_FOUND,
     ERROR_NOT_AVAILABLE,
     ERROR_PERMISSION_DENIED,
+    ClientError,
+    Disconnect,
 )
 from gateway.core.history import history_filter
 from gateway.core.model import (
@@ -29,6 +32,8 @@ from gateway.core.model import (
     StreamPosition,
 )
 from gateway.protocol.centrifuge_json import Command
+from gateway.proxy.messages import PublishResult, RpcResult
+from gateway.proxy.service import ProxyClient
 from gateway.session.rpc import RpcContext
 from gateway.session.session import Session
 
@@ -44,6 +49,11 @@ def allowed(session: Session, channel: str, for_subscriber: bool, for_client: bo
 def publish(session: Session, cmd: Command) -> None:
     channel = session.channel_of(cmd)
     opts = session.options_for(channel)
+    proxy = opts.publish_proxy
+    client = session.node.proxy
+    if proxy is not None and client is not None:
+        _publish_by_proxy(session, cmd, channel, opts, proxy, client)
+        return
     if not allowed(
         session,
         channel,
@@ -61,6 +71,37 @@ def publish(session: Session, cmd: Command) -> None:
     pub = Publication(data, session.client_info(session.chan_info(channel)))
     session.node.engine.publish(channel, pub, PublishOptions(session.stream_options(opts)),
                                 session.answer(cmd, lambda position: _published(session, cmd, position)))
+
+
+def _publish_by_proxy(session: Session, cmd: Command, channel: str, opts: ChannelOptions, proxy: ProxyEndpoint,
+                      client: ProxyClient) -> None:
+    """The backend decides instead of the namespace's allow_publish_* options (as in Centrifugo):
+    it may refuse (error or disconnect), replace the data, or keep the publication out of the
+    history (``skip_history``)."""
+    if "data" not in cmd.body:
+        raise ERROR_BAD_REQUEST
+    data = cmd.body["data"]
+
+    def done(result: PublishResult | None, error: ClientError | Disconnect | None) -> None:
+        if session.closed:
+            return
+        try:
+            if error is not None:
+                raise error
+            assert result is not None
+            raw = orjson.dumps(result.data if result.has_data else data)
+        except orjson.JSONEncodeError:
+            session.fail(cmd, ERROR_BAD_REQUEST)
+            return
+        except Exception as exc:
+            session.fail(cmd, exc)
+            return
+        stream = None if result.skip_history else session.stream_options(opts)
+        pub = Publication(raw, session.client_info(session.chan_info(channel)))
+        session.node.engine.publish(channel, pub, PublishOptions(stream),
+                                    session.answer(cmd, lambda position: _published(session, cmd, position)))
+
+    session.proxy_call(lambda answer: client.publish(proxy, session.proxy_conn(), channel, data, answer), done)
 
 
 def _published(session: Session, cmd: Command, position: StreamPosition) -> None:
@@ -120,10 +161,23 @@ def history_reply(result: HistoryResult) -> dict[str, Any]:
 
 
 def rpc(session: Session, cmd: Command) -> None:
+    """A method registered in this worker (``shardgate.rpc_handlers``, ``echo``) runs here;
+    any other goes to its RPC namespace's proxy when one is enabled (Centrifugo: an unknown
+    namespace is 104, a namespace without proxy 108)."""
     method = cmd.body.get("method", "")
     handler = session.node.rpc.get(method) if isinstance(method, str) else None
     if handler is None:
-        raise ERROR_METHOD_NOT_FOUND
+        rpc_cfg = session.node.config.rpc
+        client = session.node.proxy
+        if not isinstance(method, str) or client is None or not rpc_cfg.proxied:
+            raise ERROR_METHOD_NOT_FOUND
+        opts = rpc_cfg.options_for(method)
+        if opts is None:
+            raise ERROR_METHOD_NOT_FOUND
+        if opts.proxy is None:
+            raise ERROR_NOT_AVAILABLE
+        _rpc_by_proxy(session, cmd, method, opts.proxy, client)
+        return
     ctx = RpcContext(session.client_id, session.user, session.conn_info)
     result = handler(ctx, cmd.body.get("data"))
     if hasattr(result, "__await__"):  # a coroutine or future: finish it without blocking the loop
@@ -131,6 +185,20 @@ def rpc(session: Session, cmd: Command) -> None:
         task.add_done_callback(lambda t: _rpc_done(session, cmd, t))
         return
     session.reply(cmd, {"data": result} if result is not None else {})
+
+
+def _rpc_by_proxy(session: Session, cmd: Command, method: str, proxy: ProxyEndpoint, client: ProxyClient) -> None:
+    def done(result: RpcResult | None, error: ClientError | Disconnect | None) -> None:
+        if session.closed:
+            return
+        if error is not None:
+            session.fail(cmd, error)
+            return
+        assert result is not None
+        session.reply(cmd, {"data": result.data} if result.has_data else {})
+
+    data = cmd.body.get("data")
+    session.proxy_call(lambda answer: client.rpc(proxy, session.proxy_conn(), method, data, answer), done)
 
 
 def _rpc_done(session: Session, cmd: Command, task: asyncio.Future[Any]) -> None:

@@ -25,4 +25,6 @@ HANDLERS = Handlers(
         "sub_refresh": subscriptions.sub_refresh,
     },
     server_subscribe=server_subs.subscribe_from_api,
+    proxy_refresh=connect.proxy_refresh,
+    proxy_sub_refresh=subscriptions.proxy_sub_refresh,
 )

@@ -7,24 +7,31 @@ client-side subscribes, so they get the same positions, recovery, presence and j
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from gateway.config import ChannelOptions
 from gateway.core import subscription
 from gateway.core.errors import DISCONNECT_CHANNEL_LIMIT, DISCONNECT_INTERNAL, ClientError
 from gateway.protocol.centrifuge_json import Command, dumps, encode_push
+from gateway.proxy.messages import SubGrant
 from gateway.session.session import Session
 
-__all__ = ["subscribe_from_api", "subscribe_on_connect"]
+__all__ = ["apply_override", "subscribe_from_api", "subscribe_on_connect"]
 
 log = logging.getLogger("shardgate.client")
 
 
-def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ...], result: dict[str, Any]) -> None:
-    """Subscribe the token's ``channels`` claim, then reply to connect with ``subs``.
+def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ...], result: dict[str, Any],
+                         grants: Mapping[str, SubGrant] | None = None) -> None:
+    """Subscribe the token's ``channels`` claim (or the connect proxy's ``channels`` and
+    ``subs``), then reply to connect with ``subs``. A proxy's grant adds the subscriber's
+    ``chan_info``, the entry's ``data`` and overrides of the namespace's options.
 
     Pushes for those channels can arrive before every owner has answered; they are
     held back until the connect reply is written, because an SDK only routes a push
@@ -42,7 +49,13 @@ def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ..
             log.warning("client %s: skipping server-side channel %r (unknown or invalid)", session.client_id, channel)
             continue
         request = recovery.get(channel)
-        plans.append((subscription.plan(channel, opts, request if isinstance(request, dict) else {}), opts))
+        grant = grants.get(channel) if grants else None
+        chan_info = None
+        if grant is not None:
+            opts = apply_override(opts, grant.override)
+            chan_info = None if grant.info is None else orjson.dumps(grant.info)
+        plans.append((subscription.plan(channel, opts, request if isinstance(request, dict) else {},
+                                        chan_info=chan_info), opts))
     subs: dict[str, Any] = {}
     waiting = len(plans)
     session.hold_pushes()
@@ -56,6 +69,9 @@ def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ..
             session.close(DISCONNECT_INTERNAL)
             return
         subs[channel] = sub_result or {}
+        grant = grants.get(channel) if grants else None
+        if grant is not None and grant.data is not None:
+            subs[channel]["data"] = grant.data
         waiting -= 1
         if waiting == 0:
             if subs:
@@ -69,6 +85,19 @@ def subscribe_on_connect(session: Session, cmd: Command, channels: tuple[str, ..
         return
     for params, opts in plans:
         session.start_subscription(params, opts, functools.partial(on_subscribed, params.channel))
+
+
+def apply_override(opts: ChannelOptions, override: Mapping[str, bool]) -> ChannelOptions:
+    """A proxy's ``override`` of presence, join_leave, force_push_join_leave, force_recovery
+    and force_positioning for one subscription (recovery and positioning need history)."""
+    if not override:
+        return opts
+    changes: dict[str, Any] = {key: value for key, value in override.items() if key in _OVERRIDABLE}
+    return dataclasses.replace(opts, **changes)
+
+
+_OVERRIDABLE = frozenset({"presence", "join_leave", "force_push_join_leave", "force_recovery",
+                          "force_positioning"})
 
 
 def subscribe_from_api(session: Session, channel: str, request: dict[str, Any]) -> None:

@@ -18,10 +18,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
@@ -54,6 +54,9 @@ from gateway.protocol.centrifuge_json import (
     encode_reply,
 )
 from gateway.protocol.codec import Codec
+from gateway.proxy.caller import CallHandle
+from gateway.proxy.messages import ConnInfo
+from gateway.proxy.service import ProxyDone
 
 if TYPE_CHECKING:
     from gateway.config import ChannelOptions
@@ -62,6 +65,8 @@ if TYPE_CHECKING:
 __all__ = ["Session", "Transport", "State", "SubStatus", "Handlers", "SubscribeDone"]
 
 log = logging.getLogger("shardgate.client")
+
+T = TypeVar("T")
 
 # Normal endings are not logged; every other disconnect is, at most 100 per 10 s per worker.
 _QUIET_CODES = frozenset({1000, 1001, 3000, 3001})
@@ -88,6 +93,11 @@ class Handlers:
 
     commands: dict[str, Callable[[Session, Command], None]]
     server_subscribe: Callable[[Session, str, dict[str, Any]], None]
+    #: The connection reached its expiry and ``client.proxy.refresh`` decides (server-side refresh).
+    proxy_refresh: Callable[[Session], None] | None = None
+    #: A subscription made through a subscribe proxy reached its expiry and its namespace's
+    #: sub_refresh proxy decides.
+    proxy_sub_refresh: Callable[[Session, str], None] | None = None
 
 
 class State(IntEnum):
@@ -110,12 +120,14 @@ class _Sub:
     timer: asyncio.TimerHandle | None = None
     presence: bool = False  # added to the channel's presence (remove it on leaving)
     join_leave: bool = False  # the namespace emits join/leave
+    server_refresh: bool = False  # expiry is refreshed through the namespace's sub_refresh proxy
 
 
 class Session:
     """The server side of one Centrifugo connection."""
 
-    def __init__(self, node: Node, transport: Transport, handlers: Handlers, codec: Codec = JSON) -> None:
+    def __init__(self, node: Node, transport: Transport, handlers: Handlers, codec: Codec = JSON,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.node = node
         self.transport = transport
         self.handlers = handlers
@@ -126,6 +138,13 @@ class Session:
         self.conn_info: Any = None
         self._conn_info_raw: bytes | None = None
         self.expire_at: int | None = None
+        self.meta: Any = None  # connection meta (token or connect proxy): for proxies only
+        # Upgrade-request headers some proxy forwards (lower-case names), and the connect
+        # command's emulated headers when a proxy forwards some.
+        self.headers: Mapping[str, str] = headers or {}
+        self.emulated_headers: Mapping[str, str] = {}
+        self._calls: list[CallHandle] | None = None  # proxy calls in flight, cancelled on close
+        self.proxy_subscribing: set[str] | None = None  # channels whose subscribe proxy has not answered
         self.subs: dict[str, _Sub] = {}
         self.paused = False
         self.unusable = False  # a failed connect: any further command closes 3501
@@ -276,6 +295,8 @@ class Session:
                 if self.state is State.CLOSED or self._slow:
                     queue.clear()
                     return
+                if self.state is State.CONNECTING and self._inflight:
+                    return  # a connect proxy is deciding: what follows the connect waits for it
                 cmd = queue.popleft()
                 cmd.pending = True
                 self._inflight += 1
@@ -325,11 +346,16 @@ class Session:
             self.fail(cmd, exc)
 
     def fail(self, cmd: Command, exc: BaseException) -> None:
-        """The one place a command's failure becomes what the peer sees."""
-        self._answered(cmd)
+        """The one place a command's failure becomes what the peer sees.
+
+        The command counts as answered (and the next queued one may run) only once its error is
+        written, or the connection closed, and a failed connect marked unusable: a command queued
+        behind a connect that a proxy refused later is never dispatched as if still connecting,
+        and goes out after the connect's error."""
         err = classify(exc)
         if isinstance(err, Disconnect):
             self.close(err)
+            self._answered(cmd)
             return
         if err is ERROR_INTERNAL and not isinstance(exc, ClientError):
             log.exception("internal error in %s from client %s", cmd.method, self.client_id, exc_info=exc)
@@ -341,6 +367,7 @@ class Session:
         stats.sent("error", len(data))
         stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)
         self.write_reply(data)
+        self._answered(cmd)
 
     def reply(self, cmd: Command, result: dict[str, Any]) -> None:
         self._answered(cmd)
@@ -380,6 +407,32 @@ class Session:
     def options_for(self, channel: str) -> ChannelOptions:
         """Raises ClientError 107 (bad name) or 102 (unknown namespace)."""
         return self.node.resolve_channel(channel)
+
+    # -- proxy calls ----------------------------------------------------------------------------
+
+    def proxy_conn(self) -> ConnInfo:
+        """What a proxy request says about this connection."""
+        return ConnInfo(self.client_id, self.user, headers=self.headers, emulated_headers=self.emulated_headers,
+                        meta=self.meta)
+
+    def proxy_call(self, start: Callable[[ProxyDone[T]], CallHandle], done: ProxyDone[T]) -> None:
+        """Start a proxy call (``start(answer)`` returns its handle) and keep its handle while it
+        is in flight, so closing the connection cancels it; ``done`` gets the answer."""
+        handle: CallHandle | None = None
+        finished = False
+
+        def answer(result: T | None, error: ClientError | Disconnect | None) -> None:
+            nonlocal finished
+            finished = True
+            if handle is not None and self._calls is not None:
+                self._calls = [c for c in self._calls if c is not handle] or None
+            done(result, error)
+
+        handle = start(answer)
+        if not finished:
+            if self._calls is None:
+                self._calls = []
+            self._calls.append(handle)
 
     # -- ping and expiry ------------------------------------------------------------------------
 
@@ -421,10 +474,20 @@ class Session:
             self.expire_timer = None
         if expire_at is None:
             return
+        if self.node.config.client.refresh_proxy is not None and self.handlers.proxy_refresh is not None:
+            # Server-side refresh (Centrifugo with client.proxy.refresh): the client is not told
+            # of an expiry; at expire_at the refresh proxy extends or ends the connection.
+            self.expire_timer = self.node.loop.call_later(max(0.0, expire_at - now), self._refresh_due)
+            return
         result["expires"] = True
         result["ttl"] = max(1, int(expire_at - now))
         delay = expire_at - now + self.node.config.client.expired_close_delay
         self.expire_timer = self.node.loop.call_later(max(0.0, delay), self._check_expired)
+
+    def _refresh_due(self) -> None:
+        self.expire_timer = None
+        if self.state is State.CONNECTED and self.handlers.proxy_refresh is not None:
+            self.handlers.proxy_refresh(self)
 
     def _check_expired(self) -> None:
         if self.expire_at is not None and self.expire_at <= self.node.clock():
@@ -447,7 +510,8 @@ class Session:
         node = self.node
         engine = node.engine
         channel = params.channel
-        sub = _Sub(SubStatus.SUBSCRIBING, params.positioned, params.chan_info, params.expire_at)
+        sub = _Sub(SubStatus.SUBSCRIBING, params.positioned, params.chan_info, params.expire_at,
+                   server_refresh=params.server_refresh)
         self.subs[channel] = sub
         request = subscription.engine_request(params, self.stream_options(opts),
                                               node.config.client.recovery_max_publication_limit, self._queue_max)
@@ -478,8 +542,7 @@ class Session:
                 done(result, None)
                 return
             if params.expire_at is not None:
-                delay = params.expire_at - node.clock() + node.config.client.expired_sub_close_delay
-                sub.timer = node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+                self._schedule_sub_expiry(channel, sub, params.expire_at, node.clock())
             node.metrics.subscribed(params.recover, answer.recovered)
             sub.status = SubStatus.SUBSCRIBED
             position = answer.position
@@ -511,6 +574,20 @@ class Session:
         if sub is not None and sub.expire_at is not None and sub.expire_at <= self.node.clock():
             self.server_unsubscribe(channel, UNSUBSCRIBE_EXPIRED)
 
+    def _schedule_sub_expiry(self, channel: str, sub: _Sub, expire_at: int, now: float) -> None:
+        if sub.server_refresh and self.handlers.proxy_sub_refresh is not None:
+            sub.timer = self.node.loop.call_later(max(0.0, expire_at - now), self._sub_refresh_due, channel)
+            return
+        delay = expire_at - now + self.node.config.client.expired_sub_close_delay
+        sub.timer = self.node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+
+    def _sub_refresh_due(self, channel: str) -> None:
+        sub = self.subs.get(channel)
+        if sub is None or self.state is not State.CONNECTED or self.handlers.proxy_sub_refresh is None:
+            return
+        sub.timer = None
+        self.handlers.proxy_sub_refresh(self, channel)
+
     def refresh_sub_expiry(self, channel: str, expire_at: int | None, now: float, result: dict[str, Any]) -> None:
         sub = self.subs[channel]
         sub.expire_at = expire_at
@@ -518,10 +595,10 @@ class Session:
             sub.timer.cancel()
             sub.timer = None
         if expire_at is not None:
-            result["expires"] = True
-            result["ttl"] = max(1, int(expire_at - now))
-            delay = expire_at - now + self.node.config.client.expired_sub_close_delay
-            sub.timer = self.node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+            if not sub.server_refresh:
+                result["expires"] = True
+                result["ttl"] = max(1, int(expire_at - now))
+            self._schedule_sub_expiry(channel, sub, expire_at, now)
 
     def drop_sub(self, channel: str) -> bool:
         """Leave ``channel``: local fan-out, engine interest, presence, a leave push."""
@@ -612,6 +689,9 @@ class Session:
         for timer in (self._ping_timer, self._pong_timer, self.expire_timer, self.stale_timer):
             if timer is not None:
                 timer.cancel()
+        calls, self._calls = self._calls, None
+        for call in calls or ():
+            call.cancel()
         for channel in list(self.subs):
             self.drop_sub(channel)
         if was_connected:

@@ -264,10 +264,10 @@ class FrameListener(WSListener):
 class ClientConnection(FrameListener):
     """Bridges one picows connection to one :class:`Session` (Centrifugo JSON protocol)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, headers: dict[str, str] | None = None) -> None:
         super().__init__(node.config.websocket.message_size_limit)
         self._node = node
-        self.session = Session(node, self, HANDLERS)
+        self.session = Session(node, self, HANDLERS, headers=headers)
 
     # -- Transport protocol for the session -----------------------------------------------------
 
@@ -368,12 +368,24 @@ def _demo_pages() -> dict[bytes, Any]:
             for path, (name, ctype) in _DEMO_FILES.items()}
 
 
+def _proxy_headers(headers: Any, wanted: frozenset[str]) -> dict[str, str]:
+    """The upgrade request's headers some proxy forwards (``http_headers``), lower-case names;
+    a repeated header keeps its first value."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        key = str(name).lower()
+        if key in wanted and key not in kept:
+            kept[key] = str(value)
+    return kept
+
+
 def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     origins = node.config.client.allowed_origins
     refused_origins = RefusedOriginLog(origins)
     ws_cfg = node.config.websocket
     echo_path = ws_cfg.conformance_echo_path.encode() if ws_cfg.conformance_echo_path else None
     demo = _demo_pages() if node.config.admin.demo_page else {}
+    proxy_headers = node.proxy_header_names
 
     def factory(request: WSUpgradeRequest) -> Any:
         path = request.path.split(b"?", 1)[0]
@@ -399,8 +411,9 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
         offered = headers.get("Sec-WebSocket-Protocol")
         if offered and _JSON_SUBPROTOCOL in [p.strip() for p in offered.split(",")]:
             extra["Sec-WebSocket-Protocol"] = _JSON_SUBPROTOCOL
+        kept = _proxy_headers(headers, proxy_headers) if proxy_headers else None
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
-                                             ClientConnection(node))
+                                             ClientConnection(node, kept))
 
     return factory
 
