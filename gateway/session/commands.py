@@ -60,11 +60,14 @@ def publish(session: Session, cmd: Command) -> None:
         raise ERROR_BAD_REQUEST from None
     pub = Publication(data, session.client_info(session.chan_info(channel)))
     session.node.engine.publish(channel, pub, PublishOptions(session.stream_options(opts)),
-                                session.answer(cmd, lambda position: _published(session, cmd, position)))
+                                session.answer(cmd, lambda position: _published(session, cmd, channel, pub, position)))
 
 
-def _published(session: Session, cmd: Command, position: StreamPosition) -> None:
+def _published(session: Session, cmd: Command, channel: str, pub: Publication, position: StreamPosition) -> None:
     session.reply(cmd, {})
+    events = session.node.events
+    if events is not None:
+        events.publication(channel, pub.data, pub.info, position.offset)
 
 
 def _require(session: Session, channel: str, enabled: bool, for_subscriber: bool, for_client: bool,

@@ -270,7 +270,7 @@ async def test_a_gap_that_cannot_be_read_back_makes_subscribers_recover(with_his
 
 
 async def test_a_handoff_carries_the_last_delivered_position(with_history: Any) -> None:
-    engine, store, handler = with_history
+    engine, _store, handler = with_history
     # A subscriber on another worker (slot 1): the reloaded worker's own clients are dropped.
     engine._owner_subscribe("news", 1, SubscribeRequest(), lambda answer, error: None)
     engine.fanout.publication = (  # type: ignore[method-assign]
