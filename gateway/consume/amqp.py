@@ -131,6 +131,8 @@ class RabbitMQConsumer:
         inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         connection.close_callbacks.add(_on_close(inbox))
         channel.close_callbacks.add(_on_close(inbox))
+        # the broker cancels the consumer when the queue is deleted (or a replica takes over): start over
+        (await channel.get_underlay_channel()).on_consumer_cancel_callbacks.add(_on_close(inbox))
         await queue.consume(inbox.put, no_ack=False)
         self._consuming = True
         log.info("consumer %s: consuming queue %r (prefetch %d, %s)", self.name, self.cfg.queue, self.cfg.prefetch,
@@ -138,7 +140,7 @@ class RabbitMQConsumer:
         while True:
             message = await inbox.get()
             if message is None:
-                raise ConnectionError("channel closed")
+                raise ConnectionError("channel closed or consumer cancelled by the broker")
             if self.cfg.ordered:
                 await self._handle(message, dlx)
             else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -387,3 +388,48 @@ async def test_client_publication_goes_out_to_the_topic_exchange(
     finally:
         await disconnect_all(client)
     await ch.close()
+
+
+async def test_consumer_recovers_when_the_broker_cancels_it(
+        rabbit: Rabbit, gateway_factory: Callable[..., Gateway]) -> None:
+    """The queue deleted under the consumer (RabbitMQ cancels it): the consumer starts over,
+    declares the queue again and goes on."""
+    names = rabbit.names("cancel")
+    name = f"amqp-{_uid()}"
+    channel = f"room-{_uid()}"
+    gw = gateway_factory(base_config(consumers=[amqp_consumer(name, rabbit.url, names)]), workers=WORKERS)
+    await rabbit.wait_consumed(names["queue"])
+    subs = await subscribers_on_both_workers(gw, channel)
+    try:
+        ch = await rabbit.channel()
+        await ch.queue_delete(names["queue"])
+        await ch.close()
+        await rabbit.wait_consumed(names["queue"])  # declared again, consumed again
+        await rabbit.publish(names["queue"], envelope("publish", channel=channel, data="back"), message_id="x")
+        await wait_for(lambda: all(datas(ev) == ["back"] for _, ev in subs), timeout=10, what="delivery after")
+        assert "consumer cancelled by the broker" in gw.log()
+    finally:
+        await disconnect_all(*(c for c, _ in subs))
+
+
+async def test_events_out_buffer_is_bounded_while_rabbitmq_is_away(gateway_factory: Callable[..., Gateway]) -> None:
+    """No RabbitMQ at all (a closed port): events wait in a buffer of ``buffer_size`` and the
+    oldest beyond it are dropped and counted; clients publish as usual."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    cfg = base_config(shardgate={"graceful_timeout": "5s", "bus_request_timeout": "2s", "events_out": {
+        "enabled": True, "url": f"amqp://guest:guest@127.0.0.1:{port}/", "exchange": "x", "buffer_size": 3}})
+    gw = gateway_factory(cfg, workers=WORKERS)
+    client, _ = await connect_on_slot(gw.url, 0, user="alice")
+    try:
+        channel = f"room-{_uid()}"
+        await subscribe(client, channel)
+        for i in range(8):
+            await client.publish(channel, {"i": i})
+        await wait_for(lambda: metric(gw, "shardgate_events_out_total", result="dropped", slot="0") == 5,
+                       what="5 of 8 events dropped")
+        assert metric(gw, "shardgate_events_out_buffered", slot="0") == 3
+        assert metric(gw, "shardgate_events_out_total", result="published") == 0
+    finally:
+        await disconnect_all(client)
