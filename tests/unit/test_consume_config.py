@@ -3,6 +3,9 @@ events-out message and its bounded buffer. No sockets."""
 
 from __future__ import annotations
 
+import re
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -136,3 +139,12 @@ def test_consumer_metrics_render() -> None:
     assert 'shardgate_consumer_failed_total{consumer="orders",result="retry",slot="0"} 2.0' in text
     assert 'shardgate_consumer_lag_seconds{consumer="orders",slot="0"} 0.25' in text
     assert 'shardgate_events_out_total{result="dropped",slot="0"} 3.0' in text
+
+
+def test_the_readme_consumers_example_loads() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[[consumers]]" in b]
+    config = parse_config(tomllib.loads(block))
+    assert [(c.name, c.type) for c in config.consumers] == [("orders", "rabbitmq"), ("outbox", "postgresql")]
+    assert config.consumers[1].postgresql.num_partitions == 4
+    assert config.shardgate.events_out.enabled and config.warning == ""
