@@ -23,6 +23,7 @@ from gateway.cluster.control import CLUSTER_SURVEY_OP, CONTROL_OP, Control
 from gateway.cluster.nodes import ClusterDirectory
 from gateway.cluster.router import Bus, Reply, Router
 from gateway.config import ChannelOptions, Config, ProxyEndpoint
+from gateway.consume.events import EventSink
 from gateway.core.channels import check_channel_name
 from gateway.core.errors import ERROR_UNKNOWN_CHANNEL, UNSUBSCRIBE_INSUFFICIENT_STATE, ClientError
 from gateway.core.model import Done, StreamOptions
@@ -120,6 +121,8 @@ class Node:
             self.message_handler = lambda session, data: session.push_message(data)
         self.on_handoff_done: Callable[[], None] | None = None
         self.handoff_received = False
+        # shardgate.events_out: client publications (joins, leaves) out to RabbitMQ; set by the worker
+        self.events: EventSink | None = None
         # Centrifugo proxies: one pooled HTTP client per worker (made on its first call, in this
         # worker's loop), and the upgrade headers any proxy forwards (kept per connection).
         endpoints = proxy_endpoints(config)

@@ -103,6 +103,26 @@ _STREAM: dict[str, KeyNode] = {"enabled": "bool", "handler_prefix": "str", "max_
 
 _ENDPOINT: dict[str, KeyNode] = {"enabled": "bool", "handler_prefix": "str"}
 
+_PUBLICATION_DATA_MODE: dict[str, KeyNode] = {
+    "enabled": "bool", "channels_header": "str", "idempotency_key_header": "str", "delta_header": "str",
+    "tags_header_prefix": "str", "version_header": "str", "version_epoch_header": "str",
+}
+
+_POSTGRESQL_CONSUMER: dict[str, KeyNode] = {
+    "dsn": "str", "outbox_table_name": "str", "num_partitions": "int", "partition_select_limit": "int",
+    "partition_poll_interval": "duration", "partition_notification_channel": "str",
+    "partition_notification_dsn": "str", "use_try_lock": "bool", "tls": _TLS,
+}
+
+# shardgate's own consumer type (gateway.config.consumers.RabbitMQConsumerConfig).
+_RABBITMQ_CONSUMER: dict[str, KeyNode] = {
+    "url": "str", "queue": "str", "declare": "bool", "durable": "bool", "exchange": "str", "exchange_type": "str",
+    "routing_keys": "strs", "dead_letter_exchange": "str", "dead_letter_queue": "str", "prefetch": "int",
+    "ordered": "bool", "method_header": "str", "publication_data_mode": _PUBLICATION_DATA_MODE,
+    "retry_backoff_min": "duration", "retry_backoff_max": "duration", "max_attempts": "int",
+    "reconnect_backoff_max": "duration", "ack_delay": "duration",
+}
+
 CENTRIFUGO_V6: dict[str, KeyNode] = {
     "http_server": {
         "address": "str", "port": "int", "internal_address": "str", "internal_port": "int",
@@ -159,7 +179,10 @@ CENTRIFUGO_V6: dict[str, KeyNode] = {
         "tls": _TLS, "reflection": "bool", "max_receive_message_size": "int",
     },
     "consumers": ListOf({
-        "name": "str", "enabled": "bool", "type": "str", "postgresql": "any", "kafka": "any",
+        "name": "str", "enabled": "bool", "type": "str", "postgresql": _POSTGRESQL_CONSUMER,
+        "rabbitmq": _RABBITMQ_CONSUMER,  # shardgate extension (Centrifugo has it commented out)
+        "kafka": "any", "nats_jetstream": "any", "redis_stream": "any", "google_pub_sub": "any",
+        "aws_sqs": "any", "azure_service_bus": "any",
     }),
     "websocket": {
         "disabled": "bool", "handler_prefix": "str", "compression": "bool", "compression_min_size": "int",

@@ -20,6 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.config.admin import AdminConfig, read_admin
+from gateway.config.consumers import (
+    EVENTS_OUT_KEYS,
+    ConsumerConfig,
+    EventsOutConfig,
+    PostgresConsumerConfig,
+    RabbitMQConsumerConfig,
+    read_consumers,
+    read_events_out,
+)
 from gateway.config.engine import EngineConfig, RedisEngineConfig, RedisTlsConfig, read_engine
 from gateway.config.keys import CENTRIFUGO_V6, KeyNode
 from gateway.config.proxy import (
@@ -39,6 +48,10 @@ __all__ = [
     "ChannelOptions",
     "ClientConfig",
     "Config",
+    "ConsumerConfig",
+    "EventsOutConfig",
+    "PostgresConsumerConfig",
+    "RabbitMQConsumerConfig",
     "ConfigError",
     "ConfigErrors",
     "EndpointConfig",
@@ -253,6 +266,7 @@ class ShardgateConfig:
     max_inflight_commands: int = 16  # commands of one connection waiting on an engine at once; the rest queue
     api_batch_max_commands: int = 1000  # commands in one server API batch; more: error 107
     log_file: str = ""  # log.file: append logs to this file instead of stderr
+    events_out: EventsOutConfig = field(default_factory=EventsOutConfig)  # client publications out to RabbitMQ
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +292,7 @@ class Config:
     prometheus: EndpointConfig = EndpointConfig()
     admin: AdminConfig = field(default_factory=AdminConfig)
     rpc: RpcConfig = field(default_factory=RpcConfig)
+    consumers: tuple[ConsumerConfig, ...] = ()  # the enabled ones (Centrifugo's `consumers`)
     # One line naming the Centrifugo keys the file sets that shardgate ignores ("" = none).
     warning: str = field(default="", compare=False)
 
@@ -675,6 +690,7 @@ def _read_shardgate(t: Table) -> ShardgateConfig:
         handshake_timeout=t.duration("handshake_timeout", d.handshake_timeout, positive=True),
         heartbeat_timeout=t.duration("heartbeat_timeout", d.heartbeat_timeout, positive=True),
         drain_window=t.duration("drain_window", d.drain_window),
+        events_out=read_table(t.table("events_out"), read_events_out),
     )
 
 
@@ -687,6 +703,7 @@ def known_keys() -> dict[str, KeyNode]:
         f.name: _FIELD_KINDS.get(str(f.type), "any") for f in dataclasses.fields(ShardgateConfig)
     }
     shardgate["rpc_handlers"] = "map"
+    shardgate["events_out"] = EVENTS_OUT_KEYS
     return {**CENTRIFUGO_V6, "shardgate": shardgate}
 
 
@@ -731,6 +748,7 @@ def parse_config(data: Mapping[str, object]) -> Config:
         prometheus=read_table(root.table("prometheus"), _read_endpoint),
         admin=read_table(root.table("admin"), read_admin),
         rpc=read_table(root.table("rpc"), lambda t: read_rpc(t, named)),
+        consumers=read_consumers(root),
     )
     personal = config.personal_channel_of("")
     if personal is not None and config.client.personal_channel_namespace and config.channel_options(personal) is None:

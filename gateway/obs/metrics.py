@@ -98,6 +98,21 @@ class _SurveyCollector(Collector):
                                         "Owner publish to delivery on another worker.", labels=["slot"])
         batch = HistogramMetricFamily("shardgate_bus_receive_batch_size",
                                       "Bus messages read per wake-up (a queue depth signal).", labels=["slot"])
+        consumed = CounterMetricFamily("shardgate_consumer_applied",
+                                       "Consumed messages applied (acked, outbox rows deleted).",
+                                       labels=["slot", "consumer"])
+        failed = CounterMetricFamily("shardgate_consumer_failed",
+                                     "Consumed messages that failed: refused (dead-lettered or skipped) or "
+                                     "retry (an internal or temporary error, applied again later).",
+                                     labels=["slot", "consumer", "result"])
+        lag = GaugeMetricFamily("shardgate_consumer_lag_seconds",
+                                "Age of the last applied message (its AMQP timestamp or outbox created_at).",
+                                labels=["slot", "consumer"])
+        events_out = CounterMetricFamily("shardgate_events_out", "Events out to RabbitMQ: published (confirmed) "
+                                         "or dropped (buffer full while RabbitMQ was away).",
+                                         labels=["slot", "result"])
+        events_buffered = GaugeMetricFamily("shardgate_events_out_buffered", "Events waiting for RabbitMQ.",
+                                            labels=["slot"])
         for slot, report in self._survey:
             s = str(slot)
             up.add_metric([s], 1 if report else 0)
@@ -140,10 +155,21 @@ class _SurveyCollector(Collector):
                 api.add_metric([s, method], _buckets(snap), snap["sum"])
             latency.add_metric([s], _buckets(st["bus_latency"]), st["bus_latency"]["sum"])
             batch.add_metric([s], _buckets(st["bus_batch"]), st["bus_batch"]["sum"])
+            for name, c in st.get("consumers", {}).items():
+                consumed.add_metric([s, name], c["applied"])
+                failed.add_metric([s, name, "refused"], c["refused"])
+                failed.add_metric([s, name, "retry"], c["retried"])
+                lag.add_metric([s, name], c["lag"])
+            ev = st.get("events_out")
+            if ev:
+                events_out.add_metric([s, "published"], ev["published"])
+                events_out.add_metric([s, "dropped"], ev["dropped"])
+                events_buffered.add_metric([s], ev["buffered"])
         yield up
         yield from gauges.values()
         yield from (cpu, accepted, msgs_in, bytes_in, msgs_out, bytes_out, errors, disconnects, recoveries,
-                    dropped, gap_filled, api_errors, commands, api, latency, batch)
+                    dropped, gap_filled, api_errors, commands, api, latency, batch, consumed, failed, lag,
+                    events_out, events_buffered)
 
 
 def render(survey: Survey) -> bytes:

@@ -11,7 +11,8 @@ import bisect
 from collections import Counter
 from typing import Any
 
-__all__ = ["Stats", "Histogram", "DURATION_BUCKETS", "LATENCY_BUCKETS", "BATCH_BUCKETS"]
+__all__ = ["ConsumerStats", "EventsOutStats", "Stats", "Histogram", "DURATION_BUCKETS", "LATENCY_BUCKETS",
+           "BATCH_BUCKETS"]
 
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -38,8 +39,37 @@ class Histogram:
         return {"bounds": list(self.bounds), "counts": list(self.counts), "sum": self.total, "count": self.count}
 
 
+class ConsumerStats:
+    """One consumer (or one outbox partition) run by this worker."""
+
+    __slots__ = ("applied", "lag", "refused", "retried")
+
+    def __init__(self) -> None:
+        self.applied = 0  # messages applied (acked / rows deleted)
+        self.refused = 0  # malformed or refused: dead-lettered (RabbitMQ) or skipped (outbox)
+        self.retried = 0  # internal or temporary failures that were retried
+        self.lag = 0.0  # seconds from the message's creation to its application, last message
+
+    def snapshot(self) -> dict[str, float]:
+        return {"applied": self.applied, "refused": self.refused, "retried": self.retried, "lag": self.lag}
+
+
+class EventsOutStats:
+    __slots__ = ("buffered", "dropped", "published")
+
+    def __init__(self) -> None:
+        self.published = 0  # confirmed by RabbitMQ
+        self.dropped = 0  # pushed out of the full buffer while RabbitMQ was away
+        self.buffered = 0  # waiting now
+
+    def snapshot(self) -> dict[str, int]:
+        return {"published": self.published, "dropped": self.dropped, "buffered": self.buffered}
+
+
 class Stats:
     def __init__(self) -> None:
+        self.consumers: dict[str, ConsumerStats] = {}  # by consumer name
+        self.events_out = EventsOutStats()
         self.connections = 0
         self.connections_accepted = 0
         self.disconnects: Counter[int] = Counter()
@@ -100,6 +130,12 @@ class Stats:
     def api_error(self, method: str, code: int) -> None:
         self.api_errors[(method, code)] += 1
 
+    def consumer(self, name: str) -> ConsumerStats:
+        stats = self.consumers.get(name)
+        if stats is None:
+            stats = self.consumers[name] = ConsumerStats()
+        return stats
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy for surveys (tuple keys become "method:code" strings)."""
         return {
@@ -121,4 +157,6 @@ class Stats:
             "gap_filled": self.gap_filled,
             "bus_latency": self.bus_latency.snapshot(),
             "bus_batch": self.bus_batch.snapshot(),
+            "consumers": {name: c.snapshot() for name, c in self.consumers.items()},
+            "events_out": self.events_out.snapshot(),
         }

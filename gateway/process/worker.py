@@ -25,8 +25,10 @@ from typing import Any, NoReturn
 
 import uvloop
 
+from gateway.api.executor import ApiExecutor
 from gateway.api.http import ClientPortHttp, start_client_port_http, start_http_server
 from gateway.config import Config
+from gateway.consume.runner import Consumers
 from gateway.core.errors import DISCONNECT_SHUTDOWN
 from gateway.node import Node
 from gateway.transport.tls import server_tls_context
@@ -95,6 +97,7 @@ class Worker:
         self.http: Any = None
         self.client_http: ClientPortHttp | None = None
         self.ssl: ssl.SSLContext | None = None
+        self.consumers = Consumers(self.node, ApiExecutor(self.node))
         self.stopping = asyncio.Event()
         self.fast = False
         self._ready_sent = False
@@ -129,6 +132,10 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGHUP, lambda: None)
         self.loop.add_signal_handler(signal.SIGUSR2, self._hand_off)
         self._watch_parent()
+        # Consumers apply messages through the owners; a reload successor starts its own once it
+        # holds its predecessor's channels (the predecessor stops its consumers when handing off).
+        if not successor:
+            self.consumers.start()
         if successor:
             os.write(spec.ready_fd, f"W {spec.slot} {os.getpid()}\n".encode())
         self._maybe_ready()
@@ -138,6 +145,7 @@ class Worker:
 
     async def _serve_after_handoff(self) -> None:
         self.node.router.announce(handoff=True)
+        self.consumers.start()
         for server in self.servers:
             await server.start_serving()
         self.http = await start_http_server(self.node, self.spec.internal_host, self.spec.internal_port,
@@ -158,6 +166,7 @@ class Worker:
         except OSError as exc:
             log.error("handoff: cannot read %s: %s", path, exc)
             return
+        self.loop.create_task(self.consumers.stop_consumers())  # the successor takes them over
         self.node.freeze()
         envelopes = self.node.handoff_envelopes()
         ok = self.bus.send_all_to(target, envelopes, timeout=10.0)
@@ -188,6 +197,7 @@ class Worker:
 
     async def run(self) -> None:
         await self.stopping.wait()
+        await self.consumers.close()  # first: nothing half-applied is acknowledged after this
         for server in self.servers:
             server.close()
         if not self.fast:

@@ -70,7 +70,7 @@ def publish(session: Session, cmd: Command) -> None:
         raise ERROR_BAD_REQUEST from None
     pub = Publication(data, session.client_info(session.chan_info(channel)))
     session.node.engine.publish(channel, pub, PublishOptions(session.stream_options(opts)),
-                                session.answer(cmd, lambda position: _published(session, cmd, position)))
+                                session.answer(cmd, lambda position: _published(session, cmd, channel, pub, position)))
 
 
 def _publish_by_proxy(session: Session, cmd: Command, channel: str, opts: ChannelOptions, proxy: ProxyEndpoint,
@@ -98,14 +98,17 @@ def _publish_by_proxy(session: Session, cmd: Command, channel: str, opts: Channe
             return
         stream = None if result.skip_history else session.stream_options(opts)
         pub = Publication(raw, session.client_info(session.chan_info(channel)))
-        session.node.engine.publish(channel, pub, PublishOptions(stream),
-                                    session.answer(cmd, lambda position: _published(session, cmd, position)))
+        answer = session.answer(cmd, lambda position: _published(session, cmd, channel, pub, position))
+        session.node.engine.publish(channel, pub, PublishOptions(stream), answer)
 
     session.proxy_call(lambda answer: client.publish(proxy, session.proxy_conn(), channel, data, answer), done)
 
 
-def _published(session: Session, cmd: Command, position: StreamPosition) -> None:
+def _published(session: Session, cmd: Command, channel: str, pub: Publication, position: StreamPosition) -> None:
     session.reply(cmd, {})
+    events = session.node.events
+    if events is not None:
+        events.publication(channel, pub.data, pub.info, position.offset)
 
 
 def _require(session: Session, channel: str, enabled: bool, for_subscriber: bool, for_client: bool,

@@ -565,6 +565,9 @@ class Session:
             if opts.join_leave:
                 sub.join_leave = True
                 engine.publish_join(channel, info)
+            events = node.events
+            if events is not None and events.join_leave:
+                events.join(channel, info)
 
         node.hub.begin_subscribe(channel)
         engine.subscribe(channel, request, on_answer)
@@ -615,6 +618,9 @@ class Session:
                 engine.remove_presence(channel, self.client_id, self.user)
             if sub.join_leave:
                 engine.publish_leave(channel, self.client_info(sub.chan_info))
+            events = self.node.events
+            if events is not None and events.join_leave:
+                events.leave(channel, self.client_info(sub.chan_info))
         return True
 
     def server_unsubscribe(self, channel: str, reason: Unsubscribe) -> None:

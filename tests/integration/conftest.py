@@ -7,8 +7,10 @@ where a missing server is a broken CI image and must fail loudly rather than go 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -52,3 +54,40 @@ def redis_sentinel(redis_server: RedisServer, tmp_path: Path) -> Iterator[RedisS
     sentinel = RedisSentinel(tmp_path / "sentinel", redis_server).start()
     yield sentinel
     sentinel.kill()
+
+
+# -- RabbitMQ and PostgreSQL (the consumers and events out) -------------------------------------
+
+RABBITMQ_URL = os.environ.get("SHARDGATE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+POSTGRES_DSN = os.environ.get("SHARDGATE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def service() -> Callable[[str, str], str]:
+    """``service(kind, url)`` returns ``url`` when that service answers on its port; otherwise the
+    test skips with one line, except under ``CI=true``, where a missing service is a broken CI
+    machine and fails loudly."""
+
+    def check(kind: str, url: str) -> str:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or {"amqp": 5672, "postgresql": 5432}[parts.scheme]
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+        except OSError as exc:
+            message = f"{kind} not reachable at {host}:{port} ({exc.strerror or exc})"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"CI=true but {message}", pytrace=False)
+            pytest.skip(message)
+        return url
+
+    return check
+
+
+@pytest.fixture
+def rabbitmq_url(service: Callable[[str, str], str]) -> str:
+    return service("RabbitMQ", RABBITMQ_URL)
+
+
+@pytest.fixture
+def postgres_dsn(service: Callable[[str, str], str]) -> str:
+    return service("PostgreSQL", POSTGRES_DSN)
