@@ -205,6 +205,12 @@ class ClientConfig:
 class WebSocketConfig:
     message_size_limit: int = 65536
     conformance_echo_path: str = ""  # e.g. "/autobahn-echo": RFC 6455 echo for the Autobahn suite; off when ""
+    # permessage-deflate (RFC 7692), Centrifugo's keys: off by default (it costs CPU per message
+    # sent; it pays on slow links and large JSON), level 1 as Centrifugo, and messages below
+    # compression_min_size bytes go out plain.
+    compression: bool = False
+    compression_level: int = 1
+    compression_min_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,6 +556,9 @@ def _read_websocket(t: Table) -> WebSocketConfig:
     return WebSocketConfig(
         message_size_limit=t.get_int("message_size_limit", d.message_size_limit, minimum=1),
         conformance_echo_path=t.get_str("conformance_echo_path", d.conformance_echo_path),
+        compression=t.get_bool("compression", d.compression),
+        compression_level=t.get_int("compression_level", d.compression_level, minimum=-1, maximum=9),
+        compression_min_size=t.get_int("compression_min_size", d.compression_min_size, minimum=0),
     )
 
 

@@ -88,6 +88,10 @@ class _SurveyCollector(Collector):
         gap_filled = CounterMetricFamily("shardgate_gap_filled_publications",
                                          "Publications pub/sub skipped, read back from the stream in order.",
                                          labels=["slot"])
+        deflate = CounterMetricFamily("shardgate_websocket_deflate",
+                                      "permessage-deflate: messages compressed (once per message per worker, "
+                                      "whatever the number of receivers), and bytes before and after.",
+                                      labels=["slot", "what"])
         api_errors = CounterMetricFamily("shardgate_api_errors", "Server API errors, by method and code.",
                                          labels=["slot", "method", "code"])
         commands = HistogramMetricFamily("shardgate_command_duration_seconds",
@@ -146,6 +150,8 @@ class _SurveyCollector(Collector):
                 recoveries.add_metric([s, recovered], n)
             dropped.add_metric([s], st["bus_dropped"])
             gap_filled.add_metric([s], st.get("gap_filled", 0))
+            for what, n in st.get("deflate", {}).items():
+                deflate.add_metric([s, what], n)
             for key, n in st["api_errors"].items():
                 method, code = key.rsplit(":", 1)
                 api_errors.add_metric([s, method, code], n)
@@ -168,7 +174,7 @@ class _SurveyCollector(Collector):
         yield up
         yield from gauges.values()
         yield from (cpu, accepted, msgs_in, bytes_in, msgs_out, bytes_out, errors, disconnects, recoveries,
-                    dropped, gap_filled, api_errors, commands, api, latency, batch, consumed, failed, lag,
+                    dropped, gap_filled, deflate, api_errors, commands, api, latency, batch, consumed, failed, lag,
                     events_out, events_buffered)
 
 

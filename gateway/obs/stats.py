@@ -86,6 +86,10 @@ class Stats:
         self.bus_dropped = 0
         self.bus_bad_envelopes = 0
         self.gap_filled = 0  # publications pub/sub skipped, read back from the stream (Redis engine)
+        # permessage-deflate: messages compressed (once per message, however many receive it)
+        self.deflate_messages = 0
+        self.deflate_bytes_in = 0
+        self.deflate_bytes_out = 0
         self.bus_latency = Histogram(LATENCY_BUCKETS)
         self.bus_batch = Histogram(BATCH_BUCKETS)
 
@@ -155,6 +159,8 @@ class Stats:
             "bus_dropped": self.bus_dropped,
             "bus_bad_envelopes": self.bus_bad_envelopes,
             "gap_filled": self.gap_filled,
+            "deflate": {"messages": self.deflate_messages, "bytes_in": self.deflate_bytes_in,
+                        "bytes_out": self.deflate_bytes_out},
             "bus_latency": self.bus_latency.snapshot(),
             "bus_batch": self.bus_batch.snapshot(),
             "consumers": {name: c.snapshot() for name, c in self.consumers.items()},

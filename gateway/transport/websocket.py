@@ -55,6 +55,7 @@ from gateway.node import Node
 from gateway.obs.logs import RateLimit
 from gateway.session.handlers import HANDLERS
 from gateway.session.session import Session
+from gateway.transport.deflate import Deflater, inflate, negotiate
 
 __all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed", "FrameListener", "ClientConnection",
            "EchoConnection", "PlainHttp"]
@@ -122,8 +123,9 @@ class RefusedOriginLog:
 class FrameListener(WSListener):
     """The RFC 6455 message layer shared by every endpoint (clients and the conformance echo).
 
-    picows delivers frames; this class turns them into messages: RSV bits on any frame (no
-    extension is ever negotiated) and bad fragment order close 1002, a message beyond ``limit`` closes
+    picows delivers frames; this class turns them into messages: RSV bits (other than RSV1 on
+    the first frame of a message when permessage-deflate was negotiated: that message is
+    inflated) and bad fragment order close 1002, a message beyond ``limit`` closes
     1009 (picows itself refuses a single frame beyond ``max_frame_size``, which is set to the
     same limit), TEXT is checked for UTF-8 as it arrives when :attr:`validate_utf8` is set
     (1007, failing on the first bad fragment), and a peer's CLOSE is answered with 1000, or
@@ -139,13 +141,28 @@ class FrameListener(WSListener):
     #: which validates every line anyway (PROTOCOL.md §7) and closes 1007 the same way.
     validate_utf8 = False
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, deflate: tuple[Deflater, int] | None = None) -> None:
         self._limit = limit
         self._t: WSTransport | None = None
         self._frag: bytearray | None = None
         self._frag_type = WSMsgType.TEXT
+        self._frag_compressed = False
         self._utf8: codecs.IncrementalDecoder | None = None
         self._linger: asyncio.TimerHandle | None = None
+        # permessage-deflate, when negotiated: the worker's shared deflater (one compression per
+        # message, whoever it goes to) and the size below which messages go out plain.
+        self._deflater: Deflater | None = deflate[0] if deflate is not None else None
+        self._deflate_min = deflate[1] if deflate is not None else 0
+
+    def _send(self, op: WSMsgType, data: bytes) -> None:
+        t = self._t
+        if t is None:
+            return
+        deflater = self._deflater
+        if deflater is not None and len(data) >= self._deflate_min:
+            t.send(op, deflater.compress(data), rsv1=True)
+        else:
+            t.send(op, data)
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -194,9 +211,14 @@ class FrameListener(WSListener):
 
     def _on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         op = frame.msg_type
+        compressed = False
         if frame.rsv1 or frame.rsv2 or frame.rsv3:
-            # On any frame, CLOSE included (Autobahn 3.7): no extension is negotiated.
-            raise Disconnect(1002, "reserved bits set")
+            # On any frame, CLOSE included (Autobahn 3.7), except RSV1 on the first frame of a
+            # data message when permessage-deflate was negotiated (RFC 7692 §6).
+            if frame.rsv2 or frame.rsv3 or self._deflater is None or not (
+                    op is WSMsgType.TEXT or op is WSMsgType.BINARY):
+                raise Disconnect(1002, "reserved bits set")
+            compressed = True
         if op is WSMsgType.TEXT or op is WSMsgType.BINARY or op is WSMsgType.CONTINUATION:
             if transport.is_close_frame_sent:
                 return  # closing: data after our CLOSE is discarded (RFC 6455 §5.5.1)
@@ -213,28 +235,46 @@ class FrameListener(WSListener):
                     return
                 self._frag = None
                 self._utf8 = None
-                self._on_message(self._frag_type, bytes(frag))
+                data = bytes(frag)
+                if self._frag_compressed:
+                    self._on_message(self._frag_type, self._inflated(self._frag_type, data))
+                    return
+                self._on_message(self._frag_type, data)
                 return
             if self._frag is not None:
                 raise Disconnect(1002, "new message inside a fragmented one")
             if frame.fin:
                 data = frame.get_payload_as_bytes()
-                if op is WSMsgType.TEXT and self.validate_utf8:
+                if compressed:
+                    data = self._inflated(op, data)
+                elif op is WSMsgType.TEXT and self.validate_utf8:
                     try:
                         data.decode("utf-8")
                     except UnicodeDecodeError:
                         raise WS_INVALID_TEXT from None
                 self._on_message(op, data)
             else:
-                if op is WSMsgType.TEXT and self.validate_utf8:
+                if op is WSMsgType.TEXT and self.validate_utf8 and not compressed:
                     self._utf8 = codecs.getincrementaldecoder("utf-8")()
                     self._check_utf8(frame, False)
                 self._frag = bytearray(frame.get_payload_as_memoryview())
                 self._frag_type = op
+                self._frag_compressed = compressed
             return
         if op is WSMsgType.CLOSE:
             self._on_close(transport, frame)
         # PING is answered by picows (enable_auto_pong); PONG needs nothing.
+
+    def _inflated(self, op: WSMsgType, data: bytes) -> bytes:
+        """A compressed message's payload (1009 beyond the limit once inflated, 1007 if it does
+        not inflate or, checked here for text, is not UTF-8)."""
+        out = inflate(data, self._limit)
+        if op is WSMsgType.TEXT and self.validate_utf8:
+            try:
+                out.decode("utf-8")
+            except UnicodeDecodeError:
+                raise WS_INVALID_TEXT from None
+        return out
 
     def _check_utf8(self, frame: WSFrame, final: bool) -> None:
         """Fail fast: a fragment that cannot begin valid UTF-8 closes 1007 before the rest arrives."""
@@ -264,16 +304,16 @@ class FrameListener(WSListener):
 class ClientConnection(FrameListener):
     """Bridges one picows connection to one :class:`Session` (Centrifugo JSON protocol)."""
 
-    def __init__(self, node: Node, headers: dict[str, str] | None = None) -> None:
-        super().__init__(node.config.websocket.message_size_limit)
+    def __init__(self, node: Node, headers: dict[str, str] | None = None,
+                 deflate: tuple[Deflater, int] | None = None) -> None:
+        super().__init__(node.config.websocket.message_size_limit, deflate)
         self._node = node
         self.session = Session(node, self, HANDLERS, headers=headers)
 
     # -- Transport protocol for the session -----------------------------------------------------
 
     def send_text(self, data: bytes) -> None:
-        if self._t is not None:
-            self._t.send(WSMsgType.TEXT, data)
+        self._send(WSMsgType.TEXT, data)
 
     def close(self, code: int, reason: str) -> None:
         self._close_transport(code, reason)
@@ -321,8 +361,7 @@ class EchoConnection(FrameListener):
     validate_utf8 = True
 
     def _on_message(self, op: WSMsgType, data: bytes) -> None:
-        if self._t is not None:
-            self._t.send(op, data)
+        self._send(op, data)
 
 
 def _normalise_connection_header(request: WSUpgradeRequest) -> None:
@@ -385,6 +424,21 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     ws_cfg = node.config.websocket
     echo_path = ws_cfg.conformance_echo_path.encode() if ws_cfg.conformance_echo_path else None
     demo = _demo_pages() if node.config.admin.demo_page else {}
+    # One deflater per window size this worker was asked for (normally just 15).
+    deflaters: dict[int, Deflater] = {}
+
+    def deflate_for(headers: Any, extra: dict[str, str]) -> tuple[Deflater, int] | None:
+        if not ws_cfg.compression:
+            return None
+        offer = negotiate(headers.get("Sec-WebSocket-Extensions"))
+        if offer is None:
+            return None
+        extra["Sec-WebSocket-Extensions"] = offer.response
+        deflater = deflaters.get(offer.server_window_bits)
+        if deflater is None:
+            deflater = deflaters[offer.server_window_bits] = Deflater(ws_cfg.compression_level,
+                                                                      offer.server_window_bits, node.metrics)
+        return deflater, ws_cfg.compression_min_size
     proxy_headers = node.proxy_header_names
 
     def factory(request: WSUpgradeRequest) -> Any:
@@ -404,16 +458,17 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_error_response(403, b"origin not allowed"), None)
         _normalise_connection_header(request)
-        if path != CLIENT_PATH:
-            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(),
-                                                 EchoConnection(ws_cfg.message_size_limit))
         extra: dict[str, str] = {}
+        deflate = deflate_for(headers, extra)
+        if path != CLIENT_PATH:
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
+                                                 EchoConnection(ws_cfg.message_size_limit, deflate))
         offered = headers.get("Sec-WebSocket-Protocol")
         if offered and _JSON_SUBPROTOCOL in [p.strip() for p in offered.split(",")]:
             extra["Sec-WebSocket-Protocol"] = _JSON_SUBPROTOCOL
         kept = _proxy_headers(headers, proxy_headers) if proxy_headers else None
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
-                                             ClientConnection(node, kept))
+                                             ClientConnection(node, kept, deflate))
 
     return factory
 

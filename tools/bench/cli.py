@@ -59,6 +59,8 @@ def _common(p: argparse.ArgumentParser, *, url: bool = True) -> None:
     p.add_argument("--setup-timeout", type=float, default=60.0, help="max seconds to open the connections")
     p.add_argument("--source-ips", type=int, default=0, metavar="N",
                    help="spread client sockets over 127.0.0.1..N (default: 1 per 25k connections)")
+    p.add_argument("--deflate", action="store_true",
+                   help="clients offer permessage-deflate (a shardgate target needs websocket.compression = true)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +169,7 @@ def build(args: argparse.Namespace, url: str, proto: str, workers: int) -> tuple
               rate=args.rate, duration=args.duration, window=getattr(args, "window", 64),
               inflight=getattr(args, "inflight", 1), server_workers=workers, source_ips=src,
               connect_concurrency=getattr(args, "concurrency", 200), setup_timeout=args.setup_timeout,
-              read_buffer=4096 if scenario == "connect" else 16 * 1024)
+              read_buffer=4096 if scenario == "connect" else 16 * 1024, deflate=getattr(args, "deflate", False))
     plans: list[Plan] = []
     if scenario == "fanout":
         channel = args.channel or channel_owned_by(args.channel_owner, workers, "bench-fanout")
@@ -224,7 +226,9 @@ def summary_table(r: dict[str, Any]) -> str:
         rows.append(("publications", f"{r['published']:,} ({r['publications_per_s']:,.0f}/s), acks {r['acks']:,}"))
         rows.append(("deliveries", f"{r['deliveries']:,} of {r['expected_deliveries']:,} expected, "
                                    f"lost {r['lost']:,}"))
-        rows.append(("deliveries/s", f"{r['deliveries_per_s']:,.0f}"))
+        per = (f"   server CPU {r['server_cpu_pct'] * 1e4 / r['deliveries_per_s']:.2f} us per delivery"
+               if r.get("server_cpu_pct") and r["deliveries_per_s"] else "")
+        rows.append(("deliveries/s", f"{r['deliveries_per_s']:,.0f}{per}"))
     elif sc == "rpc":
         rows.append(("connections", f"{r['connections']:,} (setup failures {r['setup_failed']})"))
         rows.append(("calls", f"{r['calls']:,} sent, {r['replies']:,} answered, lost {r['lost']:,}"))

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
 
 TEXT_PAD = b"x"
 NS = 1_000_000_000
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Job:
     connect_concurrency: int = 200  # per process, max-rate connect and setup
     setup_timeout: float = 30.0
     read_buffer: int = 16 * 1024
+    deflate: bool = False           # offer permessage-deflate (the server needs websocket.compression)
 
 
 @dataclass
@@ -158,6 +161,9 @@ class Conn(WSListener):  # type: ignore[misc]
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         mt = frame.msg_type
         if mt == WSMsgType.TEXT or mt == WSMsgType.BINARY:
+            if frame.rsv1:  # permessage-deflate, no context takeover: each message inflates alone
+                self.handle(zlib.decompressobj(-15).decompress(frame.get_payload_as_bytes() + _DEFLATE_TAIL))
+                return
             self.handle(frame.get_payload_as_bytes())
         elif mt == WSMsgType.CLOSE:
             code = frame.get_close_code()
@@ -360,6 +366,8 @@ class Runner:
             kwargs["local_addr"] = (f"127.0.0.{1 + self.src_i % self.job.source_ips}", 0)
         proto = self.job.proto
         proc = self.proc
+        if self.job.deflate:
+            kwargs["extra_headers"] = {"Sec-WebSocket-Extensions": "permessage-deflate"}
         _, conn = await asyncio.wait_for(ws_connect(
             lambda: Conn(proc, proto), self._url(url), websocket_handshake_timeout=timeout,
             read_buffer_init_size=self.job.read_buffer, **kwargs), timeout)
