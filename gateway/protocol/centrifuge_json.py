@@ -8,13 +8,13 @@ every encoded message safe to join with ``\\n``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from gateway.core.errors import DISCONNECT_BAD_REQUEST, ERROR_BAD_REQUEST, WS_INVALID_TEXT, ClientError, Disconnect
 from gateway.core.model import ClientInfo, Publication
+from gateway.protocol.codec import Command
 
 __all__ = [
     "METHODS",
@@ -52,15 +52,6 @@ METHODS = (
 _MAX_ID = 2**32 - 1
 
 PING = b"{}"
-
-
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is several times slower per command
-class Command:
-    id: int
-    method: str  # "" for the empty command, which is a pong
-    body: dict[str, Any]
-    received_at: float = 0.0  # perf_counter() when its message arrived (command duration metric)
-    pending: bool = False  # dispatched, not yet answered (counts against the connection's in-flight bound)
 
 
 def _bad(reason: str) -> Disconnect:
@@ -154,8 +145,13 @@ def encode_client_info(info: ClientInfo) -> bytes:
 
 def encode_model_publication(pub: Publication) -> bytes:
     """A Publication object (§1.6) from the model; zero-valued fields are omitted as Go's
-    encoder does."""
-    out = b'{"data":' + pub.data
+    encoder does. Raw newlines in ``data`` are dropped, as Centrifugo's ``Raw`` does: JSON
+    has them only as whitespace, and data published over protobuf is any bytes, while a
+    newline here would split the message in two."""
+    data = pub.data
+    if b"\n" in data:
+        data = data.replace(b"\n", b"")
+    out = b'{"data":' + data
     if pub.info is not None:
         out += b',"info":' + encode_client_info(pub.info)
     if pub.offset:
@@ -202,10 +198,26 @@ def dumps(value: Any) -> bytes:
 
 
 class JsonCodec:
-    """The Centrifugo JSON codec as the hub uses it: pushes from model values, each encoded
-    once per publication and written as the same bytes to every JSON subscriber."""
+    """The Centrifugo JSON codec (:class:`gateway.protocol.codec.Codec`): TEXT frames, messages
+    joined by ``\n``; the hub's pushes from model values, each encoded once per publication and
+    written as the same bytes to every JSON subscriber."""
 
     name = "json"
+    binary = False
+    separator = b"\n"
+    ping = PING
+
+    def decode_commands(self, data: bytes, max_commands: int, received_at: float = 0.0) -> list[Command]:
+        return decode_commands(data, max_commands, received_at)
+
+    def encode_reply(self, cmd_id: int, method: str, result: dict[str, Any]) -> bytes:
+        return encode_reply(cmd_id, method, result)
+
+    def encode_error(self, cmd_id: int, error: ClientError) -> bytes:
+        return encode_error(cmd_id, error)
+
+    def encode_push(self, channel: str, kind: str, body: dict[str, Any]) -> bytes:
+        return encode_push(channel, kind, dumps(body))
 
     def publication_push(self, channel: str, pub: Publication) -> bytes:
         return push_prefix(channel) + b'"pub":' + encode_model_publication(pub) + b"}}"

@@ -18,7 +18,7 @@ import orjson
 from gateway.config import ChannelOptions
 from gateway.core import subscription
 from gateway.core.errors import DISCONNECT_CHANNEL_LIMIT, DISCONNECT_INTERNAL, ClientError
-from gateway.protocol.centrifuge_json import Command, dumps, encode_push
+from gateway.protocol.codec import Command
 from gateway.proxy.messages import SubGrant
 from gateway.session.session import Session
 
@@ -144,7 +144,7 @@ def subscribe_from_api(session: Session, channel: str, request: dict[str, Any]) 
         push: dict[str, Any] = {k: result[k] for k in keys if k in result}
         if data is not None:
             push["data"] = data
-        session.write_push(encode_push(channel, "subscribe", dumps(push)))
+        session.write_push(session.codec.encode_push(channel, "subscribe", push))
         for pub in result.get("publications") or ():
             session.write_push(session.codec.publication_push(channel, pub))
 

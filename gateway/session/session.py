@@ -44,16 +44,8 @@ from gateway.core.errors import (
 from gateway.core.limits import TokenBucket, Verdict
 from gateway.core.model import ClientInfo, StreamOptions, StreamPosition, SubscribeAnswer
 from gateway.obs.logs import RateLimit
-from gateway.protocol.centrifuge_json import (
-    JSON,
-    PING,
-    Command,
-    decode_commands,
-    encode_error,
-    encode_push,
-    encode_reply,
-)
-from gateway.protocol.codec import Codec
+from gateway.protocol.centrifuge_json import JSON
+from gateway.protocol.codec import Codec, Command
 from gateway.proxy.caller import CallHandle
 from gateway.proxy.messages import ConnInfo
 from gateway.proxy.service import ProxyDone
@@ -79,7 +71,9 @@ SubscribeDone = Callable[[dict[str, Any] | None, ClientError | None], None]
 class Transport(Protocol):
     """What a session needs from its client transport."""
 
-    def send_text(self, data: bytes) -> None: ...
+    def send_text(self, data: bytes) -> None:
+        """Send one message: TEXT, or BINARY for a codec whose frames are binary."""
+        ...
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -238,7 +232,7 @@ class Session:
         out = self._out
         self._out = []
         self._out_bytes = 0
-        self.transport.send_text(out[0] if len(out) == 1 else b"\n".join(out))
+        self.transport.send_text(out[0] if len(out) == 1 else self.codec.separator.join(out))
 
     def resume(self) -> None:
         self.paused = False
@@ -248,11 +242,12 @@ class Session:
     # -- input ----------------------------------------------------------------------------------
 
     def on_message(self, data: bytes) -> None:
-        """One complete text message from the client."""
+        """One complete message from the client (in the connection's codec)."""
         if self.state is State.CLOSED:
             return
         try:
-            commands = decode_commands(data, self.node.config.shardgate.max_commands_per_frame, time.perf_counter())
+            commands = self.codec.decode_commands(data, self.node.config.shardgate.max_commands_per_frame,
+                                                  time.perf_counter())
         except Disconnect as exc:
             self.close(exc)
             return
@@ -363,7 +358,7 @@ class Session:
             self.unusable = True
         stats = self.node.metrics
         stats.reply_error(cmd.method, err.code)
-        data = encode_error(cmd.id, err)
+        data = self.codec.encode_error(cmd.id, err)
         stats.sent("error", len(data))
         stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)
         self.write_reply(data)
@@ -374,7 +369,7 @@ class Session:
         if self._slow or self.state is State.CLOSED:
             return  # it could not be delivered: do not even encode it
         try:
-            data = encode_reply(cmd.id, cmd.method, result)
+            data = self.codec.encode_reply(cmd.id, cmd.method, result)
         except ClientError as exc:
             self.fail(cmd, exc)
             return
@@ -449,8 +444,9 @@ class Session:
     def _send_ping(self) -> None:
         if self.state is not State.CONNECTED:
             return
-        self.write_push(PING)
-        self.node.metrics.sent("ping", len(PING))
+        ping = self.codec.ping
+        self.write_push(ping)
+        self.node.metrics.sent("ping", len(ping))
         if not self._ping_outstanding:
             self._ping_outstanding = True
             self._pong_timer = self.node.loop.call_later(
@@ -626,8 +622,8 @@ class Session:
     def server_unsubscribe(self, channel: str, reason: Unsubscribe) -> None:
         """Drop a subscription and tell the client (a 2xxx unsubscribe push)."""
         if self.drop_sub(channel):
-            body = orjson.dumps({"code": reason.code, "reason": reason.reason})
-            self.write_push(encode_push(channel, "unsubscribe", body))
+            self.write_push(self.codec.encode_push(channel, "unsubscribe",
+                                                   {"code": reason.code, "reason": reason.reason}))
 
     def server_subscribe(self, channel: str, request: dict[str, Any]) -> None:
         """A subscription made by the server API: the client learns of it from a push."""
@@ -661,7 +657,7 @@ class Session:
 
     def push_message(self, data: Any) -> None:
         """An async ``message`` push to this connection."""
-        self.write_push(encode_push("", "message", orjson.dumps({"data": data})))
+        self.write_push(self.codec.encode_push("", "message", {"data": data}))
 
     # -- lifecycle ------------------------------------------------------------------------------
 

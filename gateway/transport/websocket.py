@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import aiofastnet
 from picows import (
@@ -53,6 +53,10 @@ from gateway.core.errors import (
 from gateway.core.limits import ConnectionGate
 from gateway.node import Node
 from gateway.obs.logs import RateLimit
+from gateway.protocol.centrifuge_json import JSON
+from gateway.protocol.centrifuge_protobuf import PROTOBUF
+from gateway.protocol.centrifuge_protobuf import SUBPROTOCOL as _PROTOBUF_SUBPROTOCOL
+from gateway.protocol.codec import Codec
 from gateway.session.handlers import HANDLERS
 from gateway.session.session import Session
 from gateway.transport.deflate import Deflater, inflate, negotiate
@@ -302,18 +306,20 @@ class FrameListener(WSListener):
 
 
 class ClientConnection(FrameListener):
-    """Bridges one picows connection to one :class:`Session` (Centrifugo JSON protocol)."""
+    """Bridges one picows connection to one :class:`Session` (Centrifugo protocol, in the
+    codec negotiated at the upgrade: JSON in TEXT frames or protobuf in BINARY ones)."""
 
     def __init__(self, node: Node, headers: dict[str, str] | None = None,
-                 deflate: tuple[Deflater, int] | None = None) -> None:
+                 deflate: tuple[Deflater, int] | None = None, codec: Codec = JSON) -> None:
         super().__init__(node.config.websocket.message_size_limit, deflate)
         self._node = node
-        self.session = Session(node, self, HANDLERS, headers=headers)
+        self._msg_type = WSMsgType.BINARY if codec.binary else WSMsgType.TEXT
+        self.session = Session(node, self, HANDLERS, codec, headers=headers)
 
     # -- Transport protocol for the session -----------------------------------------------------
 
     def send_text(self, data: bytes) -> None:
-        self._send(WSMsgType.TEXT, data)
+        self._send(self._msg_type, data)
 
     def close(self, code: int, reason: str) -> None:
         self._close_transport(code, reason)
@@ -346,8 +352,9 @@ class ClientConnection(FrameListener):
         self.session.on_transport_closed()
 
     def _on_message(self, op: WSMsgType, data: bytes) -> None:
-        if op is WSMsgType.BINARY:
-            # A JSON connection gets only text; binary means a protobuf client (3506, terminal).
+        if op is not self._msg_type:
+            # A JSON connection gets only text, a protobuf one only binary: the other kind
+            # means a client of the other format (3506, terminal).
             raise DISCONNECT_INAPPROPRIATE_PROTOCOL
         self.session.on_message(data)
 
@@ -418,6 +425,24 @@ def _proxy_headers(headers: Any, wanted: frozenset[str]) -> dict[str, str]:
     return kept
 
 
+def _negotiate(path: bytes, offered: str | None) -> tuple[Codec, str | None]:
+    """The connection's codec and the subprotocol to answer (PROTOCOL.md §1.1): as
+    Centrifugo, ``centrifuge-json`` is preferred when both are offered; protobuf is also
+    chosen by the query ``format=protobuf`` or ``cf_protocol=protobuf``; the JSON SDKs
+    offer no subprotocol at all."""
+    protocols = [p.strip() for p in offered.split(",")] if offered else []
+    if _JSON_SUBPROTOCOL in protocols:
+        return JSON, _JSON_SUBPROTOCOL
+    if _PROTOBUF_SUBPROTOCOL in protocols:
+        return PROTOBUF, _PROTOBUF_SUBPROTOCOL
+    _, _, query = path.partition(b"?")
+    if query:
+        params = parse_qs(query.decode("latin-1"))
+        if "protobuf" in params.get("format", ()) or "protobuf" in params.get("cf_protocol", ()):
+            return PROTOBUF, None
+    return JSON, None
+
+
 def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     origins = node.config.client.allowed_origins
     refused_origins = RefusedOriginLog(origins)
@@ -463,12 +488,12 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
         if path != CLIENT_PATH:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
                                                  EchoConnection(ws_cfg.message_size_limit, deflate))
-        offered = headers.get("Sec-WebSocket-Protocol")
-        if offered and _JSON_SUBPROTOCOL in [p.strip() for p in offered.split(",")]:
-            extra["Sec-WebSocket-Protocol"] = _JSON_SUBPROTOCOL
+        codec, subprotocol = _negotiate(request.path, headers.get("Sec-WebSocket-Protocol"))
+        if subprotocol:
+            extra["Sec-WebSocket-Protocol"] = subprotocol
         kept = _proxy_headers(headers, proxy_headers) if proxy_headers else None
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
-                                             ClientConnection(node, kept, deflate))
+                                             ClientConnection(node, kept, deflate, codec))
 
     return factory
 

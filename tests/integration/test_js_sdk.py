@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 
-def run_roundtrip(gw: Gateway, channel: str) -> subprocess.CompletedProcess[str]:
+def run_roundtrip(gw: Gateway, channel: str, protocol: str = "json") -> subprocess.CompletedProcess[str]:
     # The script's own deadline fires first, so a hang reports which step it was in.
     script_timeout = scaled(15)
     env = {
@@ -40,6 +40,7 @@ def run_roundtrip(gw: Gateway, channel: str) -> subprocess.CompletedProcess[str]
         "SDK_TOKEN1": mint_token(SECRET, user="js-user-1", exp_seconds=3600),
         "SDK_TOKEN2": mint_token(SECRET, user="js-user-2", exp_seconds=3600),
         "SDK_COUNT": str(COUNT),
+        "SDK_PROTOCOL": protocol,
         "SDK_TIMEOUT_MS": str(int(script_timeout * 1000)),
     }
     try:
@@ -58,9 +59,12 @@ def test_node_version() -> None:
     assert major >= 20, f"the JS SDK test needs node >= 20, found {out}"
 
 
-def test_js_sdk_roundtrip(gateway: Gateway) -> None:
+@pytest.mark.parametrize("protocol", ["json", "protobuf"])
+def test_js_sdk_roundtrip(gateway: Gateway, protocol: str) -> None:
+    """The same round trip with the SDK's JSON build and its protobuf build
+    (``centrifuge/build/protobuf``, subprotocol ``centrifuge-protobuf``)."""
     channel = f"jssdk-{uuid.uuid4().hex[:12]}"
-    proc = run_roundtrip(gateway, channel)
+    proc = run_roundtrip(gateway, channel, protocol)
     assert proc.returncode == 0, (
         f"node script failed (rc {proc.returncode})\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\n"
         f"gateway log:\n{gateway.log()}")
@@ -70,6 +74,7 @@ def test_js_sdk_roundtrip(gateway: Gateway) -> None:
     result = json.loads(lines[0])
 
     assert result["ok"] is True
+    assert result["protocol"] == protocol
     assert result["channel"] == channel
     assert result["transport"] == "websocket"
     assert result["clients"]["a"] != result["clients"]["b"]

@@ -1,5 +1,6 @@
 """The Centrifugo protocol end to end, driven by the real centrifuge-python SDK against
-``shardgate serve --workers 2``."""
+``shardgate serve --workers 2``, every test over both client protocols: JSON and protobuf
+(``centrifuge-protobuf``, the SDK's ``use_protobuf=True``; see ``sdk.ProtobufJsonClient``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import os
 import signal
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from centrifuge import ClientDisconnectedError, SubscriptionState
@@ -14,8 +16,10 @@ from centrifuge.exceptions import ReplyError
 
 from sharding.hashing import owner
 from tests.conftest import Gateway, base_config, wait_for
+from tests.integration import sdk
 from tests.integration.sdk import (
     SubEvents,
+    client_class,
     connect,
     connect_on_slot,
     disconnect_all,
@@ -23,6 +27,13 @@ from tests.integration.sdk import (
     subscribe,
     token,
 )
+
+
+@pytest.fixture(autouse=True, params=sdk.PROTOCOLS)
+def sdk_protocol(request: pytest.FixtureRequest) -> Iterator[str]:
+    sdk.protocol = request.param
+    yield request.param
+    sdk.protocol = "json"
 
 
 def channel_owned_by(slot_number: int, workers: int = 2, prefix: str = "room") -> str:
@@ -159,8 +170,6 @@ async def test_owner_killed_gives_new_epoch_not_recovered(gateway: Gateway) -> N
 
 
 async def test_connect_token_errors(gateway: Gateway) -> None:
-    from centrifuge import Client
-
     # 109 makes the SDK drop the token and ask for a new one, then connect with it.
     asked = []
 
@@ -175,7 +184,7 @@ async def test_connect_token_errors(gateway: Gateway) -> None:
     from tests.integration.sdk import ClientEvents
 
     events = ClientEvents()
-    bad = Client(gateway.url, token="not.a.jwt", events=events, timeout=5)
+    bad = client_class()(gateway.url, token="not.a.jwt", events=events, timeout=5)
     await bad.connect()
     await wait_for(lambda: bool(events.disconnected), what="disconnect for a bad token")
     assert events.disconnected[-1].code == 3500
@@ -254,7 +263,6 @@ async def test_server_side_subscriptions_from_token(gateway: Gateway) -> None:
     """The connection token's ``channels`` claim subscribes on connect (connect ``subs``);
     publications arrive as server-side publications, and recover after a reconnect."""
     from centrifuge import (
-        Client,
         ClientEventHandler,
         ServerPublicationContext,
         ServerSubscribedContext,
@@ -271,8 +279,8 @@ async def test_server_side_subscriptions_from_token(gateway: Gateway) -> None:
         async def on_publication(self, ctx: ServerPublicationContext) -> None:
             pubs.append((ctx.channel, ctx.pub.offset, ctx.pub.data))
 
-    client = Client(gateway.url, events=Events(), token=token("srv", channels=[channel]), timeout=5,
-                    min_reconnect_delay=0.05, max_reconnect_delay=0.5)
+    client = client_class()(gateway.url, events=Events(), token=token("srv", channels=[channel]), timeout=5,
+                            min_reconnect_delay=0.05, max_reconnect_delay=0.5)
     publisher, _ = await connect_on_slot(gateway.url, 0, user="pub")
     try:
         await client.connect()

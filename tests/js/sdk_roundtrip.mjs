@@ -3,7 +3,10 @@
 //
 // usage: node sdk_roundtrip.mjs <ws-url> <channel> [token1] [token2]
 //   (each argument may instead come from SDK_URL, SDK_CHANNEL, SDK_TOKEN1, SDK_TOKEN2)
-// env:   SDK_COUNT       publications to send (default 5)
+// env:   SDK_PROTOCOL    json (default) or protobuf: the SDK's protobuf build
+//                         (`centrifuge/build/protobuf`, subprotocol centrifuge-protobuf); payloads
+//                         then travel as the UTF-8 bytes of their JSON and are parsed back here
+//        SDK_COUNT       publications to send (default 5)
 //        SDK_TIMEOUT_MS  hard deadline for the whole run (default 15000)
 //        SDK_DEBUG=1     SDK debug logging to stderr
 //
@@ -12,8 +15,17 @@
 // subscribe position. A also checks rpc('echo'), send() -> 'message' push, and presence()
 // (2 clients). Prints one JSON line to stdout; exit 0 on success, 1 on any failure/timeout.
 
-import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
+
+const protocol = process.env.SDK_PROTOCOL || 'json';
+const { Centrifuge } = protocol === 'protobuf'
+  ? await import('centrifuge/build/protobuf')
+  : await import('centrifuge');
+// Over protobuf, data fields are bytes (Uint8Array): JSON payloads go as their UTF-8 bytes.
+const encode = protocol === 'protobuf' ? (v) => new TextEncoder().encode(JSON.stringify(v)) : (v) => v;
+const decode = protocol === 'protobuf'
+  ? (v) => (v instanceof Uint8Array ? JSON.parse(new TextDecoder().decode(v)) : v)
+  : (v) => v;
 
 const [argUrl, argChannel, argToken1, argToken2] = process.argv.slice(2);
 const url = argUrl || process.env.SDK_URL;
@@ -99,7 +111,7 @@ function makeClient(name, token) {
   client.on('connected', (ctx) => { state.clientId = ctx.client; state.transport = ctx.transport; });
   client.on('error', (ctx) => { state.errors.push(String(ctx.error && ctx.error.message)); });
   client.on('disconnected', (ctx) => { state.disconnects.push({ code: ctx.code, reason: ctx.reason }); });
-  client.on('message', (ctx) => { state.messages.push(ctx.data); });
+  client.on('message', (ctx) => { state.messages.push(decode(ctx.data)); });
   clients.push(client);
   states.push(state);
   return state;
@@ -110,7 +122,7 @@ function makeSub(state) {
   const s = { sub, pubs: [], subscribed: null, errors: [], joins: [] };
   sub.on('subscribed', (ctx) => { s.subscribed = ctx; });
   sub.on('publication', (ctx) => {
-    s.pubs.push({ data: ctx.data, offset: ctx.offset, user: ctx.info ? ctx.info.user : undefined });
+    s.pubs.push({ data: decode(ctx.data), offset: ctx.offset, user: ctx.info ? ctx.info.user : undefined });
   });
   sub.on('error', (ctx) => { s.errors.push(String(ctx.error && ctx.error.message)); });
   sub.on('join', (ctx) => { s.joins.push(ctx.info && ctx.info.client); });
@@ -168,7 +180,7 @@ async function main() {
   for (let i = 0; i < count; i++) {
     const data = { seq: i, nonce, text: `hello ${i}` };
     expected.push(data);
-    await sa.sub.publish(data);
+    await sa.sub.publish(encode(data));
   }
   await until(`${count} publications on both clients`, wait,
     () => sa.pubs.length >= count && sb.pubs.length >= count,
@@ -182,13 +194,14 @@ async function main() {
 
   step = 'rpc';
   const rpcData = { hello: 'rpc', nonce, nested: { n: 42, list: [1, 'two', null] } };
-  const rpcReply = await a.client.rpc('echo', rpcData);
-  check(JSON.stringify(rpcReply.data) === JSON.stringify(rpcData),
-    `rpc echo returned ${JSON.stringify(rpcReply.data)}`);
+  const rpcReply = await a.client.rpc('echo', encode(rpcData));
+  const rpcResult = decode(rpcReply.data);
+  check(JSON.stringify(rpcResult) === JSON.stringify(rpcData),
+    `rpc echo returned ${JSON.stringify(rpcResult)}`);
 
   step = 'send';
   const sendData = { hello: 'send', nonce };
-  await a.client.send(sendData);
+  await a.client.send(encode(sendData));
   await until('message push echoing send()', wait,
     () => a.messages.some((m) => JSON.stringify(m) === JSON.stringify(sendData)),
     [[a.client, 'message']]);
@@ -204,6 +217,7 @@ async function main() {
   clearTimeout(hardTimer);
   finish(0, {
     ok: true,
+    protocol,
     channel,
     count,
     transport: a.transport,
@@ -216,7 +230,7 @@ async function main() {
     received_b: sb.pubs.map((p) => p.data),
     publisher_users: sb.pubs.map((p) => p.user),
     presence_clients: presenceClients,
-    rpc: rpcReply.data,
+    rpc: rpcResult,
     message: a.messages.find((m) => JSON.stringify(m) === JSON.stringify(sendData)),
     sent: sendData,
     rpc_sent: rpcData,
