@@ -145,6 +145,10 @@ class FrameListener(WSListener):
     #: which validates every line anyway (PROTOCOL.md §7) and closes 1007 the same way.
     validate_utf8 = False
 
+    # One listener per connection: slots instead of an instance __dict__ (~0.5 KiB each).
+    __slots__ = ("_deflate_min", "_deflater", "_frag", "_frag_compressed", "_frag_type", "_limit", "_linger",
+                 "_t", "_utf8")
+
     def __init__(self, limit: int, deflate: tuple[Deflater, int] | None = None) -> None:
         self._limit = limit
         self._t: WSTransport | None = None
@@ -309,6 +313,8 @@ class ClientConnection(FrameListener):
     """Bridges one picows connection to one :class:`Session` (Centrifugo protocol, in the
     codec negotiated at the upgrade: JSON in TEXT frames or protobuf in BINARY ones)."""
 
+    __slots__ = ("_msg_type", "_node", "session")
+
     def __init__(self, node: Node, headers: dict[str, str] | None = None,
                  deflate: tuple[Deflater, int] | None = None, codec: Codec = JSON) -> None:
         super().__init__(node.config.websocket.message_size_limit, deflate)
@@ -366,6 +372,7 @@ class EchoConnection(FrameListener):
     and TEXT is validated here because there is no JSON decoder behind it."""
 
     validate_utf8 = True
+    __slots__ = ()
 
     def _on_message(self, op: WSMsgType, data: bytes) -> None:
         self._send(op, data)
