@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import API_KEY, SECRET, Gateway, base_config, scaled
+from tests.redis_servers import RedisServer
 from tools.token import mint_token
 
 JS_DIR = Path(__file__).resolve().parent.parent / "js"
@@ -35,8 +36,10 @@ pytestmark = [
 ]
 
 
-def config() -> dict[str, object]:
+def config(redis: RedisServer | None = None) -> dict[str, object]:
     cfg = base_config()
+    if redis is not None:
+        cfg["engine"] = {"type": "redis", "redis": {"address": redis.address, "io_timeout": "1s"}}
     channel = dict(cfg["channel"])  # type: ignore[call-overload]
     channel["namespaces"] = [*channel["namespaces"], {
         "name": "quotes", "allowed_delta_types": ["fossil"], "history_size": 500, "history_ttl": "300s",
@@ -60,7 +63,17 @@ def metric(gw: Gateway, name: str, **labels: str) -> float:
 
 @pytest.mark.parametrize("protocol", ["json", "protobuf"])
 def test_js_sdk_reconstructs_every_delta(gateway_factory: Callable[..., Gateway], protocol: str) -> None:
-    gw = gateway_factory(config())
+    check(gateway_factory(config()), protocol)
+
+
+@pytest.mark.usefixtures("redis_bin")
+def test_js_sdk_reconstructs_every_delta_over_redis(gateway_factory: Callable[..., Gateway],
+                                                    redis_server: RedisServer) -> None:
+    """The delta mark travels through Redis (pub/sub and the stream recovery reads)."""
+    check(gateway_factory(config(redis_server)), "json")
+
+
+def check(gw: Gateway, protocol: str) -> None:
     channel = f"quotes:{uuid.uuid4().hex[:10]}"
     timeout = scaled(40)
     env = {
