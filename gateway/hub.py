@@ -3,7 +3,11 @@
 The hub is the engine's :class:`~gateway.engine.base.BrokerEventHandler`: publications,
 joins and leaves arrive structured, and the hub encodes each one **once per codec** and
 writes the same bytes to every local subscriber of that codec (subscribers are grouped by
-codec per channel, so the hot loop does no lookups). Fan-out is synchronous and never
+codec per channel, so the hot loop does no lookups). Subscribers that negotiated fossil deltas
+form groups of their own: for them a publication marked for delta is encoded at most twice
+per codec (whole, for those that got nothing yet on their subscription, and as a delta
+against the channel's previous publication here, which every other one of them got), the
+delta computed once per publication per worker (:mod:`gateway.core.delta`). Fan-out is synchronous and never
 awaits per subscriber; each connection coalesces what it got in one loop tick into one
 message, and a subscriber that cannot keep up is disconnected by its own queue cap, never
 buffered without bound.
@@ -15,8 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.core import delta
 from gateway.core.errors import Disconnect, Unsubscribe
-from gateway.core.model import ClientInfo, Publication, StreamPosition
+from gateway.core.model import ClientInfo, DeltaPayload, Publication, StreamPosition
 from gateway.engine.base import BrokerEventHandler
 from gateway.obs.stats import Stats
 from gateway.protocol.codec import Codec
@@ -46,21 +51,33 @@ class Subscriber(Protocol):
 
 @dataclass(slots=True)
 class LocalChannel:
-    """The local subscribers of one channel, by codec (-> wants join/leave pushes), and the
-    last position delivered to them."""
+    """The local subscribers of one channel, by codec (-> wants join/leave pushes), those that
+    negotiated fossil deltas apart, and the last position and publication delivered to them."""
 
     groups: dict[Codec, dict[Subscriber, bool]] = field(default_factory=dict)
+    delta_groups: dict[Codec, dict[Subscriber, bool]] = field(default_factory=dict)
+    # Delta subscribers sent no payload yet on their subscription: the next one goes whole.
+    fresh: set[Subscriber] = field(default_factory=set)
+    # The last publication delivered here: the base of the next delta (its offset tells
+    # whether it is the one just before).
+    prev: Publication | None = None
     epoch: str = ""
     offset: int = 0
 
     def __len__(self) -> int:
-        return sum(len(subs) for subs in self.groups.values())
+        return sum(len(subs) for subs in self.groups.values()) + sum(len(s) for s in self.delta_groups.values())
 
     def subscribers(self) -> list[Subscriber]:
-        return [sub for subs in self.groups.values() for sub in subs]
+        return [sub for groups in (self.groups, self.delta_groups) for subs in groups.values() for sub in subs]
+
+    def all_groups(self) -> list[tuple[Codec, dict[Subscriber, bool]]]:
+        return [*self.groups.items(), *self.delta_groups.items()]
 
     def __contains__(self, sub: Subscriber) -> bool:
         subs = self.groups.get(sub.codec)
+        if subs is not None and sub in subs:
+            return True
+        subs = self.delta_groups.get(sub.codec)
         return subs is not None and sub in subs
 
 
@@ -135,22 +152,33 @@ class Hub:
             if pending.count <= 0:
                 del self._pending[channel]
 
-    def subscribe(self, channel: str, sub: Subscriber, join_leave: bool, position: StreamPosition | None) -> None:
+    def subscribe(self, channel: str, sub: Subscriber, join_leave: bool, position: StreamPosition | None,
+                  deltas: bool = False, last: Publication | None = None) -> None:
         """Add ``sub`` from ``position`` on: publications after it that reached this worker
-        while the subscribe was in flight are written to ``sub`` now."""
+        while the subscribe was in flight are written to ``sub`` now.
+
+        ``deltas``: ``sub`` negotiated fossil deltas; ``last`` is the last publication its
+        subscribe reply carried (recovered), the base of its first delta."""
         local = self.channels.get(channel)
         if local is None:
             local = self.channels[channel] = LocalChannel()
-        group = local.groups.get(sub.codec)
+        groups = local.delta_groups if deltas else local.groups
+        group = groups.get(sub.codec)
         if group is None:
-            group = local.groups[sub.codec] = {}
+            group = groups[sub.codec] = {}
         group[sub] = join_leave
+        if deltas:
+            local.fresh.add(sub)
         if position is None or not position.epoch:
             return
         pending = self._pending.get(channel)
         run, complete = self._run_after(channel, position)
-        for pub in run:
-            sub.write_push(sub.codec.publication_push(channel, pub))
+        if deltas:
+            for item in delta.recovered(run, not sub.codec.binary, last):
+                sub.write_push(sub.codec.delta_publication_push(channel, item))
+        else:
+            for pub in run:
+                sub.write_push(sub.codec.publication_push(channel, pub))
         if not complete:
             sub.on_stream_gap(channel)  # something after its position never reached us
             return
@@ -160,9 +188,16 @@ class Hub:
                 for other in local.subscribers():
                     if other is not sub:
                         other.on_stream_gap(channel)
-            local.epoch, local.offset = position.epoch, 0
+            local.epoch, local.offset, local.prev = position.epoch, 0, None
         top = pending.top(position) if pending is not None else position.offset
         local.offset = max(local.offset, position.offset, top)
+        if run:
+            last = run[-1]
+        if deltas and last is not None and last.offset == local.offset:
+            # It got the latest publication here: deltas against the channel's next ones apply.
+            local.fresh.discard(sub)
+            if local.prev is None or local.prev.offset != local.offset:
+                local.prev = last
 
     def arrived_after(self, channel: str, position: StreamPosition) -> list[Publication] | None:
         """What reached this worker after ``position`` while a subscribe to ``channel`` was in
@@ -199,15 +234,18 @@ class Hub:
         local = self.channels.get(channel)
         if local is None:
             return False
-        group = local.groups.get(sub.codec)
-        if group is None or sub not in group:
-            return False
-        del group[sub]
-        if not group:
-            del local.groups[sub.codec]
-            if not local.groups:
-                del self.channels[channel]
-        return True
+        for groups in (local.groups, local.delta_groups):
+            group = groups.get(sub.codec)
+            if group is None or sub not in group:
+                continue
+            del group[sub]
+            local.fresh.discard(sub)
+            if not group:
+                del groups[sub.codec]
+                if not local.groups and not local.delta_groups:
+                    del self.channels[channel]
+            return True
+        return False
 
     def num_subscriptions(self) -> int:
         return sum(len(local) for local in self.channels.values())
@@ -230,7 +268,7 @@ class Hub:
                     return  # a duplicate: already delivered
                 # A publication was lost between owner and this worker, or the stream was
                 # recreated: positioned subscribers must resubscribe and recover (2500).
-                local.epoch, local.offset = epoch, offset
+                local.epoch, local.offset, local.prev = epoch, offset, None
                 for sub in local.subscribers():
                     sub.on_stream_gap(channel)
                 local = self.channels.get(channel)
@@ -246,17 +284,58 @@ class Hub:
             count += len(subs)
             size = len(data)
         self.stats.sent("publication", size, count)
+        if local.delta_groups:
+            self._deliver_deltas(channel, local, pub)
+        local.prev = pub
+
+    def _deliver_deltas(self, channel: str, local: LocalChannel, pub: Publication) -> None:
+        """To the delta subscribers: the delta against the previous publication here (made
+        once) to those that got it, the whole payload to the others; each form encoded once
+        per codec."""
+        prev = local.prev
+        found: delta.Patch | None = None
+        if pub.delta and prev is not None and prev.offset == (pub.offset - 1 if pub.offset else 0) \
+                and len(local.fresh) < sum(len(s) for s in local.delta_groups.values()):
+            found = delta.patch(prev.data, pub.data)
+        fresh = local.fresh
+        stats = self.stats
+        for codec, subs in local.delta_groups.items():
+            whole: bytes | None = None
+            patched: bytes | None = None
+            item = delta.payload(pub, found, not codec.binary)
+            if not item.delta:
+                patched = whole = codec.delta_publication_push(channel, item)
+            n_whole = n_patched = 0
+            for sub in subs:
+                if sub in fresh:
+                    if whole is None:
+                        whole = codec.delta_publication_push(channel, DeltaPayload(pub, pub.data, False))
+                    sub.write_push(whole)
+                    n_whole += 1
+                else:
+                    if patched is None:
+                        patched = codec.delta_publication_push(channel, item)
+                    sub.write_push(patched)
+                    n_patched += 1
+            if item.delta:
+                if n_whole and whole is not None:
+                    stats.sent("publication", len(whole), n_whole)
+                if n_patched and patched is not None:
+                    stats.sent("publication_delta", len(patched), n_patched)
+            elif whole is not None:
+                stats.sent("publication", len(whole), n_whole + n_patched)
+        fresh.clear()
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         local = self.channels.get(channel)
         if local is not None:
-            for codec, subs in local.groups.items():
+            for codec, subs in local.all_groups():
                 self._join_leave(subs, codec.join_push(channel, info), info.client)
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         local = self.channels.get(channel)
         if local is not None:
-            for codec, subs in local.groups.items():
+            for codec, subs in local.all_groups():
                 self._join_leave(subs, codec.leave_push(channel, info), info.client)
 
     def _join_leave(self, subs: dict[Subscriber, bool], data: bytes, client: str) -> None:

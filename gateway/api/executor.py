@@ -163,8 +163,13 @@ class ApiExecutor:
             data = orjson.dumps(params["data"])
         except orjson.JSONEncodeError:
             raise ClientError(107, "bad request: data cannot be encoded") from None
+        delta = params.get("delta", False)
+        if not isinstance(delta, bool):
+            raise ClientError(107, "bad request: delta must be a boolean")
         stream = None if params.get("skip_history") else self._stream(channel)
-        pub = Publication(data, None, 0, dict(tags) if tags else None)
+        # Centrifugo: the namespace's delta_publish marks every publication, else the call's flag.
+        delta = delta or self._node.resolve_channel(channel).delta_publish
+        pub = Publication(data, None, 0, dict(tags) if tags else None, delta)
         engine = self._node.engine
         position: StreamPosition = await self._node.wait(
             lambda done: engine.publish(channel, pub, PublishOptions(stream, key), done))

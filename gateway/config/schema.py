@@ -46,6 +46,7 @@ from gateway.config.table import ConfigError, ConfigErrors, Problems, Table, as_
 __all__ = [
     "ChannelConfig",
     "ChannelOptions",
+    "DELTA_TYPES",
     "ClientConfig",
     "Config",
     "ConsumerConfig",
@@ -104,6 +105,10 @@ class ChannelOptions:
     allow_presence_for_client: bool = False
     allow_presence_for_anonymous: bool = False
     allow_user_limited_channels: bool = False
+    # Delta compression: what subscribers may ask for (``delta: "fossil"``), and whether every
+    # publication in the namespace is marked for it (else only a publish API call's ``delta``).
+    allowed_delta_types: tuple[str, ...] = ()
+    delta_publish: bool = False
     # The proxy of each event when its ``*_proxy_enabled`` is on (``*_proxy_name`` resolved).
     subscribe_proxy: ProxyEndpoint | None = None
     publish_proxy: ProxyEndpoint | None = None
@@ -573,6 +578,8 @@ def _read_http_api(t: Table) -> HttpApiConfig:
     )
 
 
+#: The delta types subscribers can ask for (Centrifugo knows only fossil).
+DELTA_TYPES = ("fossil",)
 _OPTION_BOOLS = tuple(f.name for f in dataclasses.fields(ChannelOptions) if f.type in ("bool", bool))
 _NEEDS_HISTORY = ("force_recovery", "allow_recovery", "force_positioning", "allow_positioning")
 
@@ -595,7 +602,12 @@ def _read_channel_options(t: Table, proxies: _ChannelProxies | None = None) -> C
         for name in _NEEDS_HISTORY:
             if flags[name]:
                 t.error(name, "requires history_size and history_ttl")
+    delta_types = t.str_list("allowed_delta_types", ())
+    for kind in delta_types:
+        if kind not in DELTA_TYPES:
+            t.error("allowed_delta_types", f"unknown delta type {kind!r} (known: {', '.join(DELTA_TYPES)})")
     return ChannelOptions(history_size=size, history_ttl=ttl, history_meta_ttl=meta_ttl,
+                          allowed_delta_types=tuple(k for k in delta_types if k in DELTA_TYPES),
                           subscribe_proxy=subscribe_proxy, publish_proxy=publish_proxy,
                           sub_refresh_proxy=sub_refresh_proxy, **flags)
 

@@ -23,6 +23,7 @@ from gateway.core.errors import ERROR_REPLY_TOO_LARGE, ClientError
 
 __all__ = [
     "ClientInfo",
+    "DeltaPayload",
     "Done",
     "DoneErr",
     "HistoryFilter",
@@ -74,12 +75,28 @@ class ClientInfo:
 @dataclass(slots=True)
 class Publication:
     """One publication: raw JSON ``data``, who sent it, its offset in the stream (0 when the
-    channel keeps no history) and string tags."""
+    channel keeps no history) and string tags. ``delta`` marks it for delta compression
+    (Centrifugo's ``delta_publish`` / the publish API's ``delta``): subscribers that asked
+    for fossil deltas get it as a delta against the channel's previous publication. It
+    travels with the publication to every worker and is never sent to clients as such."""
 
     data: bytes
     info: ClientInfo | None = None
     offset: int = 0
     tags: dict[str, str] | None = None
+    delta: bool = False
+
+
+@dataclass(slots=True)
+class DeltaPayload:
+    """What a subscriber that negotiated fossil deltas is sent for ``pub``: ``data`` is the
+    fossil delta against the previous payload it got when ``delta`` is set, else ``pub``'s
+    whole payload. The JSON codec writes ``data`` as a JSON string (Centrifugo does the same
+    for delta subscribers, full payloads included), protobuf as bytes."""
+
+    pub: Publication
+    data: bytes
+    delta: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +196,7 @@ class PackError(ValueError):
 _PUB = struct.Struct("!BQIIIIII")  # version, offset, len(data, user, client, conn_info, chan_info, tags)
 _INFO = struct.Struct("!IIII")  # len(user, client, conn_info, chan_info)
 _VERSION = 1
+_VERSION_DELTA = 2  # the same layout, for a publication marked for delta compression
 _ABSENT = 0xFFFFFFFF  # a length meaning "None"
 
 
@@ -193,7 +211,8 @@ def pack_publication(pub: Publication) -> bytes:
     conn = info.conn_info if info is not None else None
     chan = info.chan_info if info is not None else None
     tags = orjson.dumps(pub.tags) if pub.tags else None
-    header = _PUB.pack(_VERSION, pub.offset, len(pub.data), _len(user), _len(client), _len(conn), _len(chan),
+    version = _VERSION_DELTA if pub.delta else _VERSION
+    header = _PUB.pack(version, pub.offset, len(pub.data), _len(user), _len(client), _len(conn), _len(chan),
                        _len(tags))
     return b"".join((header, pub.data, user or b"", client or b"", conn or b"", chan or b"", tags or b""))
 
@@ -204,7 +223,7 @@ def unpack_publication(raw: bytes) -> Publication:
     if len(raw) < size:
         raise PackError("short publication")
     version, offset, *lengths = _PUB.unpack_from(raw)
-    if version != _VERSION:
+    if version != _VERSION and version != _VERSION_DELTA:
         raise PackError(f"unknown publication version {version}")
     data, user, client, conn, chan, tags = _fields(raw, size, lengths)
     info = None
@@ -218,7 +237,7 @@ def unpack_publication(raw: bytes) -> Publication:
             raise PackError("bad tags") from None
         if not isinstance(tag_map, dict) or not all(isinstance(v, str) for v in tag_map.values()):
             raise PackError("tags are not a string map")
-    return Publication(data or b"null", info, offset, tag_map)
+    return Publication(data or b"null", info, offset, tag_map, version == _VERSION_DELTA)
 
 
 def _fields(raw: bytes, pos: int, lengths: list[int]) -> list[bytes | None]:

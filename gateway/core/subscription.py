@@ -33,6 +33,7 @@ class SubscribeParams:
     chan_info: bytes | None = None  # raw JSON
     expire_at: int | None = None
     server_refresh: bool = False  # expiry refreshed by a sub_refresh proxy: the client is not told
+    delta: bool = False  # fossil deltas negotiated: asked for and allowed in the namespace
 
 
 def plan(channel: str, opts: ChannelOptions, request: dict[str, Any], *, chan_info: bytes | None = None,
@@ -63,6 +64,10 @@ def plan(channel: str, opts: ChannelOptions, request: dict[str, Any], *, chan_in
         chan_info=chan_info,
         expire_at=expire_at,
         server_refresh=server_refresh,
+        # A known type the namespace does not allow is not an error: Centrifugo subscribes
+        # without deltas and leaves ``delta`` out of the reply (an unknown type is 3501,
+        # refused before this).
+        delta=bool(request.get("delta")) and request.get("delta") in opts.allowed_delta_types,
     )
 
 
@@ -98,6 +103,8 @@ def result(params: SubscribeParams, answer: SubscribeAnswer, now: float) -> dict
         out["ttl"] = max(1, int(params.expire_at - now))
     if params.recoverable:
         out["recoverable"] = True
+    if params.delta:
+        out["delta"] = True
     if params.positioned:
         out["positioned"] = True
         position = answer.position

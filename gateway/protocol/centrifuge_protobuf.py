@@ -31,7 +31,7 @@ from google.protobuf.internal.encoder import _VarintBytes
 from google.protobuf.message import DecodeError
 
 from gateway.core.errors import DISCONNECT_BAD_REQUEST, ERROR_BAD_REQUEST, ClientError, Disconnect
-from gateway.core.model import ClientInfo, Publication
+from gateway.core.model import ClientInfo, DeltaPayload, Publication
 from gateway.protocol import client_pb2 as pb
 from gateway.protocol.codec import Command
 
@@ -167,11 +167,22 @@ def _set_publication(msg: Any, pub: Publication) -> None:
         msg.tags.update(pub.tags)
 
 
+def _set_delta_publication(msg: Any, payload: DeltaPayload) -> None:
+    """For a subscriber that negotiated fossil deltas: ``data`` is the delta (``delta``
+    set) or the whole payload, as bytes either way."""
+    _set_publication(msg, payload.pub)
+    msg.data = payload.data
+    if payload.delta:
+        msg.delta = True
+
+
 def _set_message(msg: Any, value: Any) -> None:
     """Fill a (sub)message from a dict or a model value, marking it present even if empty."""
     msg.SetInParent()
     if isinstance(value, Publication):
         _set_publication(msg, value)
+    elif isinstance(value, DeltaPayload):
+        _set_delta_publication(msg, value)
     elif isinstance(value, ClientInfo):
         _set_client_info(msg, value)
     else:
@@ -257,6 +268,12 @@ class ProtobufCodec:
         reply = pb.Reply()
         reply.push.channel = channel
         _set_publication(reply.push.pub, pub)
+        return _encode(reply)
+
+    def delta_publication_push(self, channel: str, payload: DeltaPayload) -> bytes:
+        reply = pb.Reply()
+        reply.push.channel = channel
+        _set_delta_publication(reply.push.pub, payload)
         return _encode(reply)
 
     def join_push(self, channel: str, info: ClientInfo) -> bytes:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.core.errors import ClientError
-from gateway.core.model import ClientInfo, Publication
+from gateway.core.model import ClientInfo, DeltaPayload, Publication
 
 __all__ = ["Codec", "Command"]
 
@@ -45,6 +45,11 @@ class Codec(Protocol):
     # -- pushes to many subscribers, encoded once per codec ---------------------------------
 
     def publication_push(self, channel: str, pub: Publication) -> bytes: ...
+
+    def delta_publication_push(self, channel: str, payload: DeltaPayload) -> bytes:
+        """The push for a subscriber that negotiated fossil deltas (a delta, or the whole
+        payload in the form such subscribers expect)."""
+        ...
 
     def join_push(self, channel: str, info: ClientInfo) -> bytes: ...
 

@@ -68,7 +68,7 @@ def publish(session: Session, cmd: Command) -> None:
         data = orjson.dumps(cmd.body["data"])
     except orjson.JSONEncodeError:
         raise ERROR_BAD_REQUEST from None
-    pub = Publication(data, session.client_info(session.chan_info(channel)))
+    pub = Publication(data, session.client_info(session.chan_info(channel)), delta=opts.delta_publish)
     session.node.engine.publish(channel, pub, PublishOptions(session.stream_options(opts)),
                                 session.answer(cmd, lambda position: _published(session, cmd, channel, pub, position)))
 
@@ -97,7 +97,7 @@ def _publish_by_proxy(session: Session, cmd: Command, channel: str, opts: Channe
             session.fail(cmd, exc)
             return
         stream = None if result.skip_history else session.stream_options(opts)
-        pub = Publication(raw, session.client_info(session.chan_info(channel)))
+        pub = Publication(raw, session.client_info(session.chan_info(channel)), delta=opts.delta_publish)
         answer = session.answer(cmd, lambda position: _published(session, cmd, channel, pub, position))
         session.node.engine.publish(channel, pub, PublishOptions(stream), answer)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
-from gateway.core import subscription
+from gateway.core import delta, subscription
 from gateway.core.errors import (
     DISCONNECT_EXPIRED,
     DISCONNECT_NO_PONG,
@@ -587,12 +587,18 @@ class Session:
                 if merged:
                     result["publications"] = [*result.get("publications", ()), *merged]
                     position = StreamPosition(merged[-1].offset, position.epoch)
+            last = None
+            if params.delta and result.get("publications"):
+                # Deltas from the first recovered publication on (Centrifugo does the same).
+                pubs = result["publications"]
+                last = pubs[-1]
+                result["publications"] = delta.recovered(pubs, not self.codec.binary)
             # The reply (with any recovered publications) goes out first; then the hub adds
             # the subscriber and writes what arrived after the answered position meanwhile.
             done(result, None)
             if self.subs.get(channel) is not sub:
                 return  # the reply closed the connection (or left the channel): drop_sub undid it
-            node.hub.subscribe(channel, self, params.join_leave, position)
+            node.hub.subscribe(channel, self, params.join_leave, position, params.delta, last)
             info = self.client_info(params.chan_info)
             if opts.presence:
                 sub.presence = True

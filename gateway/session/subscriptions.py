@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from gateway.config import ChannelOptions, ProxyEndpoint
+from gateway.config import DELTA_TYPES, ChannelOptions, ProxyEndpoint
 from gateway.core import subscription
 from gateway.core.errors import (
     DISCONNECT_INVALID_TOKEN,
@@ -45,8 +45,9 @@ def subscribe(session: Session, cmd: Command) -> None:
     node = session.node
     channel = session.channel_of(cmd)
     body = cmd.body
-    if body.get("delta"):
-        raise Disconnect(3501, "bad request: delta not supported")
+    kind = body.get("delta")
+    if kind and kind not in DELTA_TYPES:
+        raise Disconnect(3501, "bad request: unknown delta type")
     opts = session.options_for(channel)
     if channel in session.subs or (session.proxy_subscribing and channel in session.proxy_subscribing):
         raise ERROR_ALREADY_SUBSCRIBED

@@ -94,7 +94,7 @@ def test_publication_every_truncation_is_pack_error() -> None:
 
 def test_publication_unknown_version() -> None:
     raw = bytearray(pack_publication(Publication(b"1")))
-    raw[0] = 2
+    raw[0] = 3  # 1: plain, 2: marked for delta compression
     with pytest.raises(PackError, match="version"):
         unpack_publication(bytes(raw))
 
@@ -194,3 +194,11 @@ def test_stream_options_enabled() -> None:
     assert StreamOptions(10, 60.0, 3600.0).enabled
     assert not StreamOptions(0, 60.0, 3600.0).enabled
     assert not StreamOptions(10, 0.0, 3600.0).enabled
+
+
+def test_publication_delta_mark_travels() -> None:
+    """The delta mark (delta_publish / the publish API's delta) crosses the bus and Redis."""
+    pub = Publication(b'{"a":1}', ClientInfo("u", "c"), 4, {"t": "x"}, delta=True)
+    back = unpack_publication(pack_publication(pub))
+    assert back == pub and back.delta
+    assert not unpack_publication(pack_publication(Publication(b"1"))).delta
