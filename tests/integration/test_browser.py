@@ -73,3 +73,40 @@ def test_admin_and_demo_in_chromium(tmp_path: Path) -> None:
             assert top_share < 0.97, f"{shot}: {top_share:.1%} of the pixels are one colour"
     finally:
         gw.stop()
+
+
+def test_protobuf_sdk_in_chromium(tmp_path: Path) -> None:
+    """centrifuge-js's protobuf browser build (dist/centrifuge.protobuf.js) against 2 workers:
+    subscribe, binary publications in order, history, presence, rpc, and recovery after the
+    transport drops (tests/js/browser_protobuf.mjs)."""
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run under CI=true: {missing}")
+        pytest.skip(f"browser test skipped: {missing}")
+    from tests.conftest import SECRET, base_config
+    from tools.token import mint_token
+
+    cfg = base_config(client={"token": {"hmac_secret_key": SECRET}, "allowed_origins": ["*"]})
+    gw = Gateway(tmp_path, cfg, 2)
+    try:
+        gw.wait_ready()
+        script_timeout = scaled(30)
+        env = {**os.environ, "PB_URL": gw.url, "PB_PAGE": gw.internal_url + "/health", "PB_TOKEN_A": mint_token(SECRET, user="pb-a"),
+               "PB_TOKEN_B": mint_token(SECRET, user="pb-b"), "PB_CHANNEL": f"pb-{uuid.uuid4().hex[:8]}",
+               "PB_TIMEOUT_MS": str(int(script_timeout * 1000))}
+        try:
+            proc = subprocess.run([str(NODE), str(JS_DIR / "browser_protobuf.mjs")], cwd=JS_DIR, env=env,
+                                  capture_output=True, text=True, timeout=script_timeout + scaled(15))
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"browser script did not exit: {exc.stdout!r} {exc.stderr!r}\ngateway log:\n{gw.log()}")
+        assert proc.returncode == 0, (f"browser script failed (rc {proc.returncode})\nstdout:\n{proc.stdout}\n"
+                                      f"stderr:\n{proc.stderr}\ngateway log:\n{gw.log()}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["got"] == list(range(8)), result
+        assert result["historyOffsets"] == [1, 2, 3, 4, 5], result
+        assert result["presenceClients"] == 1 and result["rpc"] == {"hello": "protobuf"}, result
+        assert result["subscribed"][0]["recovered"] is False
+        assert any(s["wasRecovering"] and s["recovered"] for s in result["subscribed"][1:]), result
+    finally:
+        gw.stop()
