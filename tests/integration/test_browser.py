@@ -93,7 +93,8 @@ def test_protobuf_sdk_in_chromium(tmp_path: Path) -> None:
         gw.wait_ready()
         script_timeout = scaled(30)
         env = {**os.environ, "PB_URL": gw.url, "PB_PAGE": gw.internal_url + "/health",
-               "PB_TOKEN_A": mint_token(SECRET, user="pb-a"), "PB_TOKEN_B": mint_token(SECRET, user="pb-b"), "PB_CHANNEL": f"pb-{uuid.uuid4().hex[:8]}",
+               "PB_TOKEN_A": mint_token(SECRET, user="pb-a"), "PB_TOKEN_B": mint_token(SECRET, user="pb-b"),
+               "PB_CHANNEL": f"pb-{uuid.uuid4().hex[:8]}",
                "PB_TIMEOUT_MS": str(int(script_timeout * 1000))}
         try:
             proc = subprocess.run([str(NODE), str(JS_DIR / "browser_protobuf.mjs")], cwd=JS_DIR, env=env,
