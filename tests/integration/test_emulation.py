@@ -221,3 +221,38 @@ async def test_slow_stream_reader_is_disconnected(gateway_factory: Callable[...,
             break
     assert await present() == 0
     writer.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_emulation_and_uni_sse_in_chromium(gateway_factory: Callable[..., Gateway], tmp_path: Any) -> None:
+    """centrifuge-js over sse and http_stream, and a plain EventSource on uni_sse, in headless
+    Chromium on the gateway's own origin (the page is /centrifuge.js: admin.demo_page)."""
+    missing = None
+    if not os.path.exists(CHROMIUM):
+        missing = f"{CHROMIUM} is missing (apt-get install chromium)"
+    elif NODE is None or not os.path.isdir(os.path.join(JS_DIR, "node_modules", "playwright-core")):
+        missing = "node or tests/js/node_modules/playwright-core is missing"
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run under CI=true: {missing}")
+        pytest.skip(missing)
+    gw = emulation_gateway(gateway_factory, uni_sse={"enabled": True}, admin={"demo_page": True})
+    channel = f"br-{uuid.uuid4().hex[:8]}"
+    script_timeout = scaled(40)
+    env = {**os.environ, "E2E_BASE": http_base(gw), "E2E_TOKEN": mint_token(SECRET, user="browser"),
+           "E2E_UNI_TOKEN": mint_token(SECRET, user="uni", channels=[channel]), "E2E_CHANNEL": channel,
+           "E2E_OUT_DIR": str(tmp_path), "E2E_TIMEOUT_MS": str(int(script_timeout * 1000))}
+    proc = subprocess.run([str(NODE), "browser_emulation.mjs"], cwd=JS_DIR, env=env, capture_output=True, text=True,
+                          timeout=script_timeout + scaled(15))
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\ngateway log:\n{gw.log()}"
+    results = json.loads(proc.stdout.strip().splitlines()[-1])["results"]
+    for transport in ("sse", "http_stream"):
+        r = results[transport]
+        assert r["connectedOver"] == transport
+        assert r["got"] == [{"i": 0}, {"i": 1}, {"i": 2}]
+        assert r["presence"] == 1 and r["rpc"] == {"hi": transport}
+    uni = results["uni_sse"]
+    assert channel in uni[0]["connect"]["subs"]
+    assert {"channel": channel, "pub": uni[-1]["pub"]} == uni[-1] and uni[-1]["pub"]["data"] == {"via": "uni_sse"}
