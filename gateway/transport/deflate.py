@@ -7,7 +7,8 @@ said, RFC 7692 §7.1.1): every message is compressed on its own, so
 
 - one publication written to many subscribers compresses to the same bytes for all of
   them, and :class:`Deflater` compresses it once (it remembers the last message it was
-  given, by identity: the hub writes the same ``bytes`` object to every subscriber);
+  given: the hub writes the same ``bytes`` object to every subscriber, and sessions that
+  batch several pushes of a tick into one frame build equal frames one after another);
 - a connection keeps no compression state between messages (an inflater lives for one
   message), which matters at tens of thousands of idle connections.
 
@@ -122,7 +123,11 @@ class Deflater:
         self._stats = stats if stats is not None else Stats()
 
     def compress(self, data: bytes) -> bytes:
-        if data is self._last_in:
+        # The same object (one push handed to every subscriber), or equal bytes (several pushes
+        # of one tick joined into one frame per session: each session builds its own, but the
+        # subscribers of a channel flush the same batch one after another).
+        last = self._last_in
+        if data is last or data == last:
             return self._last_out
         c = self._compressor
         out = c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)

@@ -778,7 +778,9 @@ async def start_client_server(node: Node, host: str, port: int, backlog: int = 4
     gate = ConnectionGate.for_worker(sg.per_ip_connection_limit, sg.per_ip_connection_rate,
                                      cfg.client.connection_rate_limit, node.workers)
     listener_factory = _client_factory(node)
-    logger = logging.getLogger("picows.shardgate.picows")
+    # An adapter, not the Logger itself: given a Logger, picows builds a child Logger per
+    # connection (named after the socket's fd), about 0.5 KiB each that lives as long as it.
+    logger = logging.LoggerAdapter(logging.getLogger("picows.shardgate.picows"), {})
     loop = asyncio.get_running_loop()
 
     def protocol_factory() -> _GatedProtocol:

@@ -138,6 +138,9 @@ async def test_user_actions_reach_connections_on_both_workers(gateway: Gateway) 
         await wait_for(lambda: server_subs.count("srv") == 12, what="server-side subscribe pushes")
         client.publish(PublishRequest(channel="srv", data={"hello": 1}))
         await wait_for(lambda: len(server_pubs) == 12, what="publications on server-side subs")
+        # Presence follows a subscription by a one-way message to the channel's owner: poll.
+        await wait_for(lambda: client.presence_stats(PresenceStatsRequest(channel="srv")).num_clients == 12,
+                       what="all 12 in presence")
         stats = client.presence_stats(PresenceStatsRequest(channel="srv"))
         assert (stats.num_clients, stats.num_users) == (12, 1)
         presence = client.presence(PresenceRequest(channel="srv"))

@@ -11,7 +11,7 @@ from typing import Any
 from cent import AsyncClient, CentApiResponseError, CentNetworkError, CentTransportError, PublishRequest
 
 from tests.conftest import API_KEY, Gateway, base_config, scaled, wait_for
-from tests.integration.sdk import connect, disconnect_all, slot, subscribe
+from tests.integration.sdk import connect_on_slot, disconnect_all, slot, subscribe
 from tests.integration.test_protocol_sdk import channel_owned_by
 
 
@@ -49,7 +49,8 @@ async def _run_reload(gw: Gateway, reloads: int) -> None:
     channels = [channel_owned_by(0), channel_owned_by(1)]
     subscribers = []
     for i in range(8):
-        client, _ = await connect(gw.url, user=f"r{i}")
+        # Half on each worker slot (SO_REUSEPORT alone put all 8 on one slot now and then).
+        client, _ = await connect_on_slot(gw.url, i % 2, user=f"r{i}")
         subs = [await subscribe(client, ch) for ch in channels]
         subscribers.append((client, subs))
     assert {slot(c) for c, _ in subscribers} == {0, 1}
