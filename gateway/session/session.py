@@ -148,6 +148,7 @@ class Session:
         "client_id",
         "codec",
         "conn_info",
+        "connect_extra",
         "emulated_headers",
         "expire_at",
         "expire_timer",
@@ -161,6 +162,7 @@ class Session:
         "state",
         "subs",
         "transport",
+        "unidirectional",
         "unusable",
         "user",
     )
