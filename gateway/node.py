@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.auth import TokenVerifier
-from gateway.cluster.control import CLUSTER_SURVEY_OP, CONTROL_OP, Control
+from gateway.cluster.control import CLUSTER_SURVEY_OP, CONTROL_OP, EMULATION_OP, Control
 from gateway.cluster.nodes import ClusterDirectory
-from gateway.cluster.router import Bus, Reply, Router
+from gateway.cluster.router import Bus, Reply, RequestHandler, Router
 from gateway.config import ChannelOptions, Config, ProxyEndpoint
 from gateway.consume.events import EventSink
 from gateway.core.channels import check_channel_name
@@ -129,6 +129,9 @@ class Node:
         self.proxy_header_names = frozenset(h for p in endpoints for h in p.http_headers)
         self.proxy_emulated_headers = any(p.emulated_headers for p in endpoints)
         self.proxy: ProxyClient | None = ProxyClient(self._proxy_caller()) if endpoints else None
+        # Commands for an emulated session held here, from the worker an /emulation POST reached
+        # (set by gateway.transport.streaming.EmulationHub when http_stream or sse is enabled).
+        self.on_emulation: RequestHandler | None = None
 
     def _proxy_caller(self) -> ProxyCaller:
         from gateway.proxy.http import HttpProxyCaller  # aiohttp's client only where a proxy is configured
@@ -227,6 +230,10 @@ class Node:
             reply(orjson.dumps(self.control.handle(channel, orjson.loads(payload))), None)
         elif op == CLUSTER_SURVEY_OP:
             self._cluster_survey(channel, orjson.loads(payload), reply)
+        elif op == EMULATION_OP:
+            if self.on_emulation is None:
+                raise ClientError(104, "method not found: emulation is not enabled")
+            self.on_emulation(op, channel, payload, origin, reply)
         else:
             self.engine.handle_request(op, channel, payload, origin, reply)
 

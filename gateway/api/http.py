@@ -312,13 +312,27 @@ class ClientPortHttp:
 
 
 async def start_client_port_http(node: Node) -> ClientPortHttp | None:
-    """The client port's plain-HTTP routes, or None when there are none (configuration)."""
+    """The client port's plain-HTTP routes, or None when there are none (configuration): the
+    server API with ``http_api.external``, and the HTTP transports that are enabled
+    (http_stream, sse and their emulation endpoint, uni_http_stream, uni_sse:
+    :mod:`gateway.api.streams`)."""
     cfg = node.config.http_api
-    if not cfg.external or cfg.disabled:
+    api = cfg.external and not cfg.disabled
+    streams = node.config.transports.http_prefixes()
+    if not api and not streams:
         return None
-    handlers = _Handlers(node)
     app = web.Application(client_max_size=node.config.shardgate.api_max_body_size)
-    app.router.add_route("*", "/api/{method}", handlers.api)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    prefixes: list[bytes] = []
+    if api:
+        app.router.add_route("*", "/api/{method}", _Handlers(node).api)
+        prefixes.append(b"/api")
+    if streams:
+        from gateway.api.streams import StreamEndpoints  # only where an HTTP transport is enabled
+
+        StreamEndpoints(node).add_routes(app)
+        prefixes.extend(p.encode() for p in streams)
+    # A stream's handler runs as long as its client listens: cancelled when the client goes
+    # away, which is how the session learns that its stream is gone.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
-    return ClientPortHttp(runner, (b"/api",))
+    return ClientPortHttp(runner, tuple(prefixes))

@@ -24,12 +24,15 @@ from gateway.engine.base import NodeEngine
 from gateway.hub import Hub, Subscriber
 from gateway.obs.stats import Stats
 
-__all__ = ["Control", "CONTROL_OP", "CLUSTER_SURVEY_OP"]
+__all__ = ["Control", "CONTROL_OP", "CLUSTER_SURVEY_OP", "EMULATION_OP"]
 
 #: The router operation that carries control actions (``Envelope.channel`` = the action).
 CONTROL_OP = 64
 #: Asks slot 0 to survey the other nodes (``Envelope.channel`` = the control action).
 CLUSTER_SURVEY_OP = 65
+#: Commands of an emulated client (http_stream, sse) for the slot that holds its session
+#: (``Envelope.channel`` empty; payload: gateway.transport.framing.pack_forward).
+EMULATION_OP = 66
 
 
 log = logging.getLogger("shardgate.control")

@@ -42,6 +42,7 @@ from gateway.config.proxy import (
     resolve_proxy,
 )
 from gateway.config.table import ConfigError, ConfigErrors, Problems, Table, as_table, read_table
+from gateway.config.transports import TransportsConfig, read_transports
 
 __all__ = [
     "ChannelConfig",
@@ -304,6 +305,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     rpc: RpcConfig = field(default_factory=RpcConfig)
     consumers: tuple[ConsumerConfig, ...] = ()  # the enabled ones (Centrifugo's `consumers`)
+    transports: TransportsConfig = field(default_factory=TransportsConfig)  # http_stream, sse, uni_*
     # One line naming the Centrifugo keys the file sets that shardgate ignores ("" = none).
     warning: str = field(default="", compare=False)
 
@@ -770,6 +772,7 @@ def parse_config(data: Mapping[str, object]) -> Config:
         admin=read_table(root.table("admin"), read_admin),
         rpc=read_table(root.table("rpc"), lambda t: read_rpc(t, named)),
         consumers=read_consumers(root),
+        transports=read_transports(root),
     )
     personal = config.personal_channel_of("")
     if personal is not None and config.client.personal_channel_namespace and config.channel_options(personal) is None:

@@ -115,12 +115,15 @@ def _accept(session: Session, cmd: Command, creds: ConnectCredentials, *, data: 
     session.set_expiry(creds.expire_at, now, result)
     if cfg.ping_interval > 0:
         result["ping"] = max(1, round(cfg.ping_interval))
-        result["pong"] = True
+        if not session.unidirectional:
+            result["pong"] = True
         session.start_pings()
     if cfg.connect_include_server_time:
         result["time"] = int(now * 1000)
     if data is not None:
         result["data"] = data
+    if session.connect_extra:
+        result.update(session.connect_extra)  # session/node of an emulated connection
     channels = creds.channels
     personal = node.config.personal_channel_of(creds.user) if creds.user else None
     if personal is not None:

@@ -28,7 +28,9 @@ import orjson
 from gateway.core import delta, subscription
 from gateway.core.errors import (
     DISCONNECT_EXPIRED,
+    DISCONNECT_INTERNAL,
     DISCONNECT_NO_PONG,
+    DISCONNECT_PERMISSION_DENIED,
     DISCONNECT_SLOW,
     DISCONNECT_STALE,
     DISCONNECT_TOO_MANY_REQUESTS,
@@ -63,6 +65,10 @@ T = TypeVar("T")
 # Normal endings are not logged; every other disconnect is, at most 100 per 10 s per worker.
 _QUIET_CODES = frozenset({1000, 1001, 3000, 3001})
 _DISCONNECT_LOG = RateLimit(burst=100, period=10.0)
+# A one-way client's failed connect becomes this disconnect (centrifuge defaultUniErrorCodeToDisconnect);
+# any other error code: 3004 internal server error.
+_UNI_CONNECT_DISCONNECT = {110: DISCONNECT_EXPIRED, 109: DISCONNECT_EXPIRED,
+                           111: DISCONNECT_TOO_MANY_REQUESTS, 103: DISCONNECT_PERMISSION_DENIED}
 
 #: ``done(result, None)`` with the SubscribeResult, or ``done(None, error)``.
 SubscribeDone = Callable[[dict[str, Any] | None, ClientError | None], None]
@@ -142,6 +148,7 @@ class Session:
         "client_id",
         "codec",
         "conn_info",
+        "connect_extra",
         "emulated_headers",
         "expire_at",
         "expire_timer",
@@ -155,6 +162,7 @@ class Session:
         "state",
         "subs",
         "transport",
+        "unidirectional",
         "unusable",
         "user",
     )
@@ -181,6 +189,10 @@ class Session:
         self.subs: dict[str, _Sub] = {}
         self.paused = False
         self.unusable = False  # a failed connect: any further command closes 3501
+        # Set by one-way transports (uni_*): no pongs expected, a failed connect disconnects.
+        self.unidirectional = False
+        # Extra connect-result fields a transport adds (``session``/``node`` for emulation).
+        self.connect_extra: dict[str, Any] | None = None
         self._out: list[bytes] = []
         self._out_bytes = 0
         # Commands run in order, at most ``max_inflight_commands`` waiting on an engine at once;
@@ -395,6 +407,12 @@ class Session:
             log.exception("internal error in %s from client %s", cmd.method, self.client_id, exc_info=exc)
         if cmd.method == "connect":
             self.unusable = True
+            if self.unidirectional:
+                # A one-way client cannot read an error reply: the error ends the connection
+                # (centrifuge's extractUnidirectionalDisconnect).
+                self.close(_UNI_CONNECT_DISCONNECT.get(err.code, DISCONNECT_INTERNAL))
+                self._answered(cmd)
+                return
         stats = self.node.metrics
         stats.reply_error(cmd.method, err.code)
         data = self.codec.encode_error(cmd.id, err)
@@ -486,7 +504,7 @@ class Session:
         ping = self.codec.ping
         self.write_push(ping)
         self.node.metrics.sent("ping", len(ping))
-        if not self._ping_outstanding:
+        if not self._ping_outstanding and not self.unidirectional:
             self._ping_outstanding = True
             self._pong_timer = self.node.loop.call_later(
                 self.node.config.client.pong_timeout, self.close, DISCONNECT_NO_PONG)

@@ -44,6 +44,7 @@ from picows import (
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 from gateway.core.errors import (
+    DISCONNECT_BAD_REQUEST,
     DISCONNECT_INAPPROPRIATE_PROTOCOL,
     WS_INVALID_TEXT,
     WS_MESSAGE_TOO_BIG,
@@ -56,13 +57,15 @@ from gateway.obs.logs import RateLimit
 from gateway.protocol.centrifuge_json import JSON
 from gateway.protocol.centrifuge_protobuf import PROTOBUF
 from gateway.protocol.centrifuge_protobuf import SUBPROTOCOL as _PROTOBUF_SUBPROTOCOL
+from gateway.protocol.centrifuge_uni import UNI_JSON
 from gateway.protocol.codec import Codec
 from gateway.session.handlers import HANDLERS
 from gateway.session.session import Session
 from gateway.transport.deflate import Deflater, inflate, negotiate
+from gateway.transport.framing import BadRequest, uni_connect_command
 
 __all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed", "FrameListener", "ClientConnection",
-           "EchoConnection", "PlainHttp"]
+           "EchoConnection", "UniClientConnection", "PlainHttp"]
 
 log = logging.getLogger("shardgate.ws")
 
@@ -365,6 +368,44 @@ class ClientConnection(FrameListener):
         self.session.on_message(data)
 
 
+class UniClientConnection(ClientConnection):
+    """``uni_websocket``: a one-way client. Its connect request (a bare ConnectRequest object,
+    from the ``cf_connect`` query or else its first message) is the only thing read; later
+    messages are discarded. Everything sent is a bare push (:mod:`gateway.protocol.centrifuge_uni`),
+    and a ``disconnect`` push precedes the CLOSE frame, as Centrifugo's uni_websocket does."""
+
+    def __init__(self, node: Node, headers: dict[str, str] | None, deflate: tuple[Deflater, int] | None,
+                 connect: bytes | None) -> None:
+        super().__init__(node, headers, deflate, UNI_JSON)
+        self._limit = node.config.transports.uni_websocket.message_size_limit
+        self.session.unidirectional = True
+        self._connect = connect
+        self._got_connect = connect is not None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        if self._connect is not None:
+            command, self._connect = self._connect, None
+            self.session.on_message(command)
+
+    def close(self, code: int, reason: str) -> None:
+        t = self._t
+        if t is not None and not t.is_close_frame_sent:
+            self._send(WSMsgType.TEXT, self.session.codec.encode_push("", "disconnect",
+                                                                      {"code": code, "reason": reason}))
+        super().close(code, reason)
+
+    def _on_message(self, op: WSMsgType, data: bytes) -> None:
+        if self._got_connect:
+            return  # one-way: only the connect request is read
+        self._got_connect = True
+        try:
+            command = uni_connect_command(data)
+        except BadRequest:
+            raise DISCONNECT_BAD_REQUEST from None
+        self.session.on_message(command)
+
+
 class EchoConnection(FrameListener):
     """``websocket.conformance_echo_path``: echoes every message with its type, for the
     Autobahn TestSuite. Everything below the message (RSV, fragments, limits, UTF-8, CLOSE)
@@ -473,9 +514,12 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
         return deflater, ws_cfg.compression_min_size
     proxy_headers = node.proxy_header_names
 
+    uni_cfg = node.config.transports.uni_websocket
+    uni_path = uni_cfg.handler_prefix.encode() if uni_cfg.enabled else None
+
     def factory(request: WSUpgradeRequest) -> Any:
         path = request.path.split(b"?", 1)[0]
-        if path != CLIENT_PATH and (echo_path is None or path != echo_path):
+        if path != CLIENT_PATH and (echo_path is None or path != echo_path) and path != uni_path:
             page = demo.get(path) if request.method == b"GET" else None
             if page is None:
                 return None
@@ -492,6 +536,8 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
         _normalise_connection_header(request)
         extra: dict[str, str] = {}
         deflate = deflate_for(headers, extra)
+        if path == uni_path:
+            return _uni_upgrade(node, request, extra, deflate, proxy_headers)
         if path != CLIENT_PATH:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
                                                  EchoConnection(ws_cfg.message_size_limit, deflate))
@@ -503,6 +549,23 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
                                              ClientConnection(node, kept, deflate, codec))
 
     return factory
+
+
+def _uni_upgrade(node: Node, request: WSUpgradeRequest, extra: dict[str, str],
+                 deflate: tuple[Deflater, int] | None, proxy_headers: frozenset[str]) -> Any:
+    """The uni_websocket upgrade: a ``cf_connect`` query that does not parse is a 400."""
+    _, _, query = request.path.partition(b"?")
+    connect: bytes | None = None
+    if query:
+        raw = parse_qs(query.decode("utf-8", "replace")).get("cf_connect")
+        if raw:
+            try:
+                connect = uni_connect_command(raw[0])
+            except BadRequest:
+                return _refuse(400, b"invalid connect request")
+    kept = _proxy_headers(request.headers, proxy_headers) if proxy_headers else None
+    return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
+                                         UniClientConnection(node, kept, deflate, connect))
 
 
 # -- picows' private API, in this one place -----------------------------------------------------
