@@ -16,11 +16,12 @@ from typing import Any
 import orjson
 
 from gateway.core.errors import ClientError
-from gateway.core.model import ClientInfo, Publication
+from gateway.core.model import ClientInfo, DeltaPayload, Publication
 from gateway.protocol.centrifuge_json import (
     decode_commands,
     dumps,
     encode_client_info,
+    encode_delta_publication,
     encode_model_publication,
 )
 from gateway.protocol.codec import Command
@@ -59,6 +60,11 @@ class UniJsonCodec:
 
     def publication_push(self, channel: str, pub: Publication) -> bytes:
         return _prefix(channel) + b'"pub":' + encode_model_publication(pub) + b"}"
+
+    def delta_publication_push(self, channel: str, payload: DeltaPayload) -> bytes:
+        # One-way clients subscribe server-side only and never negotiate deltas; the hub asks
+        # for this only for delta subscribers, so it is here to satisfy the codec contract.
+        return _prefix(channel) + b'"pub":' + encode_delta_publication(payload) + b"}"
 
     def join_push(self, channel: str, info: ClientInfo) -> bytes:
         return _prefix(channel) + b'"join":{"info":' + encode_client_info(info) + b"}}"

@@ -374,6 +374,8 @@ class UniClientConnection(ClientConnection):
     messages are discarded. Everything sent is a bare push (:mod:`gateway.protocol.centrifuge_uni`),
     and a ``disconnect`` push precedes the CLOSE frame, as Centrifugo's uni_websocket does."""
 
+    __slots__ = ("_connect", "_got_connect")
+
     def __init__(self, node: Node, headers: dict[str, str] | None, deflate: tuple[Deflater, int] | None,
                  connect: bytes | None) -> None:
         super().__init__(node, headers, deflate, UNI_JSON)
