@@ -115,7 +115,11 @@ class SioCodec:
     # -- one connection -----------------------------------------------------------------------
 
     def decode_commands(self, data: bytes, max_commands: int, received_at: float = 0.0) -> list[Command]:
-        # The session adapter hands Socket.IO events over as Centrifugo JSON commands.
+        # The session adapter hands Socket.IO events over as Centrifugo JSON commands, and
+        # custom events as {"id", "sio_event": {"event"}} (their arguments wait in the session).
+        if b'"sio_event"' in data[:40]:
+            obj = orjson.loads(data)
+            return [Command(int(obj["id"]), "sio_event", obj["sio_event"], received_at)]
         return decode_commands(data, max_commands, received_at)
 
     def encode_reply(self, cmd_id: int, method: str, result: dict[str, Any]) -> bytes:

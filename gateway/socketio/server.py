@@ -222,7 +222,12 @@ class EngineSocket:
         if self.closed:
             answer((400, "application/json", _UNKNOWN_SID))
             return
-        if self.ws is not None or self.waiter is not None:
+        if self.ws is not None or self.probe is not None:
+            # Upgrading (or upgraded): a poll still in flight returns at once so the client can
+            # pause polling; it may reach us after the probe, through another worker.
+            answer((200, _TEXT, engineio.NOOP))
+            return
+        if self.waiter is not None:
             self.close("overlap from client")
             answer((400, "application/json", _BAD_REQUEST))
             return
