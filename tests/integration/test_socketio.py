@@ -6,7 +6,6 @@ forwarded over the bus to the session's worker (no sticky sessions)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -131,7 +130,7 @@ async def test_socketio_and_centrifugo_clients_share_a_channel(gw: Gateway) -> N
     client, _ = await sdk.connect(gw.url, user="centrifugo-user")
     try:
         await sio.call("subscribe", {"channel": "both"})
-        sub, events = await sdk.subscribe(client, "both")
+        _sub, events = await sdk.subscribe(client, "both")
         await client.publish("both", {"from": "centrifugo"})
         await wait_for(lambda: len(sio.events.get("publication", [])) == 1, what="centrifugo -> socket.io")
         assert sio.events["publication"][0]["data"] == {"from": "centrifugo"}
