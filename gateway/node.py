@@ -103,7 +103,10 @@ class Node:
         self.incarnation = self.router.incarnation
         self.engine: NodeEngine = self._make_engine()
         self.router.on_request = self._on_request
-        self.router.on_notify = self.engine.handle_notify
+        self.router.on_notify = self._on_notify
+        # Bus operations of other subsystems (Socket.IO polling forwarding): op -> handler.
+        self.extra_requests: dict[int, Callable[[int, str, bytes, int, Reply], None]] = {}
+        self.extra_notifies: dict[int, Callable[[int, str, bytes, int], None]] = {}
         self.router.on_delivery = self.engine.handle_delivery
         self.router.on_handoff = self._on_handoff
         self.router.on_peer_restarted = self._peer_restarted
@@ -234,8 +237,17 @@ class Node:
             if self.on_emulation is None:
                 raise ClientError(104, "method not found: emulation is not enabled")
             self.on_emulation(op, channel, payload, origin, reply)
+        elif op in self.extra_requests:
+            self.extra_requests[op](op, channel, payload, origin, reply)
         else:
             self.engine.handle_request(op, channel, payload, origin, reply)
+
+    def _on_notify(self, op: int, channel: str, payload: bytes, origin: int) -> None:
+        extra = self.extra_notifies.get(op)
+        if extra is not None:
+            extra(op, channel, payload, origin)
+        else:
+            self.engine.handle_notify(op, channel, payload, origin)
 
     # -- several nodes (the Redis engine) -------------------------------------------------------
 

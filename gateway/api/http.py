@@ -13,8 +13,9 @@ import hmac
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
 import orjson
@@ -30,7 +31,7 @@ from gateway.protocol.centrifuge_json import dumps
 if TYPE_CHECKING:
     from gateway.node import Node
 
-__all__ = ["start_http_server", "start_client_port_http", "ClientPortHttp"]
+__all__ = ["start_http_server", "start_client_port_http", "ClientPortHttp", "PollingEndpoint"]
 
 _JSON = "application/json"
 _READY_TIMEOUT = 1.0
@@ -311,17 +312,54 @@ class ClientPortHttp:
         await self.runner.cleanup()
 
 
-async def start_client_port_http(node: Node) -> ClientPortHttp | None:
+class PollingEndpoint(Protocol):
+    """Engine.IO long-polling (gateway.socketio.server.SioServer): an answer to one request
+    as ``(status, content type, body)``; the body is read only when it is wanted."""
+
+    path: bytes
+    max_body: int
+
+    def poll(self, method: str, query: Mapping[str, str],
+             read: Callable[[], Awaitable[bytes]]) -> Awaitable[tuple[int, str, bytes]]:
+        ...
+
+
+def _polling_handler(endpoint: PollingEndpoint) -> Any:
+    async def handle(request: web.Request) -> web.Response:
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=_cors(request))
+        status, ctype, body = await endpoint.poll(request.method, request.query, request.read)
+        resp = web.Response(status=status, body=body, headers=_cors(request))
+        resp.content_type, _, charset = ctype.partition("; charset=")
+        if charset:
+            resp.charset = charset
+        return resp
+    return handle
+
+
+def _cors(request: web.Request) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "content-type")}
+
+
+async def start_client_port_http(node: Node, polling: PollingEndpoint | None = None) -> ClientPortHttp | None:
     """The client port's plain-HTTP routes, or None when there are none (configuration): the
-    server API with ``http_api.external``, and the HTTP transports that are enabled
-    (http_stream, sse and their emulation endpoint, uni_http_stream, uni_sse:
-    :mod:`gateway.api.streams`)."""
+    server API with ``http_api.external``, the HTTP transports that are enabled (http_stream,
+    sse and their emulation endpoint, uni_http_stream, uni_sse: :mod:`gateway.api.streams`),
+    and Engine.IO long-polling with ``polling``."""
     cfg = node.config.http_api
     api = cfg.external and not cfg.disabled
     streams = node.config.transports.http_prefixes()
-    if not api and not streams:
+    if not api and not streams and polling is None:
         return None
-    app = web.Application(client_max_size=node.config.shardgate.api_max_body_size)
+    max_body = node.config.shardgate.api_max_body_size
+    if polling is not None:
+        max_body = max(max_body, polling.max_body)
+    app = web.Application(client_max_size=max_body)
     prefixes: list[bytes] = []
     if api:
         app.router.add_route("*", "/api/{method}", _Handlers(node).api)
@@ -331,6 +369,9 @@ async def start_client_port_http(node: Node) -> ClientPortHttp | None:
 
         StreamEndpoints(node).add_routes(app)
         prefixes.extend(p.encode() for p in streams)
+    if polling is not None:
+        app.router.add_route("*", polling.path.decode(), _polling_handler(polling))
+        prefixes.append(polling.path)
     # A stream's handler runs as long as its client listens: cancelled when the client goes
     # away, which is how the session learns that its stream is gone.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)

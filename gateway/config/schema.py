@@ -41,6 +41,7 @@ from gateway.config.proxy import (
     read_rpc,
     resolve_proxy,
 )
+from gateway.config.socketio import SOCKETIO_KEYS, SocketIOConfig, read_socketio
 from gateway.config.table import ConfigError, ConfigErrors, Problems, Table, as_table, read_table
 from gateway.config.transports import TransportsConfig, read_transports
 
@@ -279,6 +280,7 @@ class ShardgateConfig:
     api_batch_max_commands: int = 1000  # commands in one server API batch; more: error 107
     log_file: str = ""  # log.file: append logs to this file instead of stderr
     events_out: EventsOutConfig = field(default_factory=EventsOutConfig)  # client publications out to RabbitMQ
+    socketio: SocketIOConfig = field(default_factory=SocketIOConfig)  # the Socket.IO endpoint (shardgate.socketio)
 
 
 @dataclass(frozen=True, slots=True)
@@ -714,6 +716,7 @@ def _read_shardgate(t: Table) -> ShardgateConfig:
         heartbeat_timeout=t.duration("heartbeat_timeout", d.heartbeat_timeout, positive=True),
         drain_window=t.duration("drain_window", d.drain_window),
         events_out=read_table(t.table("events_out"), read_events_out),
+        socketio=read_table(t.table("socketio"), read_socketio),
     )
 
 
@@ -727,6 +730,7 @@ def known_keys() -> dict[str, KeyNode]:
     }
     shardgate["rpc_handlers"] = "map"
     shardgate["events_out"] = EVENTS_OUT_KEYS
+    shardgate["socketio"] = SOCKETIO_KEYS
     return {**CENTRIFUGO_V6, "shardgate": shardgate}
 
 

@@ -31,6 +31,7 @@ from gateway.config import Config
 from gateway.consume.runner import Consumers
 from gateway.core.errors import DISCONNECT_SHUTDOWN
 from gateway.node import Node
+from gateway.socketio.server import start_socketio
 from gateway.transport.tls import server_tls_context
 from gateway.transport.websocket import start_client_server
 from sharding.bus import ZmqBus
@@ -121,9 +122,10 @@ class Worker:
         # listens once it holds its predecessor's channels.
         tls = spec.config.http_server.tls
         self.ssl = server_tls_context(tls) if tls.enabled else None
-        self.client_http = await start_client_port_http(self.node)
+        sio = start_socketio(self.node)
+        self.client_http = await start_client_port_http(self.node, sio if sio and sio.cfg.polling else None)
         self.servers.append(await start_client_server(self.node, spec.host, spec.port, start_serving=not successor,
-                                                      ssl_context=self.ssl, plain_http=self.client_http))
+                                                      ssl_context=self.ssl, plain_http=self.client_http, more=sio))
         if not successor:
             self.http = await start_http_server(self.node, spec.internal_host, spec.internal_port, self.ssl)
         self.loop.add_signal_handler(signal.SIGTERM, self.stop, False)

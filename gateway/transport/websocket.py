@@ -65,7 +65,8 @@ from gateway.transport.deflate import Deflater, inflate, negotiate
 from gateway.transport.framing import BadRequest, uni_connect_command
 
 __all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed", "FrameListener", "ClientConnection",
-           "EchoConnection", "UniClientConnection", "PlainHttp"]
+           "EchoConnection", "UniClientConnection", "PlainHttp", "MessageConnection", "MessageEndpoint",
+           "MessageEndpoints"]
 
 log = logging.getLogger("shardgate.ws")
 
@@ -475,6 +476,61 @@ def _proxy_headers(headers: Any, wanted: frozenset[str]) -> dict[str, str]:
     return kept
 
 
+class MessageEndpoint(Protocol):
+    """Another protocol on WebSocket messages (Socket.IO's Engine.IO): it gets each complete
+    message and sends through the :class:`MessageConnection` handed to ``on_open``."""
+
+    def on_open(self, conn: MessageConnection) -> None: ...
+
+    def on_message(self, data: bytes, binary: bool) -> None: ...
+
+    def on_closed(self) -> None: ...
+
+
+class MessageEndpoints(Protocol):
+    """The upgrade paths another protocol serves (gateway.socketio.server.SioServer)."""
+
+    path: bytes
+    message_limit: int
+
+    def ws_endpoint(self, target: bytes, headers: Any) -> MessageEndpoint | None: ...
+
+
+class MessageConnection(FrameListener):
+    """RFC 6455 messages to and from a :class:`MessageEndpoint`."""
+
+    validate_utf8 = True
+
+    def __init__(self, limit: int, endpoint: MessageEndpoint, deflate: tuple[Deflater, int] | None = None) -> None:
+        super().__init__(limit, deflate)
+        self.endpoint = endpoint
+
+    def send_text(self, data: bytes) -> None:
+        self._send(WSMsgType.TEXT, data)
+
+    def send_binary(self, data: bytes) -> None:
+        self._send(WSMsgType.BINARY, data)
+
+    def close(self) -> None:
+        self._close_transport(1000, "")
+
+    def write_buffer_size(self) -> int:
+        t = self._t
+        return 0 if t is None else int(t.underlying_transport.get_write_buffer_size())
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        self.endpoint.on_open(self)
+
+    def _on_message(self, op: WSMsgType, data: bytes) -> None:
+        self.endpoint.on_message(data, op is WSMsgType.BINARY)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        super().on_ws_disconnected(transport)
+        self._t = None
+        self.endpoint.on_closed()
+
+
 def _negotiate(path: bytes, offered: str | None) -> tuple[Codec, str | None]:
     """The connection's codec and the subprotocol to answer (PROTOCOL.md §1.1): as
     Centrifugo, ``centrifuge-json`` is preferred when both are offered; protobuf is also
@@ -493,7 +549,7 @@ def _negotiate(path: bytes, offered: str | None) -> tuple[Codec, str | None]:
     return JSON, None
 
 
-def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
+def _client_factory(node: Node, more: MessageEndpoints | None = None) -> Callable[[WSUpgradeRequest], Any]:
     origins = node.config.client.allowed_origins
     refused_origins = RefusedOriginLog(origins)
     ws_cfg = node.config.websocket
@@ -519,8 +575,29 @@ def _client_factory(node: Node) -> Callable[[WSUpgradeRequest], Any]:
     uni_cfg = node.config.transports.uni_websocket
     uni_path = uni_cfg.handler_prefix.encode() if uni_cfg.enabled else None
 
+    def _more_upgrade(request: WSUpgradeRequest, more: MessageEndpoints) -> Any:
+        headers = request.headers
+        refusal = _handshake_refusal(headers)
+        if refusal is not None:
+            return refusal
+        if not origin_allowed(headers.get("Origin"), headers.get("Host"), origins):
+            refused_origins.refused(headers.get("Origin") or "", headers.get("Host"))
+            return WSUpgradeResponseWithListener(
+                WSUpgradeResponse.create_error_response(403, b"origin not allowed"), None)
+        kept = _proxy_headers(headers, proxy_headers) if proxy_headers else None
+        endpoint = more.ws_endpoint(request.path, kept)
+        if endpoint is None:
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(400, b"bad request"), None)
+        _normalise_connection_header(request)
+        extra: dict[str, str] = {}
+        deflate = deflate_for(headers, extra)
+        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
+                                             MessageConnection(more.message_limit, endpoint, deflate))
+
     def factory(request: WSUpgradeRequest) -> Any:
         path = request.path.split(b"?", 1)[0]
+        if more is not None and path == more.path:
+            return _more_upgrade(request, more)
         if path != CLIENT_PATH and (echo_path is None or path != echo_path) and path != uni_path:
             page = demo.get(path) if request.method == b"GET" else None
             if page is None:
@@ -775,7 +852,7 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 async def start_client_server(node: Node, host: str, port: int, backlog: int = 4096,
                               start_serving: bool = True, ssl_context: ssl.SSLContext | None = None,
-                              plain_http: PlainHttp | None = None) -> Any:
+                              plain_http: PlainHttp | None = None, more: MessageEndpoints | None = None) -> Any:
     """Listen for clients with SO_REUSEPORT: every worker binds the same port. With
     ``start_serving=False`` the port is bound but accepts only after ``server.start_serving()``.
     ``plain_http`` serves the non-WebSocket requests it claims (see :class:`PlainHttp`).
@@ -786,7 +863,7 @@ async def start_client_server(node: Node, host: str, port: int, backlog: int = 4
     sg = cfg.shardgate
     gate = ConnectionGate.for_worker(sg.per_ip_connection_limit, sg.per_ip_connection_rate,
                                      cfg.client.connection_rate_limit, node.workers)
-    listener_factory = _client_factory(node)
+    listener_factory = _client_factory(node, more)
     # An adapter, not the Logger itself: given a Logger, picows builds a child Logger per
     # connection (named after the socket's fd), about 0.5 KiB each that lives as long as it.
     logger = logging.LoggerAdapter(logging.getLogger("picows.shardgate.picows"), {})
