@@ -122,14 +122,19 @@ async def test_user_actions_reach_connections_on_both_workers(gateway: Gateway) 
             server_pubs.append(ctx.pub.data)
 
     assert ClientEventHandler
-    clients = []
-    for _ in range(12):
-        events = Events()
-        from tests.integration.sdk import token
+    from tests.integration.sdk import token
 
-        c = SdkClient(gateway.url, events=events, token=token("bob"), timeout=scaled(5))
-        await c.connect()
-        await wait_for(lambda ev=events: bool(ev.connected), what="connected")
+    clients = []
+    for i in range(12):
+        # Half on each worker slot: SO_REUSEPORT's spread alone put all 12 on one slot once.
+        for _attempt in range(60):
+            events = Events()
+            c = SdkClient(gateway.url, events=events, token=token("bob"), timeout=scaled(5))
+            await c.connect()
+            await wait_for(lambda ev=events: bool(ev.connected), what="connected")
+            if slot(c) == i % 2:
+                break
+            await c.disconnect()
         clients.append((c, events))
     assert {slot(c) for c, _ in clients} == {0, 1}
     client = api(gateway)
