@@ -85,14 +85,6 @@ _PROXY_COMMON: dict[str, KeyNode] = {
 # configtypes.Proxy: an endpoint, its timeout and the common options.
 _PROXY: dict[str, KeyNode] = {"endpoint": "str", "timeout": "duration", **_PROXY_COMMON}
 
-_UNIFIED_PROXY: dict[str, KeyNode] = {
-    **{f"{e}_endpoint": "str" for e in ("connect", "refresh", "subscribe", "publish", "sub_refresh", "rpc",
-                                         "subscribe_stream", "cache_empty")},
-    **{f"{e}_timeout": "duration" for e in ("connect", "rpc", "refresh", "subscribe", "publish",
-                                             "sub_refresh", "subscribe_stream", "cache_empty")},
-    **_PROXY_COMMON,
-}
-
 _UNI_WS: dict[str, KeyNode] = {
     "enabled": "bool", "handler_prefix": "str", "compression": "bool", "compression_min_size": "int",
     "compression_level": "int", "read_buffer_size": "int", "use_write_buffer_pool": "bool",
@@ -139,7 +131,7 @@ CENTRIFUGO_V6: dict[str, KeyNode] = {
     "map_broker": "any",
     "client": {
         "proxy": {"connect": {"enabled": "bool", **_PROXY}, "refresh": {"enabled": "bool", **_PROXY}},
-        "connect_proxy_name": "str", "refresh_proxy_name": "str", "allowed_origins": "strs",
+        "allowed_origins": "strs",
         "token": _TOKEN, "subscription_token": {"enabled": "bool", **_TOKEN},
         "allow_anonymous_connect_without_token": "bool", "disallow_anonymous_connection_tokens": "bool",
         "ping_interval": "duration", "pong_timeout": "duration", "allowed_delta_types": "strs",
@@ -166,10 +158,9 @@ CENTRIFUGO_V6: dict[str, KeyNode] = {
     "rpc": {
         "proxy": _PROXY,
         "without_namespace": _RPC_OPTIONS, "namespaces": ListOf({"name": "str", **_RPC_OPTIONS}),
-        "ping": "bool", "ping_method": "str", "namespace_boundary": "str",
+        "ping": {"enabled": "bool", "method": "str"}, "namespace_boundary": "str",
     },
     "proxies": ListOf({"name": "str", **_PROXY}),
-    "unified_proxy": _UNIFIED_PROXY,
     "http_api": {
         "disabled": "bool", "handler_prefix": "str", "key": "str", "error_mode": "str",
         "external": "bool", "insecure": "bool",
