@@ -22,6 +22,7 @@ class SocketIOConfig:
     max_payload: int = 1_000_000  # Engine.IO maxPayload: bytes of one polling body or one WebSocket message
     recovery: bool = False  # connection state recovery (pid and offsets, from the channels' streams)
     recovery_max_disconnection: float = 120.0  # seconds a dropped session's state is kept for recovery
+    recovery_max_sessions: int = 100_000  # dropped sessions kept per worker (the oldest goes first)
     polling: bool = True  # HTTP long-polling (else WebSocket only)
     # Custom events: (event name, "package.module:function"), called as handler(ctx, *args).
     event_handlers: tuple[tuple[str, str], ...] = ()
@@ -29,7 +30,8 @@ class SocketIOConfig:
 
 SOCKETIO_KEYS: dict[str, KeyNode] = {
     "enabled": "bool", "path": "str", "ping_interval": "duration", "ping_timeout": "duration",
-    "max_payload": "int", "recovery": "bool", "recovery_max_disconnection": "duration", "polling": "bool",
+    "max_payload": "int", "recovery": "bool", "recovery_max_disconnection": "duration",
+    "recovery_max_sessions": "int", "polling": "bool",
     "event_handlers": "map",
 }
 
@@ -57,6 +59,7 @@ def read_socketio(t: Table) -> SocketIOConfig:
         recovery=t.get_bool("recovery", d.recovery),
         recovery_max_disconnection=t.duration("recovery_max_disconnection", d.recovery_max_disconnection,
                                               positive=True),
+        recovery_max_sessions=t.get_int("recovery_max_sessions", d.recovery_max_sessions, minimum=0),
         polling=t.get_bool("polling", d.polling),
         event_handlers=tuple(handlers),
     )

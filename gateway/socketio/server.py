@@ -36,12 +36,22 @@ from gateway.socketio.codec import (
 )
 from gateway.socketio.engineio import EngineIOError, PacketType
 from gateway.socketio.parser import BinaryAssembler, ParseError, SioPacket, SioType, decode
+from gateway.socketio.recovery import (
+    RECOVERABLE_REASONS,
+    PidStore,
+    RecoveryRequest,
+    SavedSession,
+    decode_state,
+    encode_state,
+    parse_recovery,
+)
 from gateway.socketio.session import CUSTOM_EVENT, SioSession
 
 if TYPE_CHECKING:
     from gateway.node import Node
 
-__all__ = ["start_socketio", "SioServer", "EngineSocket", "Sink", "OP_POLL", "OP_WS_IN", "OP_WS_OUT", "slot_of"]
+__all__ = ["start_socketio", "SioServer", "EngineSocket", "Sink", "OP_POLL", "OP_WS_IN", "OP_WS_OUT", "OP_PID_TAKE",
+           "slot_of"]
 
 log = logging.getLogger("shardgate.socketio")
 
@@ -49,6 +59,7 @@ log = logging.getLogger("shardgate.socketio")
 OP_POLL = 80  # request: a polling request for a session on the receiving worker
 OP_WS_IN = 81  # notify: a message (or the close) of a relayed WebSocket, to the session's worker
 OP_WS_OUT = 82  # notify: packets (or a close) for a relayed WebSocket, to the relaying worker
+OP_PID_TAKE = 83  # request: take the dropped session kept under a pid (answer: its state, or empty)
 
 _COMMANDS = ("subscribe", "unsubscribe", "publish", "history", "presence", "presence_stats", "rpc")
 _CHANNEL_COMMANDS = frozenset({"subscribe", "unsubscribe", "publish", "history", "presence", "presence_stats"})
@@ -296,13 +307,34 @@ class EngineSocket:
         if nsp != "/" and cfg.channel_options(nsp[1:] + cfg.channel.namespace_boundary + "x") is None:
             self.send_packets([b"44" + prefix + orjson.dumps({"message": "Invalid namespace"})])
             return
-        codec = codec_for(nsp, cfg.channel.namespace_boundary, self.server.cfg.recovery)
-        session = SioSession(self.node, self, nsp, codec, self.server.events, self.headers)
+        server = self.server
+        codec = codec_for(nsp, cfg.channel.namespace_boundary, server.cfg.recovery)
+        session = SioSession(self.node, self, nsp, codec, server.events, self.headers)
         self.nsps[nsp] = session
-        token = auth.get("token")
+        session.connect_auth = auth
+        if server.cfg.recovery:
+            session.pid = server.new_sid()
+            request = parse_recovery(auth, self.node.workers)
+            if request is not None:
+                server.take_state(request, lambda state: self._send_connect(session, state, request))
+                return
+        self._send_connect(session, None, None)
+
+    def _send_connect(self, session: SioSession, state: SavedSession | None, request: RecoveryRequest | None) -> None:
+        if self.closed or self.nsps.get(session.nsp) is not session or session.closed:
+            return
+        token = session.connect_auth.get("token")
         body: dict[str, Any] = {"name": "socket.io"}
         if token:
             body["token"] = token if isinstance(token, str) else ""
+        if state is not None and request is not None and state.nsp == session.nsp:
+            positions = state.positions(request.offset)
+            session.pid = request.pid
+            session.restoring = positions
+            session.restore_user = state.user
+            # Rooms from the token's channels claim recover within connect itself.
+            body["subs"] = {channel: {"recoverable": True, "recover": True, "offset": offset, "epoch": epoch}
+                            for channel, (offset, epoch) in positions.items()}
         session.on_message(orjson.dumps({"id": CONNECT_ID, "connect": body}))
 
     def _event(self, session: SioSession, packet: SioPacket) -> None:
@@ -346,7 +378,19 @@ class EngineSocket:
     def nsp_connected(self, session: SioSession, result: dict[str, Any]) -> None:
         prefix = b"" if session.nsp == "/" else session.nsp.encode() + b","
         body: dict[str, Any] = {"sid": session.client_id}
+        if session.pid:
+            body["pid"] = session.pid
         session.write_reply(b"40" + prefix + orjson.dumps(body))
+
+    def recovery_failed(self, session: SioSession) -> None:
+        """The dropped session could not be recovered: a fresh one answers the CONNECT
+        (another pid, so ``socket.recovered`` is false)."""
+        if self.nsps.get(session.nsp) is session:
+            del self.nsps[session.nsp]
+        session.on_transport_closed()
+        if not self.closed:
+            auth = {k: v for k, v in session.connect_auth.items() if k not in ("pid", "offset")}
+            self._connect(session.nsp, auth)
 
     def nsp_closed(self, session: SioSession, code: int, reason: str) -> None:
         if self.nsps.get(session.nsp) is session:
@@ -377,7 +421,10 @@ class EngineSocket:
             if timer is not None:
                 timer.cancel()
         sessions, self.nsps = list(self.nsps.values()), {}
+        keep = self.server.cfg.recovery and reason in RECOVERABLE_REASONS
         for session in sessions:
+            if keep and session.sio_connected and session.pid:
+                self.server.keep(session)
             session.on_transport_closed()
         waiter, self.waiter = self.waiter, None
         if waiter is not None:
@@ -478,6 +525,7 @@ class SioServer:
         self.relays: dict[int, Sink] = {}  # relayed WebSockets held here, by relay id
         self.remote: dict[tuple[int, int], _RelayOut] = {}  # (relaying slot, relay id) -> its sink
         self.relay_seq = 0
+        self.pids = PidStore(self.cfg.recovery_max_disconnection, self.cfg.recovery_max_sessions, node.loop.time)
 
     def new_sid(self) -> str:
         return f"{self.node.slot}_{secrets.token_urlsafe(15)}"
@@ -489,6 +537,35 @@ class SioServer:
         sock.send_packets([engineio.open_packet(sock.sid, upgrades, self.cfg.ping_interval, self.cfg.ping_timeout,
                                                 self.cfg.max_payload)])
         return sock
+
+    # -- connection state recovery ----------------------------------------------------------
+
+    def keep(self, session: SioSession) -> None:
+        """Keep a dropped session's rooms and the positions delivered here, under its pid."""
+        hub = self.node.hub
+        rooms = []
+        for channel in session.subs:
+            if not session.is_subscribed(channel):
+                continue
+            local = hub.channels.get(channel)
+            rooms.append((channel, local.offset, local.epoch) if local is not None else (channel, 0, ""))
+        self.pids.put(session.pid, SavedSession(session.nsp, session.user, tuple(rooms)))
+
+    def take_state(self, request: RecoveryRequest, done: Callable[[SavedSession | None], None]) -> None:
+        """The state kept under a pid, from this worker or (over the bus) the one it names."""
+        if request.slot == self.node.slot:
+            done(self.pids.take(request.pid))
+            return
+
+        def reply(raw: bytes | None, error: ClientError | None) -> None:
+            done(decode_state(raw) if raw is not None else None)
+
+        self.node.router.request(request.slot, OP_PID_TAKE, request.pid, b"", reply, timeout=5.0)
+
+    def on_pid_request(self, op: int, channel: str, payload: bytes, origin: int,
+                       reply: Callable[[bytes | None, ClientError | None], None]) -> None:
+        state = self.pids.take(channel)
+        reply(encode_state(state) if state is not None else b"", None)
 
     # -- WebSocket --------------------------------------------------------------------------
 
@@ -617,6 +694,7 @@ def start_socketio(node: Node) -> SioServer | None:
         return None
     server = SioServer(node)
     node.extra_requests[OP_POLL] = server.on_request
+    node.extra_requests[OP_PID_TAKE] = server.on_pid_request
     node.extra_notifies[OP_WS_IN] = server.on_notify
     node.extra_notifies[OP_WS_OUT] = server.on_notify
     return server

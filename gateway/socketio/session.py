@@ -11,12 +11,14 @@ the codec turns replies and pushes into Socket.IO packets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from gateway.core import subscription
 from gateway.core.errors import DISCONNECT_SLOW, ERROR_BAD_REQUEST, ERROR_METHOD_NOT_FOUND, ClientError
 from gateway.core.model import Publication, PublishOptions
 from gateway.protocol.codec import Command
@@ -44,6 +46,8 @@ class EngineLink(Protocol):
     def write_buffer_size(self) -> int: ...
 
     def nsp_connected(self, session: SioSession, result: dict[str, Any]) -> None: ...
+
+    def recovery_failed(self, session: SioSession) -> None: ...
 
     def nsp_closed(self, session: SioSession, code: int, reason: str) -> None: ...
 
@@ -158,6 +162,13 @@ class SioSession(Session):
         self.events = events
         self.sio_connected = False
         self.pending_args: dict[int, list[Any]] = {}
+        # Connection state recovery (gateway.socketio.recovery): this session's pid, and while
+        # a reconnect recovers, the rooms' positions and whose session they were.
+        self.pid = ""
+        self.restoring: dict[str, tuple[int, str]] | None = None
+        self.restore_user = ""
+        self.connect_auth: dict[str, Any] = {}
+        self._recovering = False
 
     def start_pings(self) -> None:
         """Engine.IO pings the whole connection; a namespace sends none of its own."""
@@ -165,11 +176,87 @@ class SioSession(Session):
     def reply(self, cmd: Command, result: dict[str, Any]) -> None:
         if cmd.id == CONNECT_ID and cmd.method == "connect":
             self._answered(cmd)
-            if not self.closed:
-                self.sio_connected = True
-                self.link.nsp_connected(self, result)
+            if self.closed:
+                return
+            if self.restoring is not None:
+                self._restore(result)
+                return
+            self.sio_connected = True
+            self.link.nsp_connected(self, result)
             return
         super().reply(cmd, result)
+
+    # -- connection state recovery ----------------------------------------------------------
+
+    def release_pushes(self) -> None:
+        if not self._recovering:  # held until every room has recovered and CONNECT went out
+            super().release_pushes()
+
+    def _restore(self, result: dict[str, Any]) -> None:
+        """Rejoin the dropped session's rooms from their positions (Centrifugo recovery);
+        the CONNECT reply and the replayed publications go out only if every room recovered,
+        else the link starts a fresh session instead."""
+        positions, self.restoring = self.restoring or {}, None
+        if self.restore_user != self.user:
+            self.link.recovery_failed(self)
+            return
+        codec = self.sio_codec
+        early: list[bytes] = []
+        # Channels of the token's claim were subscribed with recovery by connect itself.
+        for channel, sub_result in (result.get("subs") or {}).items():
+            if channel not in positions:
+                continue
+            if not sub_result.get("recovered"):
+                self.link.recovery_failed(self)
+                return
+            early.extend(codec.publication_push(channel, pub) for pub in sub_result.get("publications") or ())
+        if self._held is None:
+            self.hold_pushes()
+        assert self._held is not None
+        self._held[:0] = early  # before what arrived after the recovered positions
+        self._recovering = True
+        pending = [channel for channel in positions if channel not in self.subs]
+        waiting = len(pending)
+        failed = False
+
+        def finish() -> None:
+            self._recovering = False
+            self.sio_connected = True
+            self.link.nsp_connected(self, result)
+            self.release_pushes()
+
+        def done(channel: str, sub_result: dict[str, Any] | None, error: ClientError | None) -> None:
+            nonlocal waiting, failed
+            if failed or self.closed:
+                return
+            if error is not None or sub_result is None or not sub_result.get("recovered"):
+                failed = True
+                self.link.recovery_failed(self)
+                return
+            for pub in sub_result.get("publications") or ():
+                self.write_push(codec.publication_push(channel, pub))
+            waiting -= 1
+            if waiting == 0:
+                finish()
+
+        if not pending:
+            finish()
+            return
+        for channel in pending:
+            offset, epoch = positions[channel]
+            try:
+                opts = self.node.resolve_channel(channel)
+                params = subscription.plan(channel, opts, {"recoverable": True, "recover": True,
+                                                           "offset": offset, "epoch": epoch})
+            except ClientError:
+                failed = True
+                self.link.recovery_failed(self)
+                return
+            if not epoch or not params.recover:
+                failed = True
+                self.link.recovery_failed(self)
+                return
+            self.start_subscription(params, opts, functools.partial(done, channel))
 
     def fail(self, cmd: Command, exc: BaseException) -> None:
         self.pending_args.pop(cmd.id, None)

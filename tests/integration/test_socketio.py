@@ -19,7 +19,7 @@ import pytest
 import socketio
 
 from gateway.socketio.server import slot_of
-from tests.conftest import SECRET, Gateway, base_config, scaled, wait_for
+from tests.conftest import API_KEY, SECRET, Gateway, base_config, scaled, wait_for
 from tests.integration import sdk
 from tools.token import mint_token
 
@@ -27,9 +27,9 @@ JS_DIR = Path(__file__).resolve().parent.parent / "js"
 NODE = shutil.which("node")
 
 
-def _config() -> dict[str, Any]:
+def _config(**socketio: Any) -> dict[str, Any]:
     cfg = base_config()
-    cfg["shardgate"] = {**cfg["shardgate"], "socketio": {"event_handlers": {
+    cfg["shardgate"] = {**cfg["shardgate"], "socketio": {**socketio, "event_handlers": {
         "join": "tests.integration.sio_handlers:join",
         "shout": "tests.integration.sio_handlers:shout",
         "reverse": "tests.integration.sio_handlers:reverse_bytes",
@@ -50,13 +50,24 @@ def token(user: str) -> str:
     return mint_token(SECRET, user=user, exp_seconds=3600)
 
 
+class _PidClient(socketio.AsyncClient):  # type: ignore[misc]
+    """python-socketio keeps no pid (it has no connection state recovery): keep the CONNECT data."""
+
+    connect_data: dict[str, Any] = {}
+
+    async def _handle_connect(self, namespace: str, data: Any) -> None:
+        self.connect_data = data or {}
+        await super()._handle_connect(namespace, data)
+
+
 class Sio:
     """An AsyncClient with what it received, by event."""
 
     def __init__(self, fresh_connections: bool = False) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) \
             if fresh_connections else None
-        self.client = socketio.AsyncClient(http_session=self.session) if self.session else socketio.AsyncClient()
+        self.client = _PidClient(http_session=self.session, reconnection=False) if self.session \
+            else _PidClient(reconnection=False)
         self.events: dict[str, list[Any]] = {}
         for name in ("publication", "join", "leave", "shout", "subscribe"):
             self.client.on(name, self._recorder(name))
@@ -262,3 +273,141 @@ def test_node_socketio_client_default_options(gw: Gateway) -> None:
                          capture_output=True, text=True, timeout=scaled(30))
     assert res.returncode == 0, f"stdout={res.stdout}\nstderr={res.stderr}\nlog:\n{gw.log()[-4000:]}"
     assert "OK" in res.stdout
+
+
+# -- connection state recovery ------------------------------------------------------------------
+
+@pytest.fixture
+def rgw(gateway_factory: Callable[..., Gateway]) -> Gateway:
+    return gateway_factory(_config(recovery=True))
+
+
+async def _api(gw: Gateway, method: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as s, s.post(f"{gw.internal_url}/api/{method}", json=body,
+                                                     headers={"X-API-Key": API_KEY}) as r:
+        assert r.status == 200
+        out: dict[str, Any] = await r.json()
+        return out
+
+
+async def _raw_on_slot(http: aiohttp.ClientSession, gw: Gateway, slot: int) -> aiohttp.ClientWebSocketResponse:
+    """A raw Engine.IO WebSocket whose session lives on ``slot`` (no namespace connected yet)."""
+    url = http_url(gw).replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    for _ in range(60):
+        ws = await http.ws_connect(url)
+        opened = await ws.receive_str(timeout=scaled(5))
+        if slot_of(json.loads(opened[1:])["sid"]) == slot:
+            return ws
+        await ws.close()
+    raise AssertionError(f"no WebSocket landed on slot {slot}")
+
+
+async def _raw_events(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[list[Any]]:
+    """The next ``n`` EVENT packets (answering pings)."""
+    out: list[list[Any]] = []
+    while len(out) < n:
+        msg = await ws.receive_str(timeout=scaled(5))
+        if msg == "2":
+            await ws.send_str("3")
+        elif msg.startswith("42"):
+            out.append(json.loads(msg[2:]))
+    return out
+
+
+async def _dropped_session(gw: Gateway, room: str) -> tuple[Sio, str, str]:
+    """A python-socketio session on slot 0 in ``room`` that got two publications (with their
+    offset arguments), then lost its transport; returns it, its pid and its last offset."""
+    a = await on_slot(gw, 0, "rec-user", ["websocket"])
+    assert (await a.call("subscribe", {"channel": room}))["recoverable"] is True
+    pid = a.client.connect_data["pid"]
+    assert pid.startswith("0_") and a.client.connect_data["sid"]
+    for i in range(2):
+        assert await a.call("publish", {"channel": room, "data": {"i": i}}) == {}
+    await wait_for(lambda: len(a.events.get("publication", [])) == 2, what="publications before the drop")
+    pub, offset = a.events["publication"][1]
+    assert pub["offset"] == 2 and offset == f"2 {room}"
+    a.client.eio.ws._writer.transport.abort()  # no close frame: the transport is just gone
+
+    async def gone() -> bool:
+        presence = await _api(gw, "presence", {"channel": room})
+        return not presence["result"]["presence"]
+
+    await wait_for(gone, what="the server noticed the drop")
+    return a, pid, offset
+
+
+@pytest.mark.parametrize("slot", [0, 1], ids=["same-worker", "other-worker"])
+async def test_recovery_replays_missed_publications(rgw: Gateway, slot: int) -> None:
+    gw = rgw
+    a, pid, offset = await _dropped_session(gw, "rec")
+    for i in range(2, 5):
+        await _api(gw, "publish", {"channel": "rec", "data": {"i": i}})
+    async with aiohttp.ClientSession() as http:
+        ws = await _raw_on_slot(http, gw, slot)
+        await ws.send_str("40" + json.dumps({"token": token("rec-user"), "pid": pid, "offset": offset}))
+        reply = await ws.receive_str(timeout=scaled(5))
+        assert reply.startswith("40")
+        assert json.loads(reply[2:])["pid"] == pid  # same pid: socket.recovered is true in the JS client
+        replayed = await _raw_events(ws, 3)
+        assert [e[0] for e in replayed] == ["publication"] * 3
+        assert [e[1]["data"]["i"] for e in replayed] == [2, 3, 4]
+        assert [e[2] for e in replayed] == ["3 rec", "4 rec", "5 rec"]
+        # The room is restored: live publications follow.
+        await _api(gw, "publish", {"channel": "rec", "data": {"i": 5}})
+        live = await _raw_events(ws, 1)
+        assert live[0][1]["data"] == {"i": 5} and live[0][2] == "6 rec"
+        # A pid recovers once.
+        ws2 = await _raw_on_slot(http, gw, 1 - slot)
+        await ws2.send_str("40" + json.dumps({"token": token("rec-user"), "pid": pid, "offset": "6 rec"}))
+        again = json.loads((await ws2.receive_str(timeout=scaled(5)))[2:])
+        assert again["pid"] != pid
+        await ws.close()
+        await ws2.close()
+    await a.close()
+
+
+async def test_recovery_of_a_gone_stream_is_a_fresh_session(rgw: Gateway) -> None:
+    gw = rgw
+    a, pid, offset = await _dropped_session(gw, "gone")
+    await _api(gw, "publish", {"channel": "gone", "data": {"i": 9}})  # missed...
+    await _api(gw, "history_remove", {"channel": "gone"})  # ...and gone from the stream
+    async with aiohttp.ClientSession() as http:
+        ws = await _raw_on_slot(http, gw, 1)
+        await ws.send_str("40" + json.dumps({"token": token("rec-user"), "pid": pid, "offset": offset}))
+        reply = json.loads((await ws.receive_str(timeout=scaled(5)))[2:])
+        assert reply["pid"] != pid and reply["pid"].startswith("1_")  # recovered: false
+        # A fresh session: no room, so nothing is replayed or delivered.
+        await _api(gw, "publish", {"channel": "gone", "data": {"i": 10}})
+        await ws.send_str('420["rpc",{"method":"echo","data":1}]')
+        while True:
+            msg = await ws.receive_str(timeout=scaled(5))
+            assert not msg.startswith("42"), msg
+            if msg.startswith("43"):
+                break
+        await ws.close()
+    await a.close()
+
+
+async def test_recovery_needs_the_same_user(rgw: Gateway) -> None:
+    a, pid, offset = await _dropped_session(rgw, "mine")
+    async with aiohttp.ClientSession() as http:
+        ws = await _raw_on_slot(http, rgw, 0)
+        await ws.send_str("40" + json.dumps({"token": token("someone-else"), "pid": pid, "offset": offset}))
+        reply = json.loads((await ws.receive_str(timeout=scaled(5)))[2:])
+        assert reply["pid"] != pid
+        await ws.close()
+    await a.close()
+
+
+@pytest.mark.skipif(NODE is None or not (JS_DIR / "node_modules" / "socket.io-client").is_dir(),
+                    reason="needs node and `npm ci --prefix tests/js`")
+def test_node_socketio_client_recovers(rgw: Gateway) -> None:
+    """socket.io-client 4.8 with default options: its WebSocket is destroyed (no close),
+    publications go on, it reconnects on either worker with ``socket.recovered`` true and gets
+    every publication in order."""
+    env = {**os.environ, "SIO_TOKEN": token("node-user"), "SIO_TIMEOUT_MS": str(int(scaled(20) * 1000))}
+    for _ in range(3):  # the reconnect lands on either worker: a few runs see both
+        res = subprocess.run([str(NODE), str(JS_DIR / "socketio_recovery.mjs"), http_url(rgw)], cwd=JS_DIR, env=env,
+                             capture_output=True, text=True, timeout=scaled(40))
+        assert res.returncode == 0, f"stdout={res.stdout}\nstderr={res.stderr}\nlog:\n{rgw.log()[-4000:]}"
+        assert "OK recovered=true" in res.stdout, res.stdout
