@@ -111,3 +111,43 @@ def test_protobuf_sdk_in_chromium(tmp_path: Path) -> None:
         assert any(s["wasRecovering"] and s["recovered"] for s in result["subscribed"][1:]), result
     finally:
         gw.stop()
+
+
+def test_socketio_client_in_chromium(tmp_path: Path) -> None:
+    """socket.io-client's browser bundle with default options (polling, then the upgrade)
+    against 2 workers: join a room with an ack, publications from a Centrifugo client in order,
+    publish back, an rpc ack, and connection state recovery after its WebSocket closes
+    (tests/js/browser_socketio.mjs)."""
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run under CI=true: {missing}")
+        pytest.skip(f"browser test skipped: {missing}")
+    from tests.conftest import SECRET, base_config
+    from tools.token import mint_token
+
+    cfg = base_config(client={"token": {"hmac_secret_key": SECRET}, "allowed_origins": ["*"]})
+    cfg["shardgate"] = {**cfg["shardgate"], "socketio": {"recovery": True}}
+    gw = Gateway(tmp_path, cfg, 2)
+    try:
+        gw.wait_ready()
+        script_timeout = scaled(30)
+        env = {**os.environ, "SIO_URL": gw.url.split("/connection")[0].replace("ws://", "http://"),
+               "WS_URL": gw.url, "SIO_PAGE": gw.internal_url + "/health",
+               "SIO_TOKEN": mint_token(SECRET, user="sio-browser"), "CF_TOKEN": mint_token(SECRET, user="cf"),
+               "SIO_ROOM": f"sio-{uuid.uuid4().hex[:8]}", "SIO_TIMEOUT_MS": str(int(script_timeout * 1000))}
+        try:
+            proc = subprocess.run([str(NODE), str(JS_DIR / "browser_socketio.mjs")], cwd=JS_DIR, env=env,
+                                  capture_output=True, text=True, timeout=script_timeout + scaled(15))
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"browser script did not exit: {exc.stdout!r} {exc.stderr!r}\ngateway log:\n{gw.log()}")
+        assert proc.returncode == 0, (f"browser script failed (rc {proc.returncode})\nstdout:\n{proc.stdout}\n"
+                                      f"stderr:\n{proc.stderr}\ngateway log:\n{gw.log()}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["firstTransport"] == "polling" and result["upgrades"] == ["websocket"], result
+        assert result["recoveredAtFirst"] is False, result
+        assert result["subAck"]["recoverable"] is True, result
+        assert result["publishAck"] == {} and result["rpcAck"] == {"data": {"hello": "chromium"}}, result
+        assert result["recovered"] is True and result["got"] == list(range(8)), result
+    finally:
+        gw.stop()
