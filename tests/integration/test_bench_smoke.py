@@ -158,6 +158,26 @@ def test_compare() -> None:
             assert row["fanout_ratio"] > 0 and row["echo_ratio"] > 0
 
 
+@pytest.mark.skipif(shutil.which("node") is None or not (PEERS / "node_modules" / "socket.io").is_dir(),
+                    reason="needs node and `npm ci --prefix tools/bench/peers`")
+def test_compare_socketio_fanout() -> None:
+    """shardgate's Socket.IO endpoint (2 workers) beside the node socket.io peer, same dialect:
+    nothing lost, the ratio and the server CPU per delivery are reported."""
+    out = bench_json("compare", "--targets", "shardgate-socketio,socketio", "--workers", "2", "--subscribers", "10",
+                     "--connections", "2", "--duration", "0.3", "--clients", "1", "--window", "4",
+                     "--drain", str(scaled(5)), timeout=120)
+    rows = {r["target"]: r for r in out["results"]}
+    assert list(rows) == ["shardgate-socketio", "socketio"]
+    for name, row in rows.items():
+        for job, key in (("fanout", "deliveries_per_s"), ("echo", "rpc_per_s")):
+            res = row[job]
+            assert "error" not in res, (name, res)
+            assert res[key] > 0, (name, job)
+            assert res["lost"] == 0 and res["errors"] == 0 and res["disconnects"] == 0, (name, job, res)
+        assert row["fanout"]["server_cpu_us_per_delivery"] > 0, row["fanout"]
+    assert rows["socketio"]["fanout_ratio"] > 0 and rows["socketio"]["echo_ratio"] > 0
+
+
 @pytest.mark.usefixtures("redis_bin")
 def test_redis_two_nodes_beside_memory() -> None:
     """``bench redis``: its own redis-server, memory (1 node) and redis (2 nodes) rows, INFO commandstats."""

@@ -169,7 +169,8 @@ def build(args: argparse.Namespace, url: str, proto: str, workers: int) -> tuple
               rate=args.rate, duration=args.duration, window=getattr(args, "window", 64),
               inflight=getattr(args, "inflight", 1), server_workers=workers, source_ips=src,
               connect_concurrency=getattr(args, "concurrency", 200), setup_timeout=args.setup_timeout,
-              read_buffer=4096 if scenario == "connect" else 16 * 1024, deflate=getattr(args, "deflate", False))
+              read_buffer=4096 if scenario == "connect" else 16 * 1024, deflate=getattr(args, "deflate", False),
+              sio_join=getattr(args, "sio_join", None) or '421["s"]')
     plans: list[Plan] = []
     if scenario == "fanout":
         channel = args.channel or channel_owned_by(args.channel_owner, workers, "bench-fanout")

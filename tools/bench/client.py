@@ -56,6 +56,7 @@ class Job:
     setup_timeout: float = 30.0
     read_buffer: int = 16 * 1024
     deflate: bool = False           # offer permessage-deflate (the server needs websocket.compression)
+    sio_join: str = '421["s"]'      # socketio: the event that joins the fan-out room (ack id 1)
 
 
 @dataclass
@@ -151,6 +152,7 @@ class Conn(WSListener):  # type: ignore[misc]
         self.on_reply: Any = None      # rpc: called with the number of replies
         self.outstanding = 0
         self.sio_open: asyncio.Future[Any] | None = None
+        self.sio_join = b'421["s"]'
 
     # -- picows callbacks ---------------------------------------------------------------------------
     def on_ws_connected(self, transport: Any) -> None:
@@ -247,7 +249,7 @@ class Conn(WSListener):  # type: ignore[misc]
         elif self.proto == "raw":
             await self.request("raw", b"s", timeout)
         else:
-            await self.request("ack", b'421["s"]', timeout)
+            await self.request("ack", self.sio_join, timeout)
 
     def _error_reply(self, data: bytes) -> None:
         """Count error replies and keep the first few codes (``error_codes`` in the result)."""
@@ -371,6 +373,7 @@ class Runner:
         _, conn = await asyncio.wait_for(ws_connect(
             lambda: Conn(proc, proto), self._url(url), websocket_handshake_timeout=timeout,
             read_buffer_init_size=self.job.read_buffer, **kwargs), timeout)
+        conn.sio_join = self.job.sio_join.encode()
         self.user_n += 1
         token = ""
         if proto == "centrifugo":

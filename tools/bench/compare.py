@@ -1,6 +1,11 @@
 """``shardgate bench compare``: start shardgate, then each peer, one after another; run the same
 fan-out job and echo job with the same client processes and payloads against each; print
-deliveries/s, p99 and the ratio shardgate/peer."""
+deliveries/s, p99 and the ratio shardgate/peer.
+
+Target ``shardgate-socketio`` is shardgate's Socket.IO endpoint driven by the same client
+dialect as the node socket.io peer (room ``fan``, events ``p``/``m``/``a``/``e``): the
+``socketio`` row's ratio is then shardgate-socketio/node socket.io, and every fan-out result
+gets ``server_cpu_us_per_delivery``."""
 
 from __future__ import annotations
 
@@ -14,11 +19,13 @@ from typing import Any
 from tools.bench import servers
 
 JOBS = ("fanout", "echo")
+SIO_TARGET = "shardgate-socketio"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--targets", default="shardgate," + ",".join(servers.PEER_ORDER),
-                   help="comma-separated: shardgate," + ",".join(servers.PEER_ORDER) + " (default: all)")
+    p.add_argument("--targets", default=f"shardgate,{SIO_TARGET}," + ",".join(servers.PEER_ORDER),
+                   help=f"comma-separated: shardgate,{SIO_TARGET}," + ",".join(servers.PEER_ORDER)
+                   + " (default: all)")
     p.add_argument("--jobs", default="fanout,echo", help="fanout,echo (default both)")
     p.add_argument("--workers", type=int, default=1, help="shardgate workers (default 1; peers run 1 process)")
     p.add_argument("--subscribers", type=int, default=1000, metavar="K", help="fan-out subscribers (default 1000)")
@@ -46,7 +53,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     for t in targets:
-        if t != "shardgate" and t not in servers.PEER_ORDER:
+        if t not in ("shardgate", SIO_TARGET) and t not in servers.PEER_ORDER:
             parser.error(f"unknown target {t!r}")
     for j in jobs:
         if j not in JOBS:
@@ -62,6 +69,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             if target == "shardgate":
                 server = servers.start_shardgate(secret, args.workers)
                 proto, note = "centrifugo", f"{args.workers} worker(s), JSON protocol"
+            elif target == SIO_TARGET:
+                server = servers.start_shardgate(secret, args.workers,
+                                                 servers.shardgate_socketio_config(secret, args.workers))
+                proto, note = "socketio", (f"{args.workers} worker(s), Socket.IO over WebSocket, the node "
+                                           "socket.io peer's events (tools/bench/sio_events.py)")
             else:
                 server = servers.start_peer(target)
                 proto, note = servers.peer_proto(target), servers.peer_note(target)
@@ -72,11 +84,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         row["note"] = note
         try:
             pids = server.pids
-            workers = args.workers if target == "shardgate" else 0
+            workers = args.workers if target in ("shardgate", SIO_TARGET) else 0
+            url = server.url
             for job in jobs:
                 a = _job_args(args, job)
+                if target == SIO_TARGET:
+                    from tools.bench.sio_events import SUBSCRIBE
+                    a.sio_join = SUBSCRIBE
+                    url = server.url.split("/connection/")[0] + "/"
                 try:
-                    r = run_scenario(a, server.url, proto, pids, workers, label=f"{target} {job} ")
+                    r = run_scenario(a, url, proto, pids, workers, label=f"{target} {job} ")
                 except RuntimeError as exc:
                     row[job] = {"error": str(exc)}
                     print(f"compare: {target} {job} failed: {exc}", file=sys.stderr)
@@ -105,11 +122,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
+    """shardgate/peer per job (for the node socket.io peer: shardgate's Socket.IO endpoint when it
+    ran), and the server CPU per fan-out delivery."""
     base = next((r for r in rows if r["target"] == "shardgate"), None)
+    sio = next((r for r in rows if r["target"] == SIO_TARGET), None)
     for row in rows:
+        fan = row.get("fanout")
+        if isinstance(fan, dict) and fan.get("server_cpu_pct") and fan.get("deliveries_per_s"):
+            fan["server_cpu_us_per_delivery"] = round(fan["server_cpu_pct"] * 1e4 / fan["deliveries_per_s"], 3)
+        if row["target"] == SIO_TARGET:
+            continue
+        ref = sio if row["target"] == "socketio" and sio is not None else base
         for job in jobs:
             key = "deliveries_per_s" if job == "fanout" else "rpc_per_s"
-            mine = base.get(job) if base else None
+            mine = ref.get(job) if ref else None
             theirs = row.get(job)
             if (isinstance(mine, dict) and key in mine and isinstance(theirs, dict) and key in theirs
                     and theirs[key]):
@@ -153,6 +179,12 @@ def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace)
                          "runs (other processes on the box); treat as pessimistic")
         if row.get("note"):
             notes.append(f"{row['target']}: {row['note']}")
+        if row["target"] == "socketio" and any(r["target"] == SIO_TARGET for r in rows):
+            notes.append(f"socketio: shardgate/peer compares {SIO_TARGET} with it (the same Socket.IO dialect)")
+    cpu = {r["target"]: r["fanout"]["server_cpu_us_per_delivery"] for r in rows
+           if isinstance(r.get("fanout"), dict) and "server_cpu_us_per_delivery" in r["fanout"]}
+    if cpu:
+        notes.append("server CPU per fan-out delivery: " + ", ".join(f"{t} {v:.2f} us" for t, v in cpu.items()))
     widths = [max(len(str(ln[i])) for ln in lines) for i in range(len(head))]
     out = [f"shardgate bench compare: fanout {args.subscribers} subscribers, echo {args.connections} connections, "
            f"payload {args.payload} B, {args.duration:g} s per job, {args.clients} client processes, "

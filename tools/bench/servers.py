@@ -182,6 +182,17 @@ def shardgate_config(secret: str, workers: int) -> dict[str, Any]:
     }
 
 
+def shardgate_socketio_config(secret: str, workers: int) -> dict[str, Any]:
+    """:func:`shardgate_config` plus the Socket.IO endpoint speaking the node socket.io peer's
+    dialect (tools/bench/sio_events.py); its clients connect anonymously (``40``, as to the peer)."""
+    cfg = shardgate_config(secret, workers)
+    cfg["client"]["allow_anonymous_connect_without_token"] = True
+    cfg["channel"]["without_namespace"]["allow_subscribe_for_anonymous"] = True
+    cfg["shardgate"]["socketio"] = {"event_handlers": {"p": "tools.bench.sio_events:publish",
+                                                       "e": "tools.bench.sio_events:echo"}}
+    return cfg
+
+
 def start_shardgate(secret: str, workers: int, config: dict[str, Any] | None = None,
                     timeout: float = 30.0) -> Server:
     tmp = Path(tempfile.mkdtemp(prefix="shardgate-bench-"))
