@@ -74,7 +74,7 @@ def decode_offset(value: Any) -> tuple[str, int] | None:
     if not isinstance(value, str):
         return None
     head, _, channel = value.partition(" ")
-    if not head.isdigit() or not channel:
+    if not head.isdigit() or len(head) > 20 or not channel:  # an offset is a uint64
         return None
     return channel, int(head)
 

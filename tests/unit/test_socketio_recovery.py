@@ -39,7 +39,7 @@ def test_parse_recovery() -> None:
 def test_positions_take_the_clients_offset_when_behind() -> None:
     assert STATE.positions("5 room") == {"room": (5, "ab12"), "other": (3, "cd34")}
     assert STATE.positions("9 room") == {"room": (7, "ab12"), "other": (3, "cd34")}  # never ahead
-    for ignored in (None, 5, "x room", "5", "5 unknown", ["5 room"]):
+    for ignored in (None, 5, "x room", "5", "5 unknown", ["5 room"], "9" * 5000 + " room"):
         assert STATE.positions(ignored) == {"room": (7, "ab12"), "other": (3, "cd34")}
 
 
