@@ -136,7 +136,7 @@ def test_refuses_remote_target() -> None:
 
 
 def test_compare() -> None:
-    targets = ["shardgate", "picows", "websockets", "aiohttp"]
+    targets = ["shardgate", "picows", "picows-centrifugo", "websockets", "aiohttp"]
     node_ok = shutil.which("node") is not None and (PEERS / "node_modules").is_dir()
     if node_ok:
         targets += ["node-ws", "socketio", "uws"]

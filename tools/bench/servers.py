@@ -208,6 +208,8 @@ def start_shardgate(secret: str, workers: int, config: dict[str, Any] | None = N
 # name -> (proto, argv builder, description)
 PY_PEERS = {
     "picows": ("raw", "picows_peer.py", "raw picows, one send() per frame per subscriber"),
+    "picows-centrifugo": ("centrifugo", "centrifugo_relay_peer.py",
+                          "minimal picows relay speaking the Centrifugo JSON protocol (push encoded once)"),
     "websockets": ("raw", "websockets_peer.py", "Python websockets (broadcast())"),
     "aiohttp": ("raw", "aiohttp_peer.py", "aiohttp WebSocketResponse, compress off"),
 }
@@ -216,7 +218,7 @@ NODE_PEERS = {
     "socketio": ("socketio", "socketio_peer.mjs", "socket.io", "node socket.io, room broadcast"),
     "uws": ("raw", "uws_peer.mjs", "uwebsockets", "uWS.js (npm uwebsockets), pub/sub publish()"),
 }
-PEER_ORDER = ["picows", "websockets", "aiohttp", "node-ws", "socketio", "uws"]
+PEER_ORDER = ["picows", "picows-centrifugo", "websockets", "aiohttp", "node-ws", "socketio", "uws"]
 READY_RE = r"PEER READY port=(\d+)"
 
 
