@@ -63,6 +63,11 @@ class LocalChannel:
     prev: Publication | None = None
     epoch: str = ""
     offset: int = 0
+    # Subscribers whose subscribe reply already carried publications up to an offset beyond
+    # ``offset`` (the Redis engine reads the stream on another connection than pub/sub, so a
+    # reply can be ahead of what reached this worker): they skip those when they arrive, while
+    # the subscribers already here still get them.
+    ahead: dict[Subscriber, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return sum(len(subs) for subs in self.groups.values()) + sum(len(s) for s in self.delta_groups.values())
@@ -189,8 +194,14 @@ class Hub:
                     if other is not sub:
                         other.on_stream_gap(channel)
             local.epoch, local.offset, local.prev = position.epoch, 0, None
+            local.ahead.clear()
         top = pending.top(position) if pending is not None else position.offset
-        local.offset = max(local.offset, position.offset, top)
+        reached = max(position.offset, top)
+        if local.offset and reached > local.offset and len(local) > 1:
+            # Ahead of what the others here got: they still need local.offset+1..reached.
+            local.ahead[sub] = reached
+        else:
+            local.offset = max(local.offset, reached)
         if run:
             last = run[-1]
         if deltas and last is not None and last.offset == local.offset:
@@ -240,6 +251,7 @@ class Hub:
                 continue
             del group[sub]
             local.fresh.discard(sub)
+            local.ahead.pop(sub, None)
             if not group:
                 del groups[sub.codec]
                 if not local.groups and not local.delta_groups:
@@ -275,6 +287,9 @@ class Hub:
                 if local is None:
                     return
             local.epoch, local.offset = epoch, offset
+        if local.ahead and position is not None:
+            self._deliver_skipping_ahead(channel, local, pub, position.offset)
+            return
         count = 0
         size = 0
         for codec, subs in local.groups.items():
@@ -288,7 +303,29 @@ class Hub:
             self._deliver_deltas(channel, local, pub)
         local.prev = pub
 
-    def _deliver_deltas(self, channel: str, local: LocalChannel, pub: Publication) -> None:
+    def _deliver_skipping_ahead(self, channel: str, local: LocalChannel, pub: Publication, offset: int) -> None:
+        """The rare path of :meth:`handle_publication`: some subscribers already have ``pub``
+        from their subscribe reply. Encoded once per codec all the same."""
+        ahead = local.ahead
+        skip = {sub for sub, top in ahead.items() if top >= offset}
+        for codec, subs in local.groups.items():
+            data = codec.publication_push(channel, pub)
+            n = 0
+            for sub in subs:
+                if sub not in skip:
+                    sub.write_push(data)
+                    n += 1
+            self.stats.sent("publication", len(data), n)
+        if local.delta_groups:
+            still_fresh = skip & local.fresh  # sent nothing here yet: their next one goes whole
+            self._deliver_deltas(channel, local, pub, skip)
+            local.fresh |= still_fresh
+        local.prev = pub
+        for sub in [sub for sub, top in ahead.items() if top <= offset]:
+            del ahead[sub]
+
+    def _deliver_deltas(self, channel: str, local: LocalChannel, pub: Publication,
+                        skip: set[Subscriber] | frozenset[Subscriber] = frozenset()) -> None:
         """To the delta subscribers: the delta against the previous publication here (made
         once) to those that got it, the whole payload to the others; each form encoded once
         per codec."""
@@ -307,6 +344,8 @@ class Hub:
                 patched = whole = codec.delta_publication_push(channel, item)
             n_whole = n_patched = 0
             for sub in subs:
+                if sub in skip:
+                    continue
                 if sub in fresh:
                     if whole is None:
                         whole = codec.delta_publication_push(channel, DeltaPayload(pub, pub.data, False))

@@ -456,3 +456,33 @@ def test_a_hole_in_what_arrived_during_the_subscribe_is_a_gap_never_skipped(hub:
     hub.end_subscribe(CH)
     assert sub.gaps == [CH]  # resubscribe and recover 7 from the stream, never jump over it
     assert len(sub.writes) == 1  # 6, then stop at the hole
+
+
+def test_a_subscribe_reply_ahead_of_the_fan_out_does_not_rob_the_others(hub: Hub) -> None:
+    """With the Redis engine a subscribe reply is read from the stream on another connection
+    than pub/sub, so it can carry offsets that have not reached this worker yet. Those still
+    arrive and must reach the subscribers already here, once, and not the new one again."""
+    old, = _subs(hub, 1, position=pos(4))
+    deliver(hub, "p5", 5)
+    new = FakeSub("late", "u", hub)
+    hub.add_client(new)
+    hub.subscribe(CH, new, False, pos(7))  # its reply carried 5..7; 6 and 7 are still in flight
+    deliver(hub, "p6", 6)
+    deliver(hub, "p7", 7)
+    deliver(hub, "p8", 8)
+    assert received(old) == ["p5", "p6", "p7", "p8"] and old.gaps == []
+    assert received(new) == ["p8"] and new.gaps == []
+    deliver(hub, "p8", 8)  # a duplicate is still a duplicate for everyone
+    assert received(old)[-1] == "p8" and len(received(old)) == 4 and received(new) == ["p8"]
+    assert not hub.channels[CH].ahead, "nothing left to skip once the others caught up"
+
+
+def test_an_ahead_subscriber_that_leaves_is_forgotten(hub: Hub) -> None:
+    old, = _subs(hub, 1, position=pos(4))
+    deliver(hub, "p5", 5)
+    new = FakeSub("late", "u", hub)
+    hub.subscribe(CH, new, False, pos(9))
+    hub.unsubscribe(CH, new)
+    assert not hub.channels[CH].ahead
+    deliver(hub, "p6", 6)
+    assert received(old) == ["p5", "p6"]
