@@ -49,6 +49,8 @@ class EngineLink(Protocol):
 
     def recovery_failed(self, session: SioSession) -> None: ...
 
+    def rooms_changed(self, session: SioSession) -> None: ...
+
     def nsp_closed(self, session: SioSession, code: int, reason: str) -> None: ...
 
 
@@ -185,6 +187,8 @@ class SioSession(Session):
             self.link.nsp_connected(self, result)
             return
         super().reply(cmd, result)
+        if cmd.method in ("subscribe", "unsubscribe") and self.sio_connected:
+            self.link.rooms_changed(self)
 
     # -- connection state recovery ----------------------------------------------------------
 
