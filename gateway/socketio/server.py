@@ -578,7 +578,11 @@ class SioServer:
             if not session.is_subscribed(channel):
                 continue
             local = hub.channels.get(channel)
-            rooms.append((channel, local.offset, local.epoch) if local is not None else (channel, 0, ""))
+            if local is not None and local.epoch:
+                rooms.append((channel, local.offset, local.epoch))
+            else:
+                offset, epoch = session.joined.get(channel, (0, ""))
+                rooms.append((channel, offset, epoch))
         return SavedSession(session.nsp, session.user, tuple(rooms))
 
     def keep(self, session: SioSession) -> None:
