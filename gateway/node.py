@@ -28,7 +28,7 @@ from gateway.core.channels import check_channel_name
 from gateway.core.errors import ERROR_UNKNOWN_CHANNEL, UNSUBSCRIBE_INSUFFICIENT_STATE, ClientError
 from gateway.core.model import Done, StreamOptions
 from gateway.core.subscription import stream_options
-from gateway.engine.base import NodeEngine
+from gateway.engine.base import NodeEngine, SessionStates
 from gateway.engine.memory import MemoryEngine
 from gateway.hub import Hub
 from gateway.obs.stats import Stats
@@ -90,6 +90,8 @@ class Node:
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.node_name = node_name or socket.gethostname()  # workers are "<node name>.<slot>" in info
         self.cluster: ClusterDirectory | None = None
+        # State every node sees (the Redis engine): Socket.IO recovery across nodes.
+        self.session_states: SessionStates | None = None
         self.slot = slot
         self.workers = workers
         self.loop = loop
@@ -157,6 +159,7 @@ class Node:
             # Slot 0 listens on the control channel for the node; every worker may publish there.
             self.cluster = ClusterDirectory(self.node_id, self.node_name, self.loop, self.clock,
                                             engine.publish_control, self.survey)
+            self.session_states = engine
             return engine
         return MemoryEngine(self.router, self.hub, self.clock, self.rng, self.metrics, self._join_leave)
 

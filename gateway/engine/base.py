@@ -13,6 +13,7 @@ local subscriber.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.cluster.router import Reply
@@ -32,7 +33,7 @@ from gateway.core.model import (
 )
 from sharding.envelope import Envelope
 
-__all__ = ["Broker", "BrokerEventHandler", "PresenceManager", "Engine", "NodeEngine"]
+__all__ = ["Broker", "BrokerEventHandler", "PresenceManager", "Engine", "NodeEngine", "SessionStates", "TakenState"]
 
 
 class Broker(Protocol):
@@ -165,4 +166,35 @@ class BrokerEventHandler(Protocol):
         """Publications of ``channel`` may have been lost on the way here (an owner or the
         store restarted, a link dropped messages): positioned subscribers must resubscribe
         and recover (unsubscribe push 2500)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TakenState:
+    """What :meth:`SessionStates.take_session` found: the value (taken), or none; ``held``
+    when the value is a snapshot of a session whose node is still alive (not taken)."""
+
+    value: bytes | None
+    held: bool = False
+
+
+class SessionStates(Protocol):
+    """Short-lived per-session state that every node of a cluster sees (the Redis engine keeps
+    it in Redis): Socket.IO connection state recovery across nodes. Values are opaque bytes
+    packed by ``gateway.socketio.recovery``."""
+
+    def keep_session(self, pid: str, value: bytes, ttl: float) -> None:
+        """Store (replace) the state under ``pid`` for ``ttl`` seconds; one-way."""
+        ...
+
+    def take_session(self, pid: str, done: Done[TakenState]) -> None:
+        """The state under ``pid``, removed: each is taken once (see :class:`TakenState`)."""
+        ...
+
+    def forget_session(self, pid: str) -> None:
+        """Drop the state under ``pid`` (a clean disconnect); one-way."""
+        ...
+
+    def mark_node_alive(self, node_id: str, ttl: float) -> None:
+        """This node is alive for ``ttl`` more seconds (its sessions' snapshots stay untaken)."""
         ...

@@ -14,6 +14,17 @@ room of the client's offset resumes from that offset; the other rooms from what 
 had written when it noticed the drop. Recovery replays each room from the channel's
 history (Centrifugo's recovery): it succeeds only when every room recovers.
 
+With the Redis engine (several nodes) the state lives in Redis instead, under the pid, so a
+reconnect on any worker of any node takes it (once, atomically: ``sio_take.lua``). It is
+written when the transport drops (as above), and also, as a snapshot, while the session is
+connected (on CONNECT and at every Engine.IO ping), so that a session whose node dies
+recovers too. A snapshot names its node and is taken only once that node's liveness key
+(refreshed every :data:`NODE_ALIVE_INTERVAL`, expiring after :data:`NODE_ALIVE_TTL`) is
+gone; its positions may be behind what the client got, so the client's offset wins for
+its room either way (other rooms may replay publications the client already had).
+Packed form (:func:`pack_kept`): ``<node id>\n<state JSON>``, the node id empty for a
+state written at the drop.
+
 Limits: :data:`MAX_PID_LENGTH`, :data:`MAX_ROOMS` per kept session, ``max_sessions`` kept
 per worker (the oldest goes first), :data:`MAX_STATE_BYTES` for a state from the bus.
 """
@@ -30,7 +41,9 @@ import orjson
 from gateway.socketio.codec import decode_offset
 
 __all__ = ["SavedSession", "PidStore", "RecoveryRequest", "parse_recovery", "encode_state", "decode_state",
-           "MAX_PID_LENGTH", "MAX_ROOMS", "MAX_STATE_BYTES", "DEFAULT_MAX_SESSIONS", "RECOVERABLE_REASONS"]
+           "MAX_PID_LENGTH", "MAX_ROOMS", "MAX_STATE_BYTES", "DEFAULT_MAX_SESSIONS", "RECOVERABLE_REASONS",
+           "pack_kept", "unpack_kept", "NODE_ALIVE_INTERVAL", "NODE_ALIVE_TTL", "MAX_NODE_ID_LENGTH",
+           "HELD_WAIT"]
 
 #: Longest pid a client may send back (ours are ``<slot>_`` + 20 characters).
 MAX_PID_LENGTH = 64
@@ -40,6 +53,16 @@ MAX_ROOMS = 1024
 MAX_STATE_BYTES = 256 * 1024
 #: Dropped sessions kept per worker by default (``shardgate.socketio.recovery_max_sessions``).
 DEFAULT_MAX_SESSIONS = 100_000
+#: Seconds between refreshes of a node's liveness key (Redis engine).
+NODE_ALIVE_INTERVAL = 0.5
+#: Seconds a node's liveness key outlives its last refresh: a dead node's snapshots become
+#: recoverable this long after it died.
+NODE_ALIVE_TTL = 1.5
+#: Seconds a reconnect waits, at most, for a snapshot held by a live node: a node that died
+#: a moment ago still looks alive until its liveness key expires.
+HELD_WAIT = NODE_ALIVE_TTL + NODE_ALIVE_INTERVAL
+#: Longest node id in a packed state.
+MAX_NODE_ID_LENGTH = 256
 #: Engine.IO close reasons after which the session is kept (socket.io's
 #: RECOVERABLE_DISCONNECT_REASONS less those that end the worker's memory).
 RECOVERABLE_REASONS = frozenset({"transport close", "transport error", "ping timeout"})
@@ -52,16 +75,18 @@ class SavedSession:
     nsp: str
     user: str
     rooms: tuple[tuple[str, int, str], ...]  # (channel, offset, epoch); epoch "" = no stream position
+    live: bool = False  # a snapshot written while connected: its positions may lag the client's
 
     def positions(self, client_offset: Any) -> dict[str, tuple[int, str]]:
         """Each room's position to recover from. The client's offset argument (the last
-        publication it received) wins for its room when it is behind what was written."""
+        publication it received) wins for its room when it is behind what was written, or
+        always for a snapshot (written before the client got its last publications)."""
         out = {channel: (offset, epoch) for channel, offset, epoch in self.rooms}
         parsed = decode_offset(client_offset)
         if parsed is not None:
             channel, offset = parsed
             known = out.get(channel)
-            if known is not None and offset < known[0]:
+            if known is not None and (offset < known[0] or self.live):
                 out[channel] = (offset, known[1])
         return out
 
@@ -73,9 +98,10 @@ class RecoveryRequest:
     slot: int
 
 
-def parse_recovery(auth: dict[str, Any], workers: int) -> RecoveryRequest | None:
+def parse_recovery(auth: dict[str, Any], workers: int, any_slot: bool = False) -> RecoveryRequest | None:
     """The ``{pid, offset}`` of a reconnecting client's CONNECT auth, or None (a fresh
-    session) when absent or malformed."""
+    session) when absent or malformed. ``any_slot``: the pid may come from another node,
+    whose worker count may differ (the state is in Redis, not on a worker)."""
     pid = auth.get("pid")
     if not isinstance(pid, str) or not pid or len(pid) > MAX_PID_LENGTH:
         return None
@@ -83,13 +109,33 @@ def parse_recovery(auth: dict[str, Any], workers: int) -> RecoveryRequest | None
     if not head.isdigit() or len(head) > 5 or not rest:
         return None
     slot = int(head)
-    if slot >= workers:
+    if slot >= workers and not any_slot:
         return None
     return RecoveryRequest(pid, auth.get("offset"), slot)
 
 
 def encode_state(state: SavedSession) -> bytes:
     return orjson.dumps({"nsp": state.nsp, "user": state.user, "rooms": state.rooms})
+
+
+def pack_kept(state: SavedSession, node_id: str = "") -> bytes:
+    """The value kept in Redis: ``node_id`` set for a snapshot of a connected session."""
+    if "\n" in node_id or len(node_id) > MAX_NODE_ID_LENGTH:
+        raise ValueError(f"node id {node_id!r}: no newline, at most {MAX_NODE_ID_LENGTH} characters")
+    return node_id.encode() + b"\n" + encode_state(state)
+
+
+def unpack_kept(raw: bytes | None) -> SavedSession | None:
+    """A state from Redis; None when absent, too large or malformed."""
+    if not raw:
+        return None
+    node, sep, body = raw.partition(b"\n")
+    if not sep or len(node) > MAX_NODE_ID_LENGTH:
+        return None
+    state = decode_state(body)
+    if state is None or not node:
+        return state
+    return SavedSession(state.nsp, state.user, state.rooms, live=True)
 
 
 def decode_state(raw: bytes) -> SavedSession | None:

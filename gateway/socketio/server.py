@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from gateway.core.errors import DISCONNECT_SLOW, ClientError
+from gateway.engine.base import TakenState
 from gateway.session.rpc import load_handler
 from gateway.socketio import engineio
 from gateway.socketio.codec import (
@@ -37,13 +38,19 @@ from gateway.socketio.codec import (
 from gateway.socketio.engineio import EngineIOError, PacketType
 from gateway.socketio.parser import BinaryAssembler, ParseError, SioPacket, SioType, decode
 from gateway.socketio.recovery import (
+    HELD_WAIT,
+    MAX_ROOMS,
+    NODE_ALIVE_INTERVAL,
+    NODE_ALIVE_TTL,
     RECOVERABLE_REASONS,
     PidStore,
     RecoveryRequest,
     SavedSession,
     decode_state,
     encode_state,
+    pack_kept,
     parse_recovery,
+    unpack_kept,
 )
 from gateway.socketio.session import CUSTOM_EVENT, SioSession
 
@@ -154,6 +161,8 @@ class EngineSocket:
     def _ping(self) -> None:
         if self.closed:
             return
+        for session in self.nsps.values():
+            self.server.snapshot(session)
         self.send_packets([engineio.PING])
         self._pong_timer = self.node.loop.call_later(self.server.cfg.ping_timeout, self.close, "ping timeout")
 
@@ -296,6 +305,7 @@ class EngineSocket:
         elif kind is SioType.DISCONNECT:
             if session is not None:
                 del self.nsps[nsp]
+                self.server.forget(session)
                 session.on_transport_closed()
         elif kind is SioType.EVENT and session is not None and session.sio_connected:
             self._event(session, packet)
@@ -314,7 +324,7 @@ class EngineSocket:
         session.connect_auth = auth
         if server.cfg.recovery:
             session.pid = server.new_sid()
-            request = parse_recovery(auth, self.node.workers)
+            request = parse_recovery(auth, self.node.workers, any_slot=server.states is not None)
             if request is not None:
                 server.take_state(request, lambda state: self._send_connect(session, state, request))
                 return
@@ -381,6 +391,10 @@ class EngineSocket:
         if session.pid:
             body["pid"] = session.pid
         session.write_reply(b"40" + prefix + orjson.dumps(body))
+        self.server.snapshot(session)
+
+    def rooms_changed(self, session: SioSession) -> None:
+        self.server.snapshot(session)
 
     def recovery_failed(self, session: SioSession) -> None:
         """The dropped session could not be recovered: a fresh one answers the CONNECT
@@ -397,6 +411,7 @@ class EngineSocket:
             del self.nsps[session.nsp]
         if self.closed or code == 0:
             return
+        self.server.forget(session)
         prefix = b"" if session.nsp == "/" else session.nsp.encode() + b","
         if session.sio_connected and code < 3500:
             # Slow, shutdown, reconnect-type codes: the transport closes and the client reconnects
@@ -425,6 +440,8 @@ class EngineSocket:
         for session in sessions:
             if keep and session.sio_connected and session.pid:
                 self.server.keep(session)
+            elif session.sio_connected:
+                self.server.forget(session)
             session.on_transport_closed()
         waiter, self.waiter = self.waiter, None
         if waiter is not None:
@@ -526,6 +543,13 @@ class SioServer:
         self.remote: dict[tuple[int, int], _RelayOut] = {}  # (relaying slot, relay id) -> its sink
         self.relay_seq = 0
         self.pids = PidStore(self.cfg.recovery_max_disconnection, self.cfg.recovery_max_sessions, node.loop.time)
+        # The Redis engine: recovery state in Redis, so that any node can take it.
+        self.states = node.session_states if self.cfg.recovery else None
+        # A snapshot outlives the session's last ping by the time a drop takes to be noticed.
+        self.snapshot_ttl = self.cfg.recovery_max_disconnection + self.cfg.ping_interval + self.cfg.ping_timeout
+        self._alive: Any = None
+        if self.states is not None:
+            self._mark_alive()
 
     def new_sid(self) -> str:
         return f"{self.node.slot}_{secrets.token_urlsafe(15)}"
@@ -540,19 +564,57 @@ class SioServer:
 
     # -- connection state recovery ----------------------------------------------------------
 
-    def keep(self, session: SioSession) -> None:
-        """Keep a dropped session's rooms and the positions delivered here, under its pid."""
+    def _mark_alive(self) -> None:
+        """Refresh this node's liveness key: its sessions' snapshots are not to be taken."""
+        assert self.states is not None
+        self.states.mark_node_alive(self.node.node_id, NODE_ALIVE_TTL)
+        self._alive = self.node.loop.call_later(NODE_ALIVE_INTERVAL, self._mark_alive)
+
+    def _saved(self, session: SioSession) -> SavedSession:
+        """The session's rooms and the positions delivered here."""
         hub = self.node.hub
         rooms = []
         for channel in session.subs:
             if not session.is_subscribed(channel):
                 continue
             local = hub.channels.get(channel)
-            rooms.append((channel, local.offset, local.epoch) if local is not None else (channel, 0, ""))
-        self.pids.put(session.pid, SavedSession(session.nsp, session.user, tuple(rooms)))
+            if local is not None and local.epoch:
+                rooms.append((channel, local.offset, local.epoch))
+            else:
+                offset, epoch = session.joined.get(channel, (0, ""))
+                rooms.append((channel, offset, epoch))
+        return SavedSession(session.nsp, session.user, tuple(rooms))
+
+    def keep(self, session: SioSession) -> None:
+        """Keep a dropped session's rooms and the positions delivered here, under its pid."""
+        state = self._saved(session)
+        if self.states is None:
+            self.pids.put(session.pid, state)
+        elif len(state.rooms) <= MAX_ROOMS:
+            self.states.keep_session(session.pid, pack_kept(state), self.cfg.recovery_max_disconnection)
+        else:
+            self.states.forget_session(session.pid)
+
+    def snapshot(self, session: SioSession) -> None:
+        """With the Redis engine: write a connected session's state, so that it recovers even
+        if this node dies (taken only once this node's liveness key is gone)."""
+        if self.states is None or not session.pid or not session.sio_connected or session.closed:
+            return
+        state = self._saved(session)
+        if len(state.rooms) <= MAX_ROOMS:
+            self.states.keep_session(session.pid, pack_kept(state, self.node.node_id), self.snapshot_ttl)
+
+    def forget(self, session: SioSession) -> None:
+        """A clean disconnect: nothing to recover (with the Redis engine, drop the snapshot)."""
+        if self.states is not None and session.pid:
+            self.states.forget_session(session.pid)
 
     def take_state(self, request: RecoveryRequest, done: Callable[[SavedSession | None], None]) -> None:
-        """The state kept under a pid, from this worker or (over the bus) the one it names."""
+        """The state kept under a pid: from Redis with the Redis engine, else from this worker
+        or (over the bus) the one it names."""
+        if self.states is not None:
+            self._take_shared(request.pid, self.node.loop.time() + HELD_WAIT, done)
+            return
         if request.slot == self.node.slot:
             done(self.pids.take(request.pid))
             return
@@ -561,6 +623,19 @@ class SioServer:
             done(decode_state(raw) if raw is not None else None)
 
         self.node.router.request(request.slot, OP_PID_TAKE, request.pid, b"", reply, timeout=5.0)
+
+    def _take_shared(self, pid: str, deadline: float, done: Callable[[SavedSession | None], None]) -> None:
+        """Take from Redis; a snapshot held by a live node is asked for again (its node may
+        have just died) until ``deadline``, then the reconnect starts a fresh session."""
+        assert self.states is not None
+
+        def taken(result: TakenState | None, error: ClientError | None) -> None:
+            if result is not None and result.held and self.node.loop.time() < deadline:
+                self.node.loop.call_later(NODE_ALIVE_INTERVAL / 2, self._take_shared, pid, deadline, done)
+                return
+            done(unpack_kept(result.value) if result is not None else None)
+
+        self.states.take_session(pid, taken)
 
     def on_pid_request(self, op: int, channel: str, payload: bytes, origin: int,
                        reply: Callable[[bytes | None, ClientError | None], None]) -> None:
@@ -683,6 +758,8 @@ class SioServer:
         sock.on_ws_message(sink, data, kind == 1)
 
     def close(self) -> None:
+        if self._alive is not None:
+            self._alive.cancel()
         for sock in list(self.sockets.values()):
             sock.close("server shutting down")
 

@@ -49,6 +49,8 @@ class EngineLink(Protocol):
 
     def recovery_failed(self, session: SioSession) -> None: ...
 
+    def rooms_changed(self, session: SioSession) -> None: ...
+
     def nsp_closed(self, session: SioSession, code: int, reason: str) -> None: ...
 
 
@@ -167,6 +169,9 @@ class SioSession(Session):
         self.pid = ""
         self.restoring: dict[str, tuple[int, str]] | None = None
         self.restore_user = ""
+        # The stream position each room's subscribe answered: where a snapshot of this session
+        # (Redis engine) puts a room this worker has delivered nothing of yet.
+        self.joined: dict[str, tuple[int, str]] = {}
         self.connect_auth: dict[str, Any] = {}
         self._recovering = False
 
@@ -185,6 +190,19 @@ class SioSession(Session):
             self.link.nsp_connected(self, result)
             return
         super().reply(cmd, result)
+        if cmd.method in ("subscribe", "unsubscribe") and self.sio_connected:
+            channel = cmd.body.get("channel")
+            if isinstance(channel, str):
+                self._joined(channel, result if cmd.method == "subscribe" else None)
+            self.link.rooms_changed(self)
+
+    def _joined(self, channel: str, result: dict[str, Any] | None) -> None:
+        epoch = result.get("epoch") if result is not None else None
+        offset = result.get("offset", 0) if result is not None else 0
+        if isinstance(epoch, str) and epoch and type(offset) is int:
+            self.joined[channel] = (offset, epoch)
+        else:
+            self.joined.pop(channel, None)
 
     # -- connection state recovery ----------------------------------------------------------
 
@@ -235,6 +253,7 @@ class SioSession(Session):
                 return
             for pub in sub_result.get("publications") or ():
                 self.write_push(codec.publication_push(channel, pub))
+            self._joined(channel, sub_result)
             waiting -= 1
             if waiting == 0:
                 finish()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 
 from gateway.socketio.recovery import (
+    MAX_NODE_ID_LENGTH,
     MAX_PID_LENGTH,
     MAX_ROOMS,
     MAX_STATE_BYTES,
@@ -13,7 +14,9 @@ from gateway.socketio.recovery import (
     SavedSession,
     decode_state,
     encode_state,
+    pack_kept,
     parse_recovery,
+    unpack_kept,
 )
 
 STATE = SavedSession("/", "alice", (("room", 7, "ab12"), ("other", 3, "cd34")))
@@ -77,3 +80,41 @@ def test_state_codec_round_trip_and_bad_input() -> None:
         assert decode_state(bad) is None, bad
     rooms = [["r", 1, "e"]] * (MAX_ROOMS + 1)
     assert decode_state(orjson.dumps({"nsp": "/", "user": "u", "rooms": rooms})) is None
+
+
+# -- packed state in Redis (the Redis engine: recovery across nodes) -----------------------------
+
+def test_pack_kept_round_trip_at_drop_and_snapshot() -> None:
+    dropped = pack_kept(STATE)
+    assert dropped.startswith(b"\n")
+    assert unpack_kept(dropped) == STATE and not STATE.live
+    snap = pack_kept(STATE, "host-12-8000")
+    assert snap.startswith(b"host-12-8000\n")
+    live = unpack_kept(snap)
+    assert live is not None and live.live and (live.nsp, live.user, live.rooms) == (STATE.nsp, STATE.user, STATE.rooms)
+
+
+def test_unpack_kept_rejects_malformed() -> None:
+    body = encode_state(STATE)
+    for bad in (None, b"", body, b"node" + body, b"x" * (MAX_NODE_ID_LENGTH + 1) + b"\n" + body,
+                b"\n" + b"x" * (MAX_STATE_BYTES + 1), b"\n{}", b"\nnot json"):
+        assert unpack_kept(bad) is None, bad[:40] if bad else bad
+    for bad_node in ("a\nb", "n" * (MAX_NODE_ID_LENGTH + 1)):
+        try:
+            pack_kept(STATE, bad_node)
+        except ValueError:
+            continue
+        raise AssertionError(bad_node)
+
+
+def test_snapshot_positions_take_the_clients_offset_either_way() -> None:
+    live = SavedSession(STATE.nsp, STATE.user, STATE.rooms, live=True)
+    assert live.positions("9 room") == {"room": (9, "ab12"), "other": (3, "cd34")}  # written before it got 8, 9
+    assert live.positions("5 room") == {"room": (5, "ab12"), "other": (3, "cd34")}
+    assert live.positions(None) == {"room": (7, "ab12"), "other": (3, "cd34")}
+
+
+def test_parse_recovery_any_slot_for_another_nodes_pid() -> None:
+    assert parse_recovery({"pid": "7_abc"}, workers=2) is None
+    req = parse_recovery({"pid": "7_abc"}, workers=2, any_slot=True)
+    assert req is not None and req.slot == 7

@@ -55,7 +55,7 @@ from gateway.core.model import (
     unpack_publication,
 )
 from gateway.engine import wire
-from gateway.engine.base import BrokerEventHandler, NodeEngine
+from gateway.engine.base import BrokerEventHandler, NodeEngine, TakenState
 from gateway.engine.fanout import NodeFanout
 from gateway.engine.memory import ERROR_RELOADING
 from gateway.engine.position_check import PositionCheck
@@ -228,6 +228,20 @@ class RedisEngine:
                 log.debug("redis engine: one-way operation failed: %r", f.exception())
 
         future.add_done_callback(on_done)
+
+    # -- SessionStates (Socket.IO recovery across nodes) ---------------------------------------
+
+    def keep_session(self, pid: str, value: bytes, ttl: float) -> None:
+        self._quiet(self._op(lambda: self.store.keep_session(pid, value, ttl)))
+
+    def take_session(self, pid: str, done: Done[TakenState]) -> None:
+        self._finish(self._op(lambda: self.store.take_session(pid)), done, lambda value: value)
+
+    def forget_session(self, pid: str) -> None:
+        self._quiet(self._op(lambda: self.store.forget_session(pid)))
+
+    def mark_node_alive(self, node_id: str, ttl: float) -> None:
+        self._quiet(self._op(lambda: self.store.mark_node_alive(node_id, ttl)))
 
     # -- Broker ---------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ __all__ = ["Keys"]
 class Keys:
     """Names for one prefix; ``cluster`` adds the per-channel hash tag."""
 
-    __slots__ = ("client_prefix", "cluster", "control", "prefix", "probe_prefix")
+    __slots__ = ("client_prefix", "cluster", "control", "prefix", "probe_prefix", "sio_node_prefix")
 
     def __init__(self, prefix: str, *, cluster: bool = False) -> None:
         self.prefix = prefix
@@ -22,6 +22,9 @@ class Keys:
         self.client_prefix = f"{prefix}.client."
         self.control = f"{prefix}.control"
         self.probe_prefix = f"{prefix}.probe."
+        # Socket.IO recovery keys share one hash tag in cluster mode: the take script reads a
+        # session's key and its node's liveness key together.
+        self.sio_node_prefix = f"{prefix}.sio.{{sio}}.node." if cluster else f"{prefix}.sio.node."
 
     def _ch(self, channel: str) -> str:
         return f"{{{channel}}}" if self.cluster else channel
@@ -40,6 +43,14 @@ class Keys:
 
     def presence_expire(self, channel: str) -> str:
         return f"{self.prefix}.presence.expire.{self._ch(channel)}"
+
+    def sio_session(self, pid: str) -> str:
+        """A Socket.IO session's recovery state (``gateway.socketio.recovery``), by pid."""
+        return f"{self.prefix}.sio.{{sio}}.pid.{pid}" if self.cluster else f"{self.prefix}.sio.pid.{pid}"
+
+    def sio_node(self, node_id: str) -> str:
+        """Present while the node ``node_id`` is alive (its workers refresh it)."""
+        return self.sio_node_prefix + node_id
 
     def pubsub(self, channel: str) -> str:
         """The pub/sub channel; no hash tag (plain PUBLISH is cluster-wide, not slotted)."""

@@ -13,7 +13,8 @@ from typing import Any
 
 __all__ = ["SCRIPT_NAMES", "Scripts"]
 
-SCRIPT_NAMES = ("publish", "history", "presence_add", "presence_remove", "presence_get", "presence_stats", "pub")
+SCRIPT_NAMES = ("publish", "history", "presence_add", "presence_remove", "presence_get", "presence_stats", "pub",
+                "sio_take")
 
 
 def _read(name: str) -> str:

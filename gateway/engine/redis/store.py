@@ -27,6 +27,7 @@ from gateway.config.engine import RedisEngineConfig
 from gateway.core.errors import ERROR_UNRECOVERABLE_POSITION
 from gateway.core.history import new_epoch as make_epoch
 from gateway.core.model import HistoryFilter, StreamOptions, StreamPosition
+from gateway.engine.base import TakenState
 from gateway.engine.redis.connect import cluster_client, parse_address, sentinel_clients, standalone_client
 from gateway.engine.redis.direct import DirectLink
 from gateway.engine.redis.keys import Keys
@@ -95,6 +96,30 @@ def _stats(reply: list[int]) -> tuple[int, int]:
 
 def _none(_: Any) -> None:
     return None
+
+
+def _taken(reply: Any) -> TakenState:
+    if isinstance(reply, bytes):
+        return TakenState(reply)
+    return TakenState(None, held=reply == 1)
+
+
+def _first_error(loop: asyncio.AbstractEventLoop, futures: list[asyncio.Future[None]]) -> asyncio.Future[None]:
+    """One future for several: done when all are, failed with the first failure."""
+    out: asyncio.Future[None] = loop.create_future()
+    gathered = asyncio.gather(*futures, return_exceptions=True)
+
+    def done(g: asyncio.Future[list[Any]]) -> None:
+        if out.done():
+            return
+        errors = [r for r in g.result() if isinstance(r, BaseException)]
+        if errors:
+            out.set_exception(errors[0])
+        else:
+            out.set_result(None)
+
+    gathered.add_done_callback(done)
+    return out
 
 
 class RedisStore:
@@ -322,6 +347,34 @@ class RedisStore:
 
     def _presence_keys(self, channel: str) -> tuple[bytes, bytes]:
         return self.keys.presence_data(channel).encode(), self.keys.presence_expire(channel).encode()
+
+    # -- Socket.IO connection state recovery (gateway.socketio.recovery) ----------------------
+
+    def _sio_link(self, key: str) -> CommandLink:
+        return self._links[owner(key, self._n) if self._n > 1 and not self._cluster else 0]
+
+    def keep_session(self, pid: str, value: bytes, ttl: float) -> asyncio.Future[None]:
+        """Store a session's packed recovery state under its pid for ``ttl`` seconds (replacing any)."""
+        key = self.keys.sio_session(pid).encode()
+        return self._sio_link(key.decode()).call((b"SET", key, value, b"PX", b"%d" % _ms(ttl)), _none)
+
+    def take_session(self, pid: str) -> asyncio.Future[TakenState]:
+        """The packed state under ``pid``, removed (taken once); none when absent or expired,
+        ``held`` for a snapshot of a session whose node is still alive (see ``sio_take.lua``)."""
+        key = self.keys.sio_session(pid)
+        return self._sio_link(key).script("sio_take", (key.encode(),), (self.keys.sio_node_prefix.encode(),),
+                                          _taken)
+
+    def forget_session(self, pid: str) -> asyncio.Future[None]:
+        key = self.keys.sio_session(pid)
+        return self._sio_link(key).call((b"DEL", key.encode()), _none)
+
+    def mark_node_alive(self, node_id: str, ttl: float) -> asyncio.Future[None]:
+        """Keep this node's liveness key for ``ttl`` more seconds (on every shard, so that a
+        session's key and its node's liveness key always share a shard)."""
+        key = self.keys.sio_node(node_id).encode()
+        futures = [link.call((b"SET", key, b"1", b"PX", b"%d" % _ms(ttl)), _none) for link in self._links]
+        return futures[0] if len(futures) == 1 else _first_error(self._loop, futures)
 
     def publish_control(self, payload: bytes) -> asyncio.Future[None]:
         control = self.keys.control
