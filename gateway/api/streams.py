@@ -159,18 +159,26 @@ class StreamEndpoints:
                 self.hub.unregister(conn)
         return resp
 
-    # -- bidirectional emulation ----------------------------------------------------------------
-
-    async def http_stream(self, request: web.Request) -> web.StreamResponse:
+    async def _post_body(self, request: web.Request, limit: int) -> tuple[dict[str, str], bytes] | web.Response:
+        """The preamble of every POST endpoint: CORS (a preflight or a refused Origin answers
+        here), 405 for another method, 413 beyond ``limit``; else the CORS headers and the body."""
         cors, early = self._cors(request, "POST, OPTIONS")
         if early is not None:
             return early
         if request.method != "POST":
             return web.Response(status=405, headers={**cors, "Allow": "POST, OPTIONS"})
         try:
-            body = await _read_body(request, self.cfg.http_stream.max_request_body_size)
+            return cors, await _read_body(request, limit)
         except _TooLarge:
             return web.Response(status=413, headers=cors, text="request body too large")
+
+    # -- bidirectional emulation ----------------------------------------------------------------
+
+    async def http_stream(self, request: web.Request) -> web.StreamResponse:
+        got = await self._post_body(request, self.cfg.http_stream.max_request_body_size)
+        if isinstance(got, web.Response):
+            return got
+        cors, body = got
         if not body:
             return web.Response(status=400, headers=cors, text="no connect command")
         protobuf = request.headers.get("Content-Type", "") == _PROTOBUF_TYPE
@@ -203,17 +211,13 @@ class StreamEndpoints:
                                  preamble=SSE_PREAMBLE)
 
     async def emulation(self, request: web.Request) -> web.Response:
-        cors, early = self._cors(request, "POST, OPTIONS")
-        if early is not None:
-            return early
-        if request.method != "POST":
-            return web.Response(status=405, headers={**cors, "Allow": "POST, OPTIONS"})
+        got = await self._post_body(request, self.cfg.emulation.max_request_body_size)
+        if isinstance(got, web.Response):
+            return got
+        cors, body = got
         assert self.hub is not None
         try:
-            body = await _read_body(request, self.cfg.emulation.max_request_body_size)
             req = parse_emulation_request(body, request.headers.get("Content-Type", "") == _PROTOBUF_TYPE)
-        except _TooLarge:
-            return web.Response(status=413, headers=cors, text="request body too large")
         except BadRequest as exc:
             return web.Response(status=400, headers=cors, text=str(exc))
         headers = {**cors, "X-Shardgate-Slot": str(self.node.slot)}
@@ -228,16 +232,12 @@ class StreamEndpoints:
     # -- one-way --------------------------------------------------------------------------------
 
     async def uni_http_stream(self, request: web.Request) -> web.StreamResponse:
-        cors, early = self._cors(request, "POST, OPTIONS")
-        if early is not None:
-            return early
-        if request.method != "POST":
-            return web.Response(status=405, headers={**cors, "Allow": "POST, OPTIONS"})
+        got = await self._post_body(request, self.cfg.uni_http_stream.max_request_body_size)
+        if isinstance(got, web.Response):
+            return got
+        cors, body = got
         try:
-            body = await _read_body(request, self.cfg.uni_http_stream.max_request_body_size)
             command = uni_connect_command(body)
-        except _TooLarge:
-            return web.Response(status=413, headers=cors, text="request body too large")
         except BadRequest as exc:
             return web.Response(status=400, headers=cors, text=str(exc))
         return await self._serve(request, cors, UNI_JSON, json_lines, command, content_type="application/json",
