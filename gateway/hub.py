@@ -3,7 +3,12 @@
 The hub is the engine's :class:`~gateway.engine.base.BrokerEventHandler`: publications,
 joins and leaves arrive structured, and the hub encodes each one **once per codec** and
 writes the same bytes to every local subscriber of that codec (subscribers are grouped by
-codec per channel, so the hot loop does no lookups). Subscribers that negotiated fossil deltas
+codec per channel, so the hot loop does no lookups). What a channel gets in one loop tick is
+written at the end of the tick as one frame per codec, the same bytes to each subscriber, by
+one call per subscriber (its ``push_now``, straight to the socket while it has nothing
+queued, else :meth:`Subscriber.write_push`); anything that changes who gets the
+channel's pushes, or sends them other pushes, first writes out what the channel holds, so
+order per subscriber is what it was when each publication arrived. Subscribers that negotiated fossil deltas
 form groups of their own: for them a publication marked for delta is encoded at most twice
 per codec (whole, for those that got nothing yet on their subscription, and as a delta
 against the channel's previous publication here, which every other one of them got), the
@@ -15,7 +20,7 @@ buffered without bound.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +40,9 @@ class Subscriber(Protocol):
     client_id: str
     user: str
     codec: Codec
+    # Writes a push to the socket at once; None while the subscriber has output queued, held,
+    # paused or is closing (then write_push queues it behind the rest, in order).
+    push_now: Callable[[bytes], None] | None
 
     def write_push(self, data: bytes) -> None: ...
 
@@ -58,6 +66,8 @@ class LocalChannel:
     delta_groups: dict[Codec, dict[Subscriber, bool]] = field(default_factory=dict)
     # Delta subscribers sent no payload yet on their subscription: the next one goes whole.
     fresh: set[Subscriber] = field(default_factory=set)
+    # Pushes for ``groups`` this tick, by codec, written at the end of the tick (Hub._flush).
+    batch: dict[Codec, list[bytes]] | None = None
     # The last publication delivered here: the base of the next delta (its offset tells
     # whether it is the one just before).
     prev: Publication | None = None
@@ -110,8 +120,14 @@ _PENDING_MAX = 10_000
 
 
 class Hub:
-    def __init__(self, stats: Stats | None = None) -> None:
+    """``call_soon`` (the worker loop's) runs the end-of-tick write of each channel's batch;
+    without it (a hub used with no loop) every publication is written as it arrives."""
+
+    def __init__(self, stats: Stats | None = None, call_soon: Callable[[Callable[[], None]], Any] | None = None
+                 ) -> None:
         self.stats = stats or Stats()
+        self._call_soon = call_soon
+        self._batched: list[LocalChannel] = []
         self.channels: dict[str, LocalChannel] = {}
         self._pending: dict[str, _Pending] = {}
         self.clients: dict[str, Subscriber] = {}
@@ -167,6 +183,8 @@ class Hub:
         local = self.channels.get(channel)
         if local is None:
             local = self.channels[channel] = LocalChannel()
+        elif local.batch is not None:
+            self._write_batch(local)  # those went out before this subscriber was here
         groups = local.delta_groups if deltas else local.groups
         group = groups.get(sub.codec)
         if group is None:
@@ -245,6 +263,8 @@ class Hub:
         local = self.channels.get(channel)
         if local is None:
             return False
+        if local.batch is not None:
+            self._write_batch(local)  # it was subscribed when they arrived
         for groups in (local.groups, local.delta_groups):
             group = groups.get(sub.codec)
             if group is None or sub not in group:
@@ -280,6 +300,8 @@ class Hub:
                     return  # a duplicate: already delivered
                 # A publication was lost between owner and this worker, or the stream was
                 # recreated: positioned subscribers must resubscribe and recover (2500).
+                if local.batch is not None:
+                    self._write_batch(local)  # what came before the gap
                 local.epoch, local.offset, local.prev = epoch, offset, None
                 for sub in local.subscribers():
                     sub.on_stream_gap(channel)
@@ -288,20 +310,64 @@ class Hub:
                     return
             local.epoch, local.offset = epoch, offset
         if local.ahead and position is not None:
+            if local.batch is not None:
+                self._write_batch(local)
             self._deliver_skipping_ahead(channel, local, pub, position.offset)
             return
         count = 0
         size = 0
+        batch = local.batch
+        if batch is None and local.groups:
+            if self._call_soon is None:
+                batch = {}
+            else:
+                batch = local.batch = {}
+                if not self._batched:
+                    self._call_soon(self._flush)
+                self._batched.append(local)
         for codec, subs in local.groups.items():
             data = codec.publication_push(channel, pub)
-            for sub in subs:
-                sub.write_push(data)
             count += len(subs)
             size = len(data)
+            if data:
+                queued = batch.get(codec) if batch is not None else None
+                if queued is None:
+                    batch[codec] = [data]  # type: ignore[index]
+                else:
+                    queued.append(data)
         self.stats.sent("publication", size, count)
+        if batch is not None and self._call_soon is None:
+            local.batch = batch
+            self._write_batch(local)
         if local.delta_groups:
             self._deliver_deltas(channel, local, pub)
         local.prev = pub
+
+    def _flush(self) -> None:
+        """End of the tick: every channel that got publications writes them out."""
+        batched = self._batched
+        self._batched = []
+        for local in batched:
+            if local.batch is not None:
+                self._write_batch(local)
+
+    def _write_batch(self, local: LocalChannel) -> None:
+        batch = local.batch
+        local.batch = None
+        if not batch:
+            return
+        for codec, queued in batch.items():
+            subs = local.groups.get(codec)
+            if not subs:
+                continue
+            frame = queued[0] if len(queued) == 1 else codec.separator.join(queued)
+            # A copy: a write may end a connection, and its cleanup leaves this group.
+            for sub in tuple(subs):
+                send = sub.push_now
+                if send is None:
+                    sub.write_push(frame)
+                else:
+                    send(frame)
 
     def _deliver_skipping_ahead(self, channel: str, local: LocalChannel, pub: Publication, offset: int) -> None:
         """The rare path of :meth:`handle_publication`: some subscribers already have ``pub``
@@ -368,12 +434,16 @@ class Hub:
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         local = self.channels.get(channel)
         if local is not None:
+            if local.batch is not None:
+                self._write_batch(local)
             for codec, subs in local.all_groups():
                 self._join_leave(subs, codec.join_push(channel, info), info.client)
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         local = self.channels.get(channel)
         if local is not None:
+            if local.batch is not None:
+                self._write_batch(local)
             for codec, subs in local.all_groups():
                 self._join_leave(subs, codec.leave_push(channel, info), info.client)
 
@@ -390,6 +460,8 @@ class Hub:
     def handle_stream_lost(self, channel: str) -> None:
         local = self.channels.get(channel)
         if local is not None:
+            if local.batch is not None:
+                self._write_batch(local)
             for sub in local.subscribers():
                 sub.on_stream_gap(channel)
 

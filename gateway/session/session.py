@@ -14,7 +14,6 @@ different methods, so they are told apart by type. Errors are classified in one 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -45,6 +44,7 @@ from gateway.core.errors import (
 )
 from gateway.core.limits import TokenBucket, Verdict
 from gateway.core.model import ClientInfo, StreamOptions, StreamPosition, SubscribeAnswer
+from gateway.core.wheel import Deadline
 from gateway.obs.logs import RateLimit
 from gateway.protocol.centrifuge_json import JSON
 from gateway.protocol.codec import Codec, Command
@@ -117,7 +117,7 @@ class _Sub:
     positioned: bool
     chan_info: bytes | None
     expire_at: int | None = None
-    timer: asyncio.TimerHandle | None = None
+    timer: Deadline | None = None
     presence: bool = False  # added to the channel's presence (remove it on leaving)
     join_leave: bool = False  # the namespace emits join/leave
     server_refresh: bool = False  # expiry is refreshed through the namespace's sub_refresh proxy
@@ -152,12 +152,14 @@ class Session:
         "emulated_headers",
         "expire_at",
         "expire_timer",
+        "fast_send",
         "handlers",
         "headers",
         "meta",
         "node",
         "paused",
         "proxy_subscribing",
+        "push_now",
         "stale_timer",
         "state",
         "subs",
@@ -195,6 +197,10 @@ class Session:
         self.connect_extra: dict[str, Any] | None = None
         self._out: list[bytes] = []
         self._out_bytes = 0
+        # Set by a transport that signals back-pressure (see set_fast_send). ``push_now`` is
+        # it while a push may bypass the queue, else None: what the hub's fan-out loop reads.
+        self.fast_send: Callable[[bytes], None] | None = None
+        self.push_now: Callable[[bytes], None] | None = None
         # Commands run in order, at most ``max_inflight_commands`` waiting on an engine at once;
         # the rest of a message waits here, so one message cannot fan out into hundreds of
         # owner requests (and their replies) at the same time.
@@ -209,11 +215,11 @@ class Session:
         self._bucket = TokenBucket(rate, node.config.shardgate.command_burst, node.clock()) if rate else None
         self._held: list[bytes] | None = None  # pushes held until the connect reply
         self._ping_outstanding = False
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._pong_timer: asyncio.TimerHandle | None = None
-        self.expire_timer: asyncio.TimerHandle | None = None
+        self._ping_timer: Deadline | None = None
+        self._pong_timer: Deadline | None = None
+        self.expire_timer: Deadline | None = None
         cfg = node.config.client
-        self.stale_timer: asyncio.TimerHandle | None = node.loop.call_later(
+        self.stale_timer: Deadline | None = node.timers.call_later(
             cfg.stale_close_delay, self.close, DISCONNECT_STALE) if cfg.stale_close_delay > 0 else None
 
     @property
@@ -233,14 +239,35 @@ class Session:
 
     # -- output ---------------------------------------------------------------------------------
 
+    def set_fast_send(self, send: Callable[[bytes], None] | None) -> None:
+        """``send`` writes one message to the socket at once, and the transport calls
+        :meth:`pause` above its high-water mark and :meth:`resume` below the low one, so the
+        socket's buffer stays bounded without the check :meth:`flush` makes."""
+        self.fast_send = send
+        self._arm()
+
+    def _arm(self) -> None:
+        """``push_now`` is ``fast_send`` exactly while nothing is queued, held, paused, slow
+        or closed: a push written through then keeps its order and its bounds. Every change
+        of one of those conditions calls this (or clears ``push_now`` itself)."""
+        send = self.fast_send
+        self.push_now = send if (send is not None and not self._out and self._held is None and not self.paused
+                                 and not self._slow and self.state is not State.CLOSED) else None
+
+    def pause(self) -> None:
+        self.paused = True
+        self.push_now = None
+
     def hold_pushes(self) -> None:
         """Until :meth:`release_pushes`, queue pushes aside (replies still go out)."""
         self._held = []
+        self.push_now = None
 
     def release_pushes(self) -> None:
         held, self._held = self._held, None
         for data in held or ():
             self._write(data)
+        self._arm()
 
     def write_reply(self, data: bytes) -> None:
         """Queue one encoded reply."""
@@ -264,6 +291,7 @@ class Session:
         """
         if self.state is State.CLOSED or self._slow:
             return
+        self.push_now = None  # behind what is queued from now on
         if not self._out and not self._direct:
             self.node.flusher.mark(self)
         self._out.append(data)
@@ -284,11 +312,14 @@ class Session:
         self._out = []
         self._out_bytes = 0
         self.transport.send_text(out[0] if len(out) == 1 else self.codec.separator.join(out))
+        self._arm()
 
     def resume(self) -> None:
         self.paused = False
         if self._out:
-            self.node.flusher.mark(self)
+            self.node.flusher.mark(self)  # its flush arms push_now
+        else:
+            self._arm()
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -496,7 +527,7 @@ class Session:
         # Spread first pings over [interval/2, interval) like Centrifugo, so a reconnect
         # storm does not ping in lockstep forever after.
         delay = interval / 2 + self.node.rng.random() * interval / 2 if first else interval
-        self._ping_timer = self.node.loop.call_later(delay, self._send_ping)
+        self._ping_timer = self.node.timers.call_later(delay, self._send_ping)
 
     def _send_ping(self) -> None:
         if self.state is not State.CONNECTED:
@@ -506,7 +537,7 @@ class Session:
         self.node.metrics.sent("ping", len(ping))
         if not self._ping_outstanding and not self.unidirectional:
             self._ping_outstanding = True
-            self._pong_timer = self.node.loop.call_later(
+            self._pong_timer = self.node.timers.call_later(
                 self.node.config.client.pong_timeout, self.close, DISCONNECT_NO_PONG)
         self._schedule_ping()
 
@@ -530,12 +561,12 @@ class Session:
         if self.node.config.client.refresh_proxy is not None and self.handlers.proxy_refresh is not None:
             # Server-side refresh (Centrifugo with client.proxy.refresh): the client is not told
             # of an expiry; at expire_at the refresh proxy extends or ends the connection.
-            self.expire_timer = self.node.loop.call_later(max(0.0, expire_at - now), self._refresh_due)
+            self.expire_timer = self.node.timers.call_later(max(0.0, expire_at - now), self._refresh_due)
             return
         result["expires"] = True
         result["ttl"] = max(1, int(expire_at - now))
         delay = expire_at - now + self.node.config.client.expired_close_delay
-        self.expire_timer = self.node.loop.call_later(max(0.0, delay), self._check_expired)
+        self.expire_timer = self.node.timers.call_later(max(0.0, delay), self._check_expired)
 
     def _refresh_due(self) -> None:
         self.expire_timer = None
@@ -638,10 +669,10 @@ class Session:
 
     def _schedule_sub_expiry(self, channel: str, sub: _Sub, expire_at: int, now: float) -> None:
         if sub.server_refresh and self.handlers.proxy_sub_refresh is not None:
-            sub.timer = self.node.loop.call_later(max(0.0, expire_at - now), self._sub_refresh_due, channel)
+            sub.timer = self.node.timers.call_later(max(0.0, expire_at - now), self._sub_refresh_due, channel)
             return
         delay = expire_at - now + self.node.config.client.expired_sub_close_delay
-        sub.timer = self.node.loop.call_later(max(0.0, delay), self._check_sub_expired, channel)
+        sub.timer = self.node.timers.call_later(max(0.0, delay), self._check_sub_expired, channel)
 
     def _sub_refresh_due(self, channel: str) -> None:
         sub = self.subs.get(channel)
@@ -749,6 +780,7 @@ class Session:
             return
         was_connected = self.state is State.CONNECTED
         self.state = State.CLOSED
+        self.push_now = None
         self._out = []
         self._out_bytes = 0
         for timer in (self._ping_timer, self._pong_timer, self.expire_timer, self.stale_timer):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import fnmatch
+import functools
 import logging
 import ssl
 from collections.abc import Callable
@@ -329,7 +330,15 @@ class ClientConnection(FrameListener):
     # -- Transport protocol for the session -----------------------------------------------------
 
     def send_text(self, data: bytes) -> None:
-        self._send(self._msg_type, data)
+        # FrameListener._send inlined: this is once per delivery on the fan-out path.
+        t = self._t
+        if t is None:
+            return
+        deflater = self._deflater
+        if deflater is not None and len(data) >= self._deflate_min:
+            t.send(self._msg_type, deflater.compress(data), rsv1=True)
+        else:
+            t.send(self._msg_type, data)
 
     def close(self, code: int, reason: str) -> None:
         self._close_transport(code, reason)
@@ -343,12 +352,20 @@ class ClientConnection(FrameListener):
 
     # -- picows callbacks -----------------------------------------------------------------------
 
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        # picows reports back-pressure (pause_writing below), so the hub's fan-out may write
+        # straight to the socket: without deflate that is picows' own send, a C call, with
+        # no Python frame per delivery.
+        send = functools.partial(transport.send, self._msg_type) if self._deflater is None else self.send_text
+        self.session.set_fast_send(send)
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)
         self.session.on_transport_closed()
 
     def pause_writing(self) -> None:
-        self.session.paused = True
+        self.session.pause()
 
     def resume_writing(self) -> None:
         self.session.resume()

@@ -46,6 +46,7 @@ class FakeSub:
         self.user = user
         self.codec = codec
         self.writes: list[bytes] = []
+        self.push_now = None
         self.gaps: list[str] = []
         self.unsubscribed: list[tuple[str, Unsubscribe]] = []
         self._hub = hub
@@ -53,6 +54,7 @@ class FakeSub:
 
     def write_push(self, data: bytes) -> None:
         self.writes.append(data)
+
 
     def on_stream_gap(self, channel: str) -> None:
         self.gaps.append(channel)
@@ -486,3 +488,108 @@ def test_an_ahead_subscriber_that_leaves_is_forgotten(hub: Hub) -> None:
     assert not hub.channels[CH].ahead
     deliver(hub, "p6", 6)
     assert received(old) == ["p5", "p6"]
+
+
+# -- end-of-tick batches (a hub with a loop) ----------------------------------------------------
+
+
+class Tick:
+    """The loop's call_soon, run by hand: ``end()`` is the end of the loop tick."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def __call__(self, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    def end(self) -> None:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+@pytest.fixture
+def tick() -> Tick:
+    return Tick()
+
+
+@pytest.fixture
+def ticked(tick: Tick) -> Hub:
+    return Hub(call_soon=tick)
+
+
+def frames(sub: FakeSub) -> list[list[Any]]:
+    """Each write as the list of publication data it carried (one frame may join several)."""
+    return [[orjson.loads(part)["push"]["pub"]["data"] for part in w.split(b"\n")] for w in sub.writes]
+
+
+def test_a_tick_of_publications_is_one_frame_the_same_bytes_for_each(ticked: Hub, tick: Tick) -> None:
+    subs = _subs(ticked, 3)
+    for n in range(1, 4):
+        deliver(ticked, n, n)
+    assert all(s.writes == [] for s in subs)  # nothing written before the tick ends
+    assert len(tick.callbacks) == 1  # one callback per tick, whatever the publications
+    tick.end()
+    assert [frames(s) for s in subs] == [[[1, 2, 3]]] * 3
+    assert all(s.writes[0] is subs[0].writes[0] for s in subs)
+    deliver(ticked, 4, 4)
+    tick.end()
+    assert frames(subs[0]) == [[1, 2, 3], [4]]
+
+
+def test_a_subscriber_added_mid_tick_gets_nothing_from_before_it(ticked: Hub, tick: Tick) -> None:
+    old = _subs(ticked, 1)[0]
+    deliver(ticked, 1, 1)
+    new = FakeSub("new")
+    ticked.subscribe(CH, new, False, pos(1))
+    assert frames(old) == [[1]]  # written out before the group changed
+    deliver(ticked, 2, 2)
+    tick.end()
+    assert frames(old) == [[1], [2]]
+    assert frames(new) == [[2]]
+
+
+def test_a_subscriber_leaving_mid_tick_still_gets_what_came_while_it_was_there(ticked: Hub, tick: Tick) -> None:
+    leaving, staying = _subs(ticked, 2)
+    deliver(ticked, 1, 1)
+    assert ticked.unsubscribe(CH, leaving)
+    deliver(ticked, 2, 2)
+    tick.end()
+    assert frames(leaving) == [[1]]
+    assert frames(staying) == [[1], [2]]
+
+
+def test_join_and_leave_keep_their_place_among_batched_publications(ticked: Hub, tick: Tick) -> None:
+    sub = FakeSub("s")
+    ticked.subscribe(CH, sub, True, None)
+    deliver(ticked, "before")
+    ticked.handle_join(CH, ClientInfo("bob", "c9"))
+    deliver(ticked, "after")
+    tick.end()
+    kinds = [next(iter(orjson.loads(w.split(b"\n")[0])["push"].keys() - {"channel"})) for w in sub.writes]
+    assert kinds == ["pub", "join", "pub"]
+
+
+def test_a_gap_writes_what_came_before_it_first(ticked: Hub, tick: Tick) -> None:
+    subs = _subs(ticked, 2, position=pos(0), drop_on_gap=True)
+    deliver(ticked, 1, 1)
+    deliver(ticked, 3, 3)  # 2 never arrived
+    assert [frames(s) for s in subs] == [[[1]]] * 2
+    assert all(s.gaps == [CH] for s in subs)
+    tick.end()
+    assert [frames(s) for s in subs] == [[[1]]] * 2  # they left: 3 is not theirs
+
+
+def test_a_subscriber_already_ahead_gets_the_batch_before_the_skipping_path(ticked: Hub, tick: Tick) -> None:
+    first = _subs(ticked, 1, position=pos(0))[0]
+    deliver(ticked, 1, 1)
+    ahead = FakeSub("ahead")
+    ticked.begin_subscribe(CH)
+    ticked.handle_publication(CH, publication(2, 2), pos(2))
+    ticked.subscribe(CH, ahead, False, pos(3))  # its reply already carried 2 and 3
+    ticked.end_subscribe(CH)
+    ticked.handle_publication(CH, publication(3, 3), pos(3))
+    ticked.handle_publication(CH, publication(4, 4), pos(4))
+    tick.end()
+    assert [d for f in frames(first) for d in f] == [1, 2, 3, 4]
+    assert [d for f in frames(ahead) for d in f] == [4]

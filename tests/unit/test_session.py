@@ -358,3 +358,93 @@ async def test_dev_default_serves_any_namespace_and_production_refuses_it() -> N
         finally:
             session.on_transport_closed()
             node.close()
+
+
+# -- the fan-out's direct write (push_now) -------------------------------------------------------
+
+
+def _with_fast_send(session: Session, transport: FakeTransport) -> list[bytes]:
+    """Wire ``fast_send`` as the WebSocket transport does; what it writes is recorded apart."""
+    direct: list[bytes] = []
+
+    def send(data: bytes) -> None:
+        direct.append(data)
+        transport.send_text(data)
+
+    session.set_fast_send(send)
+    return direct
+
+
+async def test_fan_out_writes_straight_through_one_frame_per_tick(
+        make_session: Callable[..., tuple[Session, FakeTransport]]) -> None:
+    sub, ts = make_session()
+    sub.on_message(cmd(2, "subscribe", channel=CHAT))
+    await tick()
+    direct = _with_fast_send(sub, ts)
+    assert sub.push_now is not None
+    publisher, _ = make_session()
+    publisher.on_message(message(*(cmd(10 + i, "publish", channel=CHAT, data=i) for i in range(3))))
+    await tick()
+    (frame,) = direct  # the three publications of the tick, as one message, not through the queue
+    assert [orjson.loads(line)["push"]["pub"]["data"] for line in frame.split(b"\n")] == [0, 1, 2]
+
+
+async def test_fan_out_queues_behind_held_pushes_and_while_paused(
+        make_session: Callable[..., tuple[Session, FakeTransport]]) -> None:
+    sub, ts = make_session()
+    sub.on_message(cmd(2, "subscribe", channel=CHAT))
+    await tick()
+    direct = _with_fast_send(sub, ts)
+    publisher, _ = make_session()
+
+    sub.hold_pushes()
+    assert sub.push_now is None
+    publisher.on_message(cmd(10, "publish", channel=CHAT, data="held"))
+    await tick()
+    assert direct == []
+    sub.release_pushes()
+    await tick()
+    assert [p["pub"]["data"] for p in ts.pushes() if "pub" in p] == ["held"]
+    assert sub.push_now is not None  # armed again once the queue is empty
+
+    sub.pause()  # the socket is above its high-water mark
+    publisher.on_message(cmd(11, "publish", channel=CHAT, data="paused"))
+    await tick()
+    assert direct == [] and [p["pub"]["data"] for p in ts.pushes() if "pub" in p] == ["held"]
+    sub.resume()
+    assert sub.push_now is None  # the queued one goes first
+    await tick()
+    assert [p["pub"]["data"] for p in ts.pushes() if "pub" in p] == ["held", "paused"]
+    assert sub.push_now is not None
+    publisher.on_message(cmd(12, "publish", channel=CHAT, data="direct"))
+    await tick()
+    assert len(direct) == 1 and b'"direct"' in direct[0]
+
+
+async def test_paused_subscriber_is_still_bounded_at_the_default_queue(
+        make_session: Callable[..., tuple[Session, FakeTransport]], node: Node) -> None:
+    assert node.config.client.queue_max_size == 1048576
+    slow, ts = make_session()
+    slow.on_message(cmd(2, "subscribe", channel=CHAT))
+    await tick()
+    direct = _with_fast_send(slow, ts)
+    slow.pause()  # and it never resumes
+    publisher, _ = make_session()
+    big = "x" * 300_000
+    for i in range(4):
+        publisher.on_message(cmd(10 + i, "publish", channel=CHAT, data=big))
+        await tick()
+    assert [code for code, _ in ts.closes] == [3008]
+    assert direct == [] and slow.closed and slow.push_now is None
+
+
+async def test_closed_session_is_never_written_through(
+        make_session: Callable[..., tuple[Session, FakeTransport]]) -> None:
+    sub, ts = make_session()
+    sub.on_message(cmd(2, "subscribe", channel=CHAT))
+    await tick()
+    _with_fast_send(sub, ts)
+    sub.on_transport_closed()
+    assert sub.push_now is None
+    sub.set_fast_send(lambda data: None)  # a late wiring does not arm a closed session
+    assert sub.push_now is None

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.0, metavar="R", help="connections/s in total (0 = max)")
     p.add_argument("--concurrency", type=int, default=200, help="handshakes in flight per process")
     p.add_argument("--hold", type=float, default=1.0, help="seconds to hold the connections before reading RSS")
+    p.add_argument("--channels", type=int, default=0, metavar="M",
+                   help="each connection also subscribes, to one of M channels (connection i to i %% M; "
+                        "0 = connect only); M = K gives every client its own channel")
 
     p = sub.add_parser("compare", help="shardgate and each peer, one after another, same clients")
     _common(p, url=False)
@@ -189,8 +192,10 @@ def build(args: argparse.Namespace, url: str, proto: str, workers: int) -> tuple
         for i, c in enumerate(_split(args.connections, n)):
             plans.append(Plan(index=i, rpc_conns=c, rpc_rate=args.rate * c / max(1, args.connections)))
     elif scenario == "connect":
+        channels = [f"bench-idle-{k}" for k in range(args.channels)]
         for i, c in enumerate(_split(args.connections, n)):
-            plans.append(Plan(index=i, connect_conns=c, connect_rate=args.rate * c / max(1, args.connections)))
+            plans.append(Plan(index=i, connect_conns=c, connect_rate=args.rate * c / max(1, args.connections),
+                              connect_channels=channels[i::n] or channels))
     plans = [p for p in plans if p.subs or p.pub_conns or p.rpc_conns or p.connect_conns]
     for i, p in enumerate(plans):
         p.index = i

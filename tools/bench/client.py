@@ -77,6 +77,7 @@ class Plan:
     rpc_rate: float = 0.0                                # this process's share of the rpc rate
     connect_conns: int = 0
     connect_rate: float = 0.0
+    connect_channels: list[str] = field(default_factory=list)  # connect: subscribe connection i to [i % len]
     user_prefix: str = "bench"
 
 
@@ -572,6 +573,8 @@ class Runner:
                 start = intended or time.monotonic_ns()
                 try:
                     conn = await self.open_conn(timeout)
+                    if plan.connect_channels:
+                        await conn.subscribe(plan.connect_channels[i % len(plan.connect_channels)], timeout)
                 except (Exception, asyncio.TimeoutError) as exc:  # noqa: UP041
                     proc.failed += 1
                     if len(self.setup_failures) < 3:
