@@ -131,26 +131,50 @@ class Hub:
         self.channels: dict[str, LocalChannel] = {}
         self._pending: dict[str, _Pending] = {}
         self.clients: dict[str, Subscriber] = {}
-        self.users: dict[str, set[str]] = {}
+        # A user's client ids: the one id itself while the user has one connection (most do;
+        # a set is about 200 bytes more per connection), a set from the second on.
+        self.users: dict[str, str | set[str]] = {}
 
     # -- connections ---------------------------------------------------------------------------
 
     def add_client(self, sub: Subscriber) -> None:
-        self.clients[sub.client_id] = sub
-        self.users.setdefault(sub.user, set()).add(sub.client_id)
+        client_id, user = sub.client_id, sub.user
+        self.clients[client_id] = sub
+        ids = self.users.get(user)
+        if ids is None:
+            self.users[user] = client_id
+        elif isinstance(ids, str):
+            if ids != client_id:
+                self.users[user] = {ids, client_id}
+        else:
+            ids.add(client_id)
 
     def remove_client(self, sub: Subscriber) -> None:
-        if self.clients.get(sub.client_id) is not sub:
+        client_id, user = sub.client_id, sub.user
+        if self.clients.get(client_id) is not sub:
             return
-        del self.clients[sub.client_id]
-        ids = self.users.get(sub.user)
-        if ids is not None:
-            ids.discard(sub.client_id)
-            if not ids:
-                del self.users[sub.user]
+        del self.clients[client_id]
+        ids = self.users.get(user)
+        if ids is None:
+            return
+        if isinstance(ids, str):
+            if ids == client_id:
+                del self.users[user]
+            return
+        ids.discard(client_id)
+        if len(ids) == 1:
+            self.users[user] = next(iter(ids))
+        elif not ids:
+            del self.users[user]
+
+    def user_client_ids(self, user: str) -> list[str]:
+        ids = self.users.get(user)
+        if ids is None:
+            return []
+        return [ids] if isinstance(ids, str) else list(ids)
 
     def user_clients(self, user: str) -> Iterator[Subscriber]:
-        for client_id in list(self.users.get(user, ())):
+        for client_id in self.user_client_ids(user):
             sub = self.clients.get(client_id)
             if sub is not None:
                 yield sub

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import picows
 import picows.picows
+from multidict import CIMultiDict
 
 from gateway.transport.websocket import MAX_REQUEST_HEAD_SIZE, PICOWS_PROTOCOL_PARAMETERS, new_server_protocol
 
@@ -63,3 +64,24 @@ def test_request_head_limit_matches_picows() -> None:
     assert "len(data) >= self._http_max_size" in source and "len(raw_headers) >= self._http_max_size" in source
     assert "def get_buffer(self, Py_ssize_t size_hint)" in source
     assert "def buffer_updated(self, Py_ssize_t nbytes)" in source
+
+
+def test_release_handshake_empties_what_picows_keeps() -> None:
+    """release_handshake() writes these attributes of picows' upgrade request and response;
+    a picows that renames them must fail here, not at the first connection."""
+    from picows import WSUpgradeRequest, WSUpgradeResponse
+
+    from gateway.transport.websocket import release_handshake
+
+    assert {"headers", "path"} <= set(WSUpgradeRequest.__slots__)
+    assert {"headers", "body"} <= set(WSUpgradeResponse.__slots__)
+
+    class Transport:
+        request = WSUpgradeRequest()
+        response = WSUpgradeResponse.create_101_response(extra_headers={"Sec-WebSocket-Protocol": "x"})
+
+    Transport.request.headers = CIMultiDict({"Host": "h", "Cookie": "secret"})
+    Transport.request.path = b"/connection/websocket?cf_connect=token"
+    release_handshake(Transport)  # type: ignore[arg-type]
+    assert len(Transport.request.headers) == 0 and Transport.request.path == b""
+    assert len(Transport.response.headers) == 0 and Transport.response.body is None

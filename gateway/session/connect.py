@@ -95,7 +95,7 @@ def _accept(session: Session, cmd: Command, creds: ConnectCredentials, *, data: 
     # client.user_connection_limit: counted in this worker (a user's connections are not
     # routed to one worker, so with N workers one user may hold up to N x the limit).
     user_limit = cfg.user_connection_limit
-    if user_limit and creds.user and len(node.hub.users.get(creds.user, ())) >= user_limit:
+    if user_limit and creds.user and len(node.hub.user_client_ids(creds.user)) >= user_limit:
         raise DISCONNECT_CONNECTION_LIMIT
     if cfg.channel_limit and len(creds.channels) > cfg.channel_limit:
         raise DISCONNECT_CHANNEL_LIMIT

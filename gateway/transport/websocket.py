@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import aiofastnet
+from multidict import CIMultiDict
 from picows import (
     WSAutoPingStrategy,
     WSCloseCode,
@@ -215,6 +216,7 @@ class FrameListener(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._t = transport
+        release_handshake(transport)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         try:
@@ -686,6 +688,24 @@ _SERVER_PROTOCOL_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Shared by every released handshake (never written: picows reads them only to answer it).
+_NO_HEADERS: CIMultiDict[str] = CIMultiDict()
+
+
+def release_handshake(transport: WSTransport) -> None:
+    """Free what the upgrade left on the transport. picows keeps the request and response
+    (``readonly`` attributes, slotted objects) for the connection's life; nothing reads them
+    once the listener is built and connected, and their headers, path (the query string may
+    hold a token) and body are about 1 KiB per connection. The objects stay, emptied."""
+    request, response = transport.request, transport.response
+    if request is not None:
+        request.headers = _NO_HEADERS
+        request.path = b""
+    if response is not None:
+        response.headers = _NO_HEADERS
+        response.body = None
+
+
 def new_server_protocol(cls: type[Any], **kwargs: Any) -> Any:
     """Build picows' server-side ``WSProtocol`` (or a subclass) by parameter name."""
     values = {**_SERVER_PROTOCOL_DEFAULTS, **kwargs}
@@ -768,9 +788,14 @@ class _GatedProtocol(WSProtocol):  # type: ignore[misc]
     work is done. A complete request head that is not an upgrade, for a path ``plain_http``
     claims, leaves picows here: the connection goes to that protocol with the bytes read."""
 
+    # Slots for what every connection sets (an instance __dict__ holding them is ~0.3 KiB);
+    # __dict__ stays for the two per-instance read hooks, and is emptied with them.
+    __slots__ = ("__dict__", "_drain", "_head", "_head_view", "_ip", "_refused", "_tcp", "clock", "gate",
+                 "plain_http")
+
     gate: ConnectionGate
     clock: Callable[[], float]
-    plain_http: PlainHttp | None = None
+    plain_http: PlainHttp | None
 
     def connection_made(self, transport: Any) -> None:
         peer = transport.get_extra_info("peername")
@@ -847,8 +872,8 @@ class _GatedProtocol(WSProtocol):  # type: ignore[misc]
         self._drain = asyncio.get_running_loop().call_later(_HEAD_DRAIN_TIMEOUT, tcp.close)
 
     def _end_head_hooks(self) -> None:
-        self.__dict__.pop("get_buffer", None)
-        self.__dict__.pop("buffer_updated", None)
+        if self.__dict__:
+            self.__dict__ = {}  # a fresh empty dict: popping keys would keep the table allocated
         self._head = None
         self._head_view = None
 

@@ -118,11 +118,16 @@ def test_add_and_remove_client(hub: Hub) -> None:
     for s in (a, b, c):
         hub.add_client(s)
     assert hub.clients == {"c1": a, "c2": b, "c3": c}
-    assert hub.users == {"alice": {"c1", "c2"}, "bob": {"c3"}}
+    assert hub.users == {"alice": {"c1", "c2"}, "bob": "c3"}  # one connection: the id itself
     assert set(hub.user_clients("alice")) == {a, b}
+    assert sorted(hub.user_client_ids("alice")) == ["c1", "c2"] and hub.user_client_ids("bob") == ["c3"]
     hub.remove_client(a)
     assert "c1" not in hub.clients
-    assert hub.users["alice"] == {"c2"}
+    assert hub.users["alice"] == "c2"
+    assert hub.user_client_ids("alice") == ["c2"] and hub.user_client_ids("nobody") == []
+    hub.add_client(a)
+    assert hub.users["alice"] == {"c1", "c2"}
+    hub.remove_client(a)
     hub.remove_client(b)
     assert "alice" not in hub.users
     assert list(hub.user_clients("alice")) == []
