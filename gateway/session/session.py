@@ -123,6 +123,9 @@ class _Sub:
     server_refresh: bool = False  # expiry is refreshed through the namespace's sub_refresh proxy
 
 
+_UNBOUNDED = 1 << 62
+
+
 class Session:
     """The server side of one Centrifugo connection."""
 
@@ -144,6 +147,7 @@ class Session:
         "_pumping",
         "_queue",
         "_queue_max",
+        "_send_bound",
         "_slow",
         "client_id",
         "codec",
@@ -201,6 +205,8 @@ class Session:
         # it while a push may bypass the queue, else None: what the hub's fan-out loop reads.
         self.fast_send: Callable[[bytes], None] | None = None
         self.push_now: Callable[[bytes], None] | None = None
+        # What the socket may hold while not paused (its high-water mark); unknown: unbounded.
+        self._send_bound = _UNBOUNDED
         # Commands run in order, at most ``max_inflight_commands`` waiting on an engine at once;
         # the rest of a message waits here, so one message cannot fan out into hundreds of
         # owner requests (and their replies) at the same time.
@@ -239,11 +245,12 @@ class Session:
 
     # -- output ---------------------------------------------------------------------------------
 
-    def set_fast_send(self, send: Callable[[bytes], None] | None) -> None:
+    def set_fast_send(self, send: Callable[[bytes], None] | None, high_water: int) -> None:
         """``send`` writes one message to the socket at once, and the transport calls
-        :meth:`pause` above its high-water mark and :meth:`resume` below the low one, so the
-        socket's buffer stays bounded without the check :meth:`flush` makes."""
+        :meth:`pause` once its buffer passes ``high_water`` and :meth:`resume` when it drains,
+        so while not paused the socket holds at most ``high_water`` bytes."""
         self.fast_send = send
+        self._send_bound = high_water if send is not None else _UNBOUNDED
         self._arm()
 
     def _arm(self) -> None:
@@ -302,17 +309,25 @@ class Session:
                 self.node.flusher.mark(self)  # the queue may be parked on a paused transport
 
     def flush(self) -> None:
-        if self._slow or (self._out and self._out_bytes + self.transport.write_buffer_size() > self._queue_max):
+        out = self._out
+        queued, limit = self._out_bytes, self._queue_max
+        # The socket's own buffer counts too; it is asked only when it may matter (unpaused,
+        # it holds at most _send_bound: this is once per reply on the request path).
+        if self._slow or (out and (self.paused or queued + self._send_bound > limit)
+                          and queued + self.transport.write_buffer_size() > limit):
             self._slow = True
             self.close(DISCONNECT_SLOW)
             return
-        if not self._out or self.paused or self.state is State.CLOSED:
+        if not out or self.paused or self.state is State.CLOSED:
             return
-        out = self._out
         self._out = []
         self._out_bytes = 0
         self.transport.send_text(out[0] if len(out) == 1 else self.codec.separator.join(out))
-        self._arm()
+        # _arm() inlined: the queue is empty now.
+        send = self.fast_send
+        if send is not None and self._held is None and not self.paused and not self._slow \
+                and self.state is not State.CLOSED:  # type: ignore[comparison-overlap]  # send may close
+            self.push_now = send
 
     def resume(self) -> None:
         self.paused = False

@@ -360,7 +360,7 @@ class ClientConnection(FrameListener):
         # straight to the socket: without deflate that is picows' own send, a C call, with
         # no Python frame per delivery.
         send = functools.partial(transport.send, self._msg_type) if self._deflater is None else self.send_text
-        self.session.set_fast_send(send)
+        self.session.set_fast_send(send, transport.underlying_transport.get_write_buffer_limits()[1])
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)

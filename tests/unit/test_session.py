@@ -371,7 +371,7 @@ def _with_fast_send(session: Session, transport: FakeTransport) -> list[bytes]:
         direct.append(data)
         transport.send_text(data)
 
-    session.set_fast_send(send)
+    session.set_fast_send(send, 64 * 1024)
     return direct
 
 
@@ -446,5 +446,5 @@ async def test_closed_session_is_never_written_through(
     _with_fast_send(sub, ts)
     sub.on_transport_closed()
     assert sub.push_now is None
-    sub.set_fast_send(lambda data: None)  # a late wiring does not arm a closed session
+    sub.set_fast_send(lambda data: None, 64 * 1024)  # a late wiring does not arm a closed session
     assert sub.push_now is None
