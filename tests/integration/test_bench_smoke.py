@@ -122,6 +122,30 @@ def test_connect(gw: Gateway) -> None:
     assert r["server_rss_after"] and r["server_rss_per_conn_bytes"] is not None
 
 
+def test_connect_and_subscribe(gw: Gateway) -> None:
+    """--channels: every connection also subscribes (a refused subscribe counts as a failure)."""
+    r = bench_json("connect", *common(gw), "--connections", "30", "--channels", "30", "--rate", "200",
+                   "--hold", "0.2", "--duration", "10")
+    assert r["connections"] == 30 and r["failed"] == 0, r
+    assert r["errors"] == 0, r
+
+
+def test_scaling_steps() -> None:
+    """Two steps with a tiny load: each starts its own gateway, and the second gets an efficiency
+    against the first (never asserted on: this box has 2 cores)."""
+    out = bench_json("scaling", "--steps", "1,2", "--channels-per-worker", "2", "--subscribers", "5",
+                     "--duration", "0.5", "--window", "4", "--drain", str(scaled(5)), timeout=180)
+    rows = out["results"]
+    assert [r["workers"] for r in rows] == [1, 2]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["deliveries_per_s"] > 0 and r["lost"] == 0 and r["errors"] == 0, r
+        assert r["channels"] == 2 * r["workers"] and r["subscribers"] == 10 * r["workers"]
+    assert rows[0]["efficiency"] == 1.0
+    assert rows[1]["efficiency"] > 0 and isinstance(rows[1]["meets_target"], bool)
+    assert out["target_efficiency"] == 0.8
+
+
 def test_table_output(gw: Gateway) -> None:
     proc = bench("rpc", *common(gw), "--connections", "2", "--quiet")
     assert proc.returncode == 0, proc.stderr

@@ -107,6 +107,12 @@ def test_subcommand_help(command: str) -> None:
         assert out.startswith(f"usage: shardgate {command}"), out
 
 
+@pytest.mark.parametrize("scenario", ("fanout", "rooms", "rpc", "connect", "compare", "redis", "scaling"))
+def test_bench_scenario_help(scenario: str) -> None:
+    out = ok(sg("bench", scenario, "--help"))
+    assert out.startswith(f"usage: shardgate bench {scenario}"), out
+
+
 def test_an_option_without_a_command_is_a_usage_error() -> None:
     result = sg("--port", "0", timeout=10)
     assert result.returncode == 2

@@ -27,6 +27,7 @@ examples (a gateway on 127.0.0.1:8000; SECRET = client.token.hmac_secret_key):
   shardgate bench connect ... --connections 10000 --rate 2000 --clients 2
   shardgate bench compare --token-secret x --subscribers 1000 --duration 5 --json
   shardgate bench redis   --subscribers 100 --rate 10000 --duration 5 --workers 2
+  shardgate bench scaling --steps 1,2,4,8 --duration 10 --json
 
 --rate 0 (the default for fanout and rpc) is max-rate mode: fan-out keeps at most --window
 publications in flight end to end (published but not yet received by every subscriber), rpc keeps
@@ -111,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.bench import compare
     compare.add_arguments(p)
 
+    p = sub.add_parser("scaling", help="rooms at max rate against 1, 2, 4, 8 workers; efficiency against linear "
+                       "(starts each gateway itself)")
+    _common(p, url=False)
+    from tools.bench import scaling
+    scaling.add_arguments(p)
+
     p = sub.add_parser("redis", help="Redis engine, 2 nodes on one Redis, beside the memory engine (starts "
                        "redis-server and the nodes itself)")
     _common(p, url=False)
@@ -173,7 +180,7 @@ def build(args: argparse.Namespace, url: str, proto: str, workers: int) -> tuple
               inflight=getattr(args, "inflight", 1), server_workers=workers, source_ips=src,
               connect_concurrency=getattr(args, "concurrency", 200), setup_timeout=args.setup_timeout,
               read_buffer=4096 if scenario == "connect" else 16 * 1024, deflate=getattr(args, "deflate", False),
-              sio_join=getattr(args, "sio_join", None) or '421["s"]')
+              sio_join=getattr(args, "sio_join", None) or '421["s"]', client_cpus=getattr(args, "client_cpus", []))
     plans: list[Plan] = []
     if scenario == "fanout":
         channel = args.channel or channel_owned_by(args.channel_owner, workers, "bench-fanout")
@@ -329,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario == "redis":
         from tools.bench import redis_bench
         return redis_bench.run(args, parser)
+    if args.scenario == "scaling":
+        from tools.bench import scaling
+        return scaling.run(args, parser)
     try:
         check_target(args.url, args.allow_remote)
     except ValueError as exc:

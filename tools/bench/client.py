@@ -57,6 +57,7 @@ class Job:
     read_buffer: int = 16 * 1024
     deflate: bool = False           # offer permessage-deflate (the server needs websocket.compression)
     sio_join: str = '421["s"]'      # socketio: the event that joins the fan-out room (ack id 1)
+    client_cpus: list[int] = field(default_factory=list)  # pin the client processes to these CPUs (scaling)
 
 
 @dataclass
@@ -683,6 +684,9 @@ def process_main(job: Job, plan: Plan, pipe: Any, shared: Any) -> None:
     import uvloop
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
     warnings.filterwarnings("ignore", message=".*HMAC key.*")  # short test secrets are fine for a load tool
+
+    if job.client_cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, job.client_cpus)  # off the CPUs the workers pinned themselves to
 
     async def amain() -> None:
         await Runner(job, plan, pipe, shared).main()
