@@ -20,6 +20,7 @@ buffered without bound.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ from gateway.obs.stats import Stats
 from gateway.protocol.codec import Codec
 
 __all__ = ["Hub", "Subscriber", "LocalChannel"]
+
+log = logging.getLogger("shardgate.hub")
 
 
 class Subscriber(Protocol):
@@ -388,10 +391,13 @@ class Hub:
             # A copy: a write may end a connection, and its cleanup leaves this group.
             for sub in tuple(subs):
                 send = sub.push_now
-                if send is None:
-                    sub.write_push(frame)
-                else:
-                    send(frame)
+                try:
+                    if send is None:
+                        sub.write_push(frame)
+                    else:
+                        send(frame)
+                except Exception:  # one broken connection must not cost the others their copy
+                    log.exception("fan-out write to client %s failed", sub.client_id)
 
     def _deliver_skipping_ahead(self, channel: str, local: LocalChannel, pub: Publication, offset: int) -> None:
         """The rare path of :meth:`handle_publication`: some subscribers already have ``pub``

@@ -51,6 +51,7 @@ METHODS = (
     "sub_refresh",
 )
 _MAX_ID = 2**32 - 1
+_METHOD_ORDER = {name: i for i, name in enumerate(METHODS)}
 
 PING = b"{}"
 
@@ -89,11 +90,13 @@ def decode_commands(data: bytes, max_commands: int, received_at: float = 0.0) ->
             raise _bad("bad command id")
         method = ""
         body: Any = None
-        for name in METHODS:
-            value = obj.get(name)
-            if value is not None:
-                method, body = name, value
-                break
+        rank = len(METHODS)
+        # The object's own keys (usually "id" and one method), not every method name: the first
+        # non-null method in proto order wins, as before.
+        for name, value in obj.items():
+            order = _METHOD_ORDER.get(name)
+            if order is not None and order < rank and value is not None:
+                method, body, rank = name, value, order
         if method == "" and len(obj) > (1 if "id" in obj else 0):
             raise _bad("unknown method")
         if body is None:

@@ -366,10 +366,20 @@ class Session:
                         if cmd.id:
                             self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
                         continue
+                if self._queue is None and not self._pumping and self._can_start():
+                    # Nothing waits ahead of it: run it now, without the queue (most messages
+                    # carry one command; this is the request path's common case).
+                    self._pumping = True
+                    try:
+                        self._start(cmd)
+                    finally:
+                        self._pumping = False
+                    continue
                 if self._queue is None:
                     self._queue = deque()
                 self._queue.append(cmd)
-            self._pump()
+            if self._queue:
+                self._pump()
         finally:
             self._direct = False
         if self._out or self._slow:
@@ -389,16 +399,24 @@ class Session:
                     return
                 if self.state is State.CONNECTING and self._inflight:
                     return  # a connect proxy is deciding: what follows the connect waits for it
-                cmd = queue.popleft()
-                cmd.pending = True
-                self._inflight += 1
-                self._dispatch(cmd)
-                if cmd.id == 0:
-                    self._answered(cmd)  # a pong or a send: no reply is owed
+                self._start(queue.popleft())
         finally:
             self._pumping = False
             if not queue:
                 self._queue = None
+
+    def _can_start(self) -> bool:
+        """Whether a command may be dispatched now (the conditions of :meth:`_pump`'s loop)."""
+        state = self.state
+        return (self._inflight < self._max_inflight and state is not State.CLOSED and not self._slow
+                and not (state is State.CONNECTING and self._inflight))
+
+    def _start(self, cmd: Command) -> None:
+        cmd.pending = True
+        self._inflight += 1
+        self._dispatch(cmd)
+        if cmd.id == 0:
+            self._answered(cmd)  # a pong or a send: no reply is owed
 
     def _answered(self, cmd: Command) -> None:
         if cmd.pending:

@@ -598,3 +598,19 @@ def test_a_subscriber_already_ahead_gets_the_batch_before_the_skipping_path(tick
     tick.end()
     assert [d for f in frames(first) for d in f] == [1, 2, 3, 4]
     assert [d for f in frames(ahead) for d in f] == [4]
+
+
+def test_a_write_that_raises_costs_the_others_nothing(ticked: Hub, tick: Tick) -> None:
+    subs = _subs(ticked, 3)
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("transport gone")
+
+    subs[1].push_now = broken
+    deliver(ticked, 1, 1)
+    tick.end()
+    assert frames(subs[0]) == [[1]] and frames(subs[2]) == [[1]]
+    deliver(ticked, 2, 2)  # the channel is scheduled again on the next tick
+    assert len(tick.callbacks) == 1
+    tick.end()
+    assert frames(subs[2]) == [[1], [2]]
