@@ -68,9 +68,12 @@ def decode_commands(data: bytes, max_commands: int, received_at: float = 0.0) ->
             runs only on the error path); 3501 for malformed JSON, a non-object command, a bad ``id``, an
             unknown method or more than ``max_commands`` commands in one message.
     """
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()  # one trailing newline is allowed (protocol decode.go)
+    if b"\n" in data:
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # one trailing newline is allowed (protocol decode.go)
+    else:
+        lines = [data] if data else []  # one command, no newline: most messages
     if len(lines) > max_commands:
         raise _bad("too many commands")
     commands: list[Command] = []
