@@ -1,6 +1,7 @@
 """RFC 6455 conformance gate: the Autobahn TestSuite against the gateway's echo endpoint.
 
     python -m tools.conformance [--install] [--workers N] [--timeout S] [--outdir DIR]
+                                [--cases PATTERNS] [--parallel N]
 
 Starts ``python -m gateway serve`` on 127.0.0.1 (ephemeral ports) with
 ``websocket.conformance_echo_path`` enabled and ``websocket.message_size_limit`` at 32 MiB
@@ -16,6 +17,13 @@ The suite (autobahntestsuite 25.10.1) runs on Python 2.7 only. Its virtualenv is
 creates it when missing from pyenv's 2.7.18 with virtualenv 20.21.1 (the last release that
 makes 2.7 environments), itself installed in ``.autobahn/venv-virtualenv`` (Python 3).
 Reports go to ``--outdir`` (default ``.autobahn/reports``).
+
+wstest is single-threaded Python 2.7 and the deflate cases (12.*, 13.*) are its own CPU: about
+1000 of the run's seconds on a 2-core box, with the gateway mostly idle. ``--parallel N``
+(default 2) splits the case groups into N shards balanced by their measured durations and runs
+one wstest per shard against the same gateway at once; their reports are merged. With every case
+selected, fewer than :data:`EXPECTED_CASES` results is a failure to run (exit 2), so a shard list
+that misses a group cannot pass silently.
 """
 
 from __future__ import annotations
@@ -44,6 +52,15 @@ MESSAGE_SIZE_LIMIT = 32 * 1024 * 1024
 AGENT = "shardgate"
 EXCLUDED: list[str] = []  # every case runs, permessage-deflate (12.*, 13.*) included
 BAD = frozenset({"FAILED", "WRONG CODE", "UNCLEAN"})
+#: How many cases autobahntestsuite 25.10.1 runs with "cases": ["*"].
+EXPECTED_CASES = 517
+#: Every case group of the suite, with its duration in seconds on a 2-core box (one wstest at a
+#: time, this session's run): what --parallel balances the shards by.
+CASE_GROUPS: dict[str, float] = {
+    "1.*": 1, "2.*": 1, "3.*": 1, "4.*": 1, "5.*": 2, "6.*": 6, "7.*": 2, "9.*": 20, "10.*": 1,
+    "12.1.*": 51, "12.2.*": 132, "12.3.*": 132, "12.4.*": 61, "12.5.*": 115,
+    "13.1.*": 64, "13.2.*": 56, "13.3.*": 104, "13.4.*": 64, "13.5.*": 99, "13.6.*": 47, "13.7.*": 93,
+}
 
 AUTOBAHN_VERSION = "25.10.1"
 VIRTUALENV_VERSION = "20.21.1"
@@ -198,6 +215,19 @@ def _counts(c: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def shards(patterns: list[str], parallel: int) -> list[list[str]]:
+    """Split the case patterns into at most ``parallel`` lists of about equal duration: every
+    group of the suite for ``*``, the patterns as given otherwise (longest first, each to the
+    lightest shard)."""
+    groups = list(CASE_GROUPS) if patterns == ["*"] else patterns
+    bins: list[tuple[float, list[str]]] = [(0.0, []) for _ in range(max(1, min(parallel, len(groups))))]
+    for group in sorted(groups, key=lambda g: -CASE_GROUPS.get(g, 1.0)):
+        i = min(range(len(bins)), key=lambda k: bins[k][0])
+        weight, members = bins[i]
+        bins[i] = (weight + CASE_GROUPS.get(group, 1.0), [*members, group])
+    return [members for _, members in bins if members]
+
+
 def run(args: argparse.Namespace) -> int:
     venv = venv_path()
     if not wstest_path(venv).exists():
@@ -210,45 +240,66 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
     started = time.monotonic()
+    patterns = [c.strip() for c in args.cases.split(",") if c.strip()] or ["*"]
+    procs: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
     with tempfile.TemporaryDirectory(prefix="shardgate-autobahn-") as tmp:
         gw = GatewayProcess(Path(tmp), args.workers)
         try:
             base = gw.wait_url(timeout=30)
             url = re.sub(r"^(ws://[^/]+).*$", r"\1", base) + ECHO_PATH
-            spec = {
-                "outdir": str(outdir),
-                "servers": [{"agent": AGENT, "url": url}],
-                "cases": ["*"],
-                "exclude-cases": EXCLUDED,
-                "exclude-agent-cases": {},
-            }
-            spec_path = Path(tmp) / "fuzzingclient.json"
-            spec_path.write_text(json.dumps(spec, indent=2))
-            print(f"conformance: wstest -m fuzzingclient against {url} (timeout {args.timeout:g} s)", flush=True)
-            with open(outdir / "wstest.log", "w") as wlog:
+            parts = shards(patterns, args.parallel)
+            print(f"conformance: {len(parts)} wstest process(es) against {url} (timeout {args.timeout:g} s): "
+                  + " | ".join(",".join(p) for p in parts), flush=True)
+            for i, cases in enumerate(parts):
+                shard_dir = outdir / f"shard-{i + 1}"
+                shard_dir.mkdir()
+                spec = {"outdir": str(shard_dir), "servers": [{"agent": AGENT, "url": url}], "cases": cases,
+                        "exclude-cases": EXCLUDED, "exclude-agent-cases": {}}
+                spec_path = Path(tmp) / f"fuzzingclient-{i + 1}.json"
+                spec_path.write_text(json.dumps(spec, indent=2))
+                wlog = open(shard_dir / "wstest.log", "w")  # noqa: SIM115 - closed below
+                procs.append((subprocess.Popen([str(wstest_path(venv)), "-m", "fuzzingclient", "-s",
+                                                str(spec_path)], cwd=tmp, stdout=wlog, stderr=subprocess.STDOUT),
+                              wlog, shard_dir))
+            deadline = time.monotonic() + args.timeout
+            timed_out = False
+            for proc, wlog, shard_dir in procs:
                 try:
-                    rc = subprocess.run([str(wstest_path(venv)), "-m", "fuzzingclient", "-s", str(spec_path)],
-                                        cwd=tmp, stdout=wlog, stderr=subprocess.STDOUT,
-                                        timeout=args.timeout).returncode
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    print(f"conformance: wstest ran past {args.timeout:g} s; log in {outdir / 'wstest.log'}",
+                    timed_out = True
+                    proc.kill()
+                    proc.wait()
+                    print(f"conformance: wstest ran past {args.timeout:g} s; log in {shard_dir / 'wstest.log'}",
                           file=sys.stderr)
-                    return 2
+                wlog.close()
+            if timed_out:
+                return 2
             if gw.proc.poll() is not None:
                 print(f"conformance: the gateway exited during the run; log:\n{gw.log_path.read_text()}",
                       file=sys.stderr)
                 return 2
         finally:
+            for proc, wlog, _ in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                wlog.close()
             gw.stop()
             shutil.copy(gw.log_path, outdir / "gateway.log")
     wall = time.monotonic() - started
-    index = outdir / "index.json"
-    if not index.exists():
-        print(f"conformance: wstest (exit {rc}) wrote no {index}; see {outdir / 'wstest.log'}", file=sys.stderr)
-        return 2
-    results: dict[str, dict[str, Any]] = json.loads(index.read_text()).get(AGENT, {})
+    results: dict[str, dict[str, Any]] = {}
+    for _, _, shard_dir in procs:
+        index = shard_dir / "index.json"
+        if not index.exists():
+            print(f"conformance: wstest wrote no {index}; see {shard_dir / 'wstest.log'}", file=sys.stderr)
+            return 2
+        results.update(json.loads(index.read_text()).get(AGENT, {}))
     if not results:
-        print(f"conformance: {index} has no results for agent {AGENT!r}", file=sys.stderr)
+        print(f"conformance: no results for agent {AGENT!r} in {outdir}", file=sys.stderr)
+        return 2
+    if patterns == ["*"] and len(results) < EXPECTED_CASES:
+        print(f"conformance: only {len(results)} of the suite's {EXPECTED_CASES} cases ran", file=sys.stderr)
         return 2
     behavior, close, failing, allowed = evaluate(results)
     excluded = ", ".join(EXCLUDED) or "none"
@@ -273,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--install", action="store_true", help="create the Python 2.7 suite environment if missing")
     p.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds wstest may run (default 300)")
+    p.add_argument("--parallel", type=int, default=2, help="wstest processes, each on a shard of the cases "
+                   "(default 2)")
+    p.add_argument("--cases", default="*",
+                   help="comma-separated case patterns (default: every case), e.g. 12.1.*,13.1.*")
     p.add_argument("--outdir", default=str(AUTOBAHN_DIR / "reports"), help="report folder (emptied first)")
     return run(p.parse_args(argv))
 

@@ -134,3 +134,16 @@ def test_gate_verdicts() -> None:
     assert [f.split(":")[0] for f in failing] == ["3.7", "5.1", "6.2.1"]
     assert len(allowed) == 1 and allowed[0].startswith("7.1.2:") and allowed[0].endswith("because")
     assert evaluate({"1.1.1": case("OK")}, {})[2] == []
+
+
+def test_parallel_shards_cover_every_group_once_and_balance() -> None:
+    from tools.conformance import CASE_GROUPS, shards
+
+    parts = shards(["*"], 2)
+    assert len(parts) == 2
+    flat = [g for part in parts for g in part]
+    assert sorted(flat) == sorted(CASE_GROUPS) and len(flat) == len(set(flat))
+    weights = [sum(CASE_GROUPS[g] for g in part) for part in parts]
+    assert max(weights) <= 1.1 * min(weights)  # the deflate groups split about evenly
+    assert shards(["12.1.*", "1.*"], 4) == [["12.1.*"], ["1.*"]]  # never more shards than patterns
+    assert shards(["*"], 1) == [list(sorted(CASE_GROUPS, key=lambda g: -CASE_GROUPS[g]))]
