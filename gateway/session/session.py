@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
@@ -124,6 +125,9 @@ class _Sub:
 
 
 _UNBOUNDED = 1 << 62
+# Shared and read-only: most connections have no forwarded or emulated headers (a dict each
+# would be 64 bytes per connection for nothing).
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 class Session:
@@ -188,8 +192,8 @@ class Session:
         self.meta: Any = None  # connection meta (token or connect proxy): for proxies only
         # Upgrade-request headers some proxy forwards (lower-case names), and the connect
         # command's emulated headers when a proxy forwards some.
-        self.headers: Mapping[str, str] = headers or {}
-        self.emulated_headers: Mapping[str, str] = {}
+        self.headers: Mapping[str, str] = headers or _NO_HEADERS
+        self.emulated_headers: Mapping[str, str] = _NO_HEADERS
         self._calls: list[CallHandle] | None = None  # proxy calls in flight, cancelled on close
         self.proxy_subscribing: set[str] | None = None  # channels whose subscribe proxy has not answered
         self.subs: dict[str, _Sub] = {}
