@@ -219,7 +219,7 @@ class Hub:
         local = self.channels.get(channel)
         if local is None:
             local = self.channels[channel] = LocalChannel()
-        elif local.batch is not None:
+        else:
             self._write_batch(local)  # those went out before this subscriber was here
         groups = local.delta_groups if deltas else local.groups
         group = groups.get(sub.codec)
@@ -301,8 +301,7 @@ class Hub:
         local = self.channels.get(channel)
         if local is None:
             return False
-        if local.batch is not None:
-            self._write_batch(local)  # it was subscribed when they arrived
+        self._write_batch(local)  # it was subscribed when they arrived
         for groups in (local.groups, local.delta_groups):
             group = groups.get(sub.codec)
             if group is None or sub not in group:
@@ -338,8 +337,7 @@ class Hub:
                     return  # a duplicate: already delivered
                 # A publication was lost between owner and this worker, or the stream was
                 # recreated: positioned subscribers must resubscribe and recover (2500).
-                if local.batch is not None:
-                    self._write_batch(local)  # what came before the gap
+                self._write_batch(local)  # what came before the gap
                 local.epoch, local.offset, local.prev = epoch, offset, None
                 for sub in local.subscribers():
                     sub.on_stream_gap(channel)
@@ -348,35 +346,32 @@ class Hub:
                     return
             local.epoch, local.offset = epoch, offset
         if local.ahead and position is not None:
-            if local.batch is not None:
-                self._write_batch(local)
+            self._write_batch(local)
             self._deliver_skipping_ahead(channel, local, pub, position.offset)
             return
         count = 0
         size = 0
-        batch = local.batch
-        if batch is None and local.groups:
-            if self._call_soon is None:
-                batch = {}
-            else:
+        if local.groups:
+            batch = local.batch
+            if batch is None:
                 batch = local.batch = {}
-                if not self._batched:
-                    self._call_soon(self._flush)
-                self._batched.append(local)
-        for codec, subs in local.groups.items():
-            data = codec.publication_push(channel, pub)
-            count += len(subs)
-            size = len(data)
-            if data:
-                queued = batch.get(codec) if batch is not None else None
-                if queued is None:
-                    batch[codec] = [data]  # type: ignore[index]
-                else:
-                    queued.append(data)
+                if self._call_soon is not None:
+                    if not self._batched:
+                        self._call_soon(self._flush)
+                    self._batched.append(local)
+            for codec, subs in local.groups.items():
+                data = codec.publication_push(channel, pub)
+                count += len(subs)
+                size = len(data)
+                if data:
+                    queued = batch.get(codec)
+                    if queued is None:
+                        batch[codec] = [data]
+                    else:
+                        queued.append(data)
+            if self._call_soon is None:
+                self._write_batch(local)  # no loop: written as it arrives
         self.stats.sent("publication", size, count)
-        if batch is not None and self._call_soon is None:
-            local.batch = batch
-            self._write_batch(local)
         if local.delta_groups:
             self._deliver_deltas(channel, local, pub)
         local.prev = pub
@@ -386,10 +381,11 @@ class Hub:
         batched = self._batched
         self._batched = []
         for local in batched:
-            if local.batch is not None:
-                self._write_batch(local)
+            self._write_batch(local)
 
     def _write_batch(self, local: LocalChannel) -> None:
+        """Write out what ``local`` holds this tick (nothing when it holds nothing): at the end
+        of the tick, or before anything that must come after it."""
         batch = local.batch
         local.batch = None
         if not batch:
@@ -476,16 +472,14 @@ class Hub:
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         local = self.channels.get(channel)
         if local is not None:
-            if local.batch is not None:
-                self._write_batch(local)
+            self._write_batch(local)
             for codec, subs in local.all_groups():
                 self._join_leave(subs, codec.join_push(channel, info), info.client)
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         local = self.channels.get(channel)
         if local is not None:
-            if local.batch is not None:
-                self._write_batch(local)
+            self._write_batch(local)
             for codec, subs in local.all_groups():
                 self._join_leave(subs, codec.leave_push(channel, info), info.client)
 
@@ -502,8 +496,7 @@ class Hub:
     def handle_stream_lost(self, channel: str) -> None:
         local = self.channels.get(channel)
         if local is not None:
-            if local.batch is not None:
-                self._write_batch(local)
+            self._write_batch(local)
             for sub in local.subscribers():
                 sub.on_stream_gap(channel)
 

@@ -333,15 +333,7 @@ class ClientConnection(FrameListener):
     # -- Transport protocol for the session -----------------------------------------------------
 
     def send_text(self, data: bytes) -> None:
-        # FrameListener._send inlined: this is once per delivery on the fan-out path.
-        t = self._t
-        if t is None:
-            return
-        deflater = self._deflater
-        if deflater is not None and len(data) >= self._deflate_min:
-            t.send(self._msg_type, deflater.compress(data), rsv1=True)
-        else:
-            t.send(self._msg_type, data)
+        self._send(self._msg_type, data)
 
     def close(self, code: int, reason: str) -> None:
         self._close_transport(code, reason)
