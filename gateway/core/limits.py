@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Final
 
 __all__ = ["TokenBucket", "Verdict", "ConnectionGate"]
 
@@ -20,6 +21,12 @@ class Verdict(IntEnum):
     OK = 0
     OVER = 1  # answer "too many requests" (111) and carry on
     ABUSE = 2  # the client keeps going while refused: disconnect (3013)
+
+
+# Module constants: an enum member lookup costs ~50 ns on 3.11 (take() runs per command).
+_OK: Final = Verdict.OK
+_OVER: Final = Verdict.OVER
+_ABUSE: Final = Verdict.ABUSE
 
 
 class TokenBucket:
@@ -40,10 +47,10 @@ class TokenBucket:
         self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
         self.tokens -= 1.0
         if self.tokens >= 0.0:
-            return Verdict.OK
+            return _OK
         if self.tokens <= -self.burst:
-            return Verdict.ABUSE
-        return Verdict.OVER
+            return _ABUSE
+        return _OVER
 
     def allow(self, now: float) -> bool:
         """Take a token if there is one; a refusal costs nothing (no debt), so a refused

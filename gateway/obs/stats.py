@@ -76,10 +76,13 @@ class Stats:
         self.reply_errors: Counter[tuple[str, int]] = Counter()
         self.recovered: Counter[bool] = Counter()
         self.subscriptions_accepted = 0
-        self.messages_in: Counter[str] = Counter()  # by command method ("pong" for {})
+        # Plain dicts, not Counters, where a count is taken per message: ``d[k] += 1`` on a
+        # Counter is 2.5x the cost of ``d[k] = d.get(k, 0) + 1`` on a dict (no specialised
+        # subscript for a dict subclass).
+        self.messages_in: dict[str, int] = {}  # by command method ("pong" for {})
         self.bytes_in = 0
-        self.messages_out: Counter[str] = Counter()  # by type: reply, error, pub, join, leave, ping, ...
-        self.bytes_out: Counter[str] = Counter()
+        self.messages_out: dict[str, int] = {}  # by type: reply, error, pub, join, leave, ping, ...
+        self.bytes_out: dict[str, int] = {}
         self.commands: dict[str, Histogram] = {}
         self.api: dict[str, Histogram] = {}
         self.api_errors: Counter[tuple[str, int]] = Counter()
@@ -111,13 +114,22 @@ class Stats:
         if recovering:
             self.recovered[recovered] += 1
 
-    def received(self, method: str, size: int) -> None:
-        self.messages_in[method] += 1
-        self.bytes_in += size
-
     def sent(self, kind: str, size: int, count: int = 1) -> None:
-        self.messages_out[kind] += count
-        self.bytes_out[kind] += size * count
+        messages, sizes = self.messages_out, self.bytes_out
+        messages[kind] = messages.get(kind, 0) + count
+        sizes[kind] = sizes.get(kind, 0) + size * count
+
+    def replied(self, method: str, size: int, seconds: float) -> None:
+        """A command answered with a reply of ``size`` bytes, ``seconds`` after it arrived."""
+        messages, sizes = self.messages_out, self.bytes_out
+        messages["reply"] = messages.get("reply", 0) + 1
+        sizes["reply"] = sizes.get("reply", 0) + size
+        hist = self.commands.get(method)
+        if hist is None:
+            hist = self.commands[method] = Histogram(DURATION_BUCKETS)
+        hist.counts[bisect.bisect_left(hist.bounds, seconds)] += 1  # observe(), inlined: once per reply
+        hist.total += seconds
+        hist.count += 1
 
     def command_done(self, method: str, seconds: float) -> None:
         hist = self.commands.get(method)

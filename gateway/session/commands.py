@@ -181,7 +181,9 @@ def rpc(session: Session, cmd: Command) -> None:
             raise ERROR_NOT_AVAILABLE
         _rpc_by_proxy(session, cmd, method, opts.proxy, client)
         return
-    ctx = RpcContext(session.client_id, session.user, session.conn_info)
+    ctx = session.rpc_context
+    if ctx is None:
+        ctx = session.rpc_context = RpcContext(session.client_id, session.user, session.conn_info)
     result = handler(ctx, cmd.body.get("data"))
     if hasattr(result, "__await__"):  # a coroutine or future: finish it without blocking the loop
         task = asyncio.ensure_future(result)

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["RpcContext", "RpcHandler", "RpcRegistry", "echo", "load_handler"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)  # frozen: a session hands the same one to every call
 class RpcContext:
     client: str
     user: str
@@ -25,20 +25,13 @@ class RpcContext:
 RpcHandler = Callable[[RpcContext, Any], "Any | Awaitable[Any]"]
 
 
-class RpcRegistry:
-    def __init__(self) -> None:
-        self._handlers: dict[str, RpcHandler] = {}
+class RpcRegistry(dict[str, RpcHandler]):
+    """Method name -> handler. A dict itself: ``get`` is the dict's own (once per call)."""
 
     def register(self, method: str, handler: RpcHandler) -> None:
         if not method:
             raise ValueError("rpc method name must not be empty")
-        self._handlers[method] = handler
-
-    def get(self, method: str) -> RpcHandler | None:
-        return self._handlers.get(method)
-
-    def __contains__(self, method: object) -> bool:
-        return method in self._handlers
+        self[method] = handler
 
 
 def load_handler(target: str) -> RpcHandler:

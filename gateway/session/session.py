@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import orjson
 
@@ -52,6 +52,7 @@ from gateway.protocol.codec import Codec, Command
 from gateway.proxy.caller import CallHandle
 from gateway.proxy.messages import ConnInfo
 from gateway.proxy.service import ProxyDone
+from gateway.session.rpc import RpcContext
 
 if TYPE_CHECKING:
     from gateway.config import ChannelOptions
@@ -107,6 +108,15 @@ class State(IntEnum):
     CLOSED = 2
 
 
+# An enum member lookup goes through EnumType's descriptor (~50 ns on 3.11, ten times a
+# global's): the per-message paths compare against these instead.
+_CONNECTING: Final = State.CONNECTING
+_CONNECTED: Final = State.CONNECTED
+_CLOSED: Final = State.CLOSED
+_OK: Final = Verdict.OK
+_ABUSE: Final = Verdict.ABUSE
+
+
 class SubStatus(IntEnum):
     SUBSCRIBING = 0
     SUBSCRIBED = 1
@@ -142,6 +152,7 @@ class Session:
         "_direct",
         "_held",
         "_inflight",
+        "_max_commands",
         "_max_inflight",
         "_out",
         "_out_bytes",
@@ -151,6 +162,7 @@ class Session:
         "_pumping",
         "_queue",
         "_queue_max",
+        "_reply_now",
         "_send_bound",
         "_slow",
         "client_id",
@@ -168,6 +180,7 @@ class Session:
         "paused",
         "proxy_subscribing",
         "push_now",
+        "rpc_context",
         "stale_timer",
         "state",
         "subs",
@@ -183,11 +196,12 @@ class Session:
         self.transport = transport
         self.handlers = handlers
         self.codec = codec
-        self.state = State.CONNECTING
+        self.state = _CONNECTING
         self.client_id = ""
         self.user = ""
         self.conn_info: Any = None
         self._conn_info_raw: bytes | None = None
+        self.rpc_context: RpcContext | None = None  # what rpc handlers get: made by the first rpc
         self.expire_at: int | None = None
         self.meta: Any = None  # connection meta (token or connect proxy): for proxies only
         # Upgrade-request headers some proxy forwards (lower-case names), and the connect
@@ -220,6 +234,8 @@ class Session:
         self._pumping = False
         self._slow = False
         self._direct = False  # inside on_message: its end flushes
+        self._reply_now = False  # inside on_message, handling its only command
+        self._max_commands = node.config.shardgate.max_commands_per_frame
         self._queue_max = node.config.client.queue_max_size
         rate = node.config.shardgate.command_rate
         self._bucket = TokenBucket(rate, node.config.shardgate.command_burst, node.clock()) if rate else None
@@ -234,14 +250,15 @@ class Session:
 
     @property
     def closed(self) -> bool:
-        return self.state is State.CLOSED
+        return self.state is _CLOSED
 
     @property
     def connected(self) -> bool:
-        return self.state is State.CONNECTED
+        return self.state is _CONNECTED
 
     def set_conn_info(self, info: Any) -> None:
         self.conn_info = info
+        self.rpc_context = None  # made again, with this info, by the next rpc
         self._conn_info_raw = None if info is None else orjson.dumps(info)
 
     def client_info(self, chan_info: bytes | None = None) -> ClientInfo:
@@ -263,7 +280,7 @@ class Session:
         of one of those conditions calls this (or clears ``push_now`` itself)."""
         send = self.fast_send
         self.push_now = send if (send is not None and not self._out and self._held is None and not self.paused
-                                 and not self._slow and self.state is not State.CLOSED) else None
+                                 and not self._slow and self.state is not _CLOSED) else None
 
     def pause(self) -> None:
         self.paused = True
@@ -287,7 +304,7 @@ class Session:
     def write_push(self, data: bytes) -> None:
         """Queue one encoded push (held back while :meth:`hold_pushes` is in force)."""
         if self._held is not None:
-            if self.state is not State.CLOSED:
+            if self.state is not _CLOSED:
                 self._held.append(data)
             return
         self._write(data)
@@ -300,7 +317,7 @@ class Session:
         that closes it (within the tick, also while the transport is paused). The
         socket's own write buffer is added in at flush time, once per tick.
         """
-        if self.state is State.CLOSED or self._slow:
+        if self.state is _CLOSED or self._slow:
             return
         self.push_now = None  # behind what is queued from now on
         if not self._out and not self._direct:
@@ -322,7 +339,7 @@ class Session:
             self._slow = True
             self.close(DISCONNECT_SLOW)
             return
-        if not out or self.paused or self.state is State.CLOSED:
+        if not out or self.paused or self.state is _CLOSED:
             return
         self._out = []
         self._out_bytes = 0
@@ -334,7 +351,7 @@ class Session:
             self.transport.send_text(data)
         # _arm() inlined: the queue is empty now.
         if send is not None and self._held is None and not self.paused and not self._slow \
-                and self.state is not State.CLOSED:  # type: ignore[comparison-overlap]  # send may close
+                and self.state is not _CLOSED:  # type: ignore[comparison-overlap]  # send may close
             self.push_now = send
 
     def resume(self) -> None:
@@ -348,33 +365,39 @@ class Session:
 
     def on_message(self, data: bytes) -> None:
         """One complete message from the client (in the connection's codec)."""
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
         try:
-            commands = self.codec.decode_commands(data, self.node.config.shardgate.max_commands_per_frame,
-                                                  time.perf_counter())
+            commands = self.codec.decode_commands(data, self._max_commands, time.perf_counter())
         except Disconnect as exc:
             self.close(exc)
             return
         stats = self.node.metrics
+        stats.bytes_in += len(data)
         bucket = self._bucket
-        now = self.node.clock()
+        now = self.node.clock() if bucket is not None else 0.0
         # Replies to this message go out in one write as soon as it is handled, not a loop
-        # tick later through the flusher (request/response latency).
+        # tick later through the flusher (request/response latency); the reply to a message's
+        # only command (most messages) is written the moment it is encoded.
         self._direct = True
+        self._reply_now = len(commands) == 1
         try:
+            received = stats.messages_in
             for cmd in commands:
-                stats.received(cmd.method or "pong", len(data))
+                method = cmd.method or "pong"
+                received[method] = received.get(method, 0) + 1
                 if bucket is not None and cmd.method:
                     verdict = bucket.take(now)
-                    if verdict is Verdict.ABUSE:
-                        self.close(DISCONNECT_TOO_MANY_REQUESTS)
-                        return
-                    if verdict is Verdict.OVER:
+                    if verdict is not _OK:
+                        if verdict is _ABUSE:
+                            self.close(DISCONNECT_TOO_MANY_REQUESTS)
+                            return
                         if cmd.id:
                             self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
                         continue
-                if self._queue is None and not self._pumping and self._can_start():
+                state: State = self.state  # (a command before may have closed it)
+                if self._queue is None and not self._pumping and self._inflight < self._max_inflight \
+                        and state is not _CLOSED and not self._slow and not (state is _CONNECTING and self._inflight):
                     # Nothing waits ahead of it: run it now, without the queue (most messages
                     # carry one command; this is the request path's common case).
                     self._pumping = True
@@ -390,6 +413,7 @@ class Session:
                 self._pump()
         finally:
             self._direct = False
+            self._reply_now = False
         if self._out or self._slow:
             self.flush()
 
@@ -402,10 +426,10 @@ class Session:
         queue = self._queue
         try:
             while queue and self._inflight < self._max_inflight:
-                if self.state is State.CLOSED or self._slow:
+                if self.state is _CLOSED or self._slow:
                     queue.clear()
                     return
-                if self.state is State.CONNECTING and self._inflight:
+                if self.state is _CONNECTING and self._inflight:
                     return  # a connect proxy is deciding: what follows the connect waits for it
                 self._start(queue.popleft())
         finally:
@@ -413,15 +437,20 @@ class Session:
             if not queue:
                 self._queue = None
 
-    def _can_start(self) -> bool:
-        """Whether a command may be dispatched now (the conditions of :meth:`_pump`'s loop)."""
-        state = self.state
-        return (self._inflight < self._max_inflight and state is not State.CLOSED and not self._slow
-                and not (state is State.CONNECTING and self._inflight))
-
     def _start(self, cmd: Command) -> None:
         cmd.pending = True
         self._inflight += 1
+        # The common case first, with the outcome _dispatch's checks would reach: a command
+        # with an id, other than connect, on a connected and usable connection.
+        method = cmd.method
+        if cmd.id and self.state is _CONNECTED and method != "connect" and not self.unusable:
+            handler = self.handlers.commands.get(method)
+            if handler is not None:
+                try:
+                    handler(self, cmd)
+                except Exception as exc:
+                    self.fail(cmd, exc)
+                return  # its reply or error answers it
         self._dispatch(cmd)
         if cmd.id == 0:
             self._answered(cmd)  # a pong or a send: no reply is owed
@@ -445,10 +474,10 @@ class Session:
             self.close(Disconnect(3501, "bad request: connection unusable"))
             return
         if method == "connect":
-            if self.state is not State.CONNECTING:
+            if self.state is not _CONNECTING:
                 self.close(Disconnect(3501, "bad request: client already authenticated"))
                 return
-        elif self.state is State.CONNECTING:
+        elif self.state is _CONNECTING:
             self.close(Disconnect(3501, "bad request: connect first"))
             return
         if method != "send" and cmd.id == 0:
@@ -494,24 +523,30 @@ class Session:
         self._answered(cmd)
 
     def reply(self, cmd: Command, result: dict[str, Any]) -> None:
-        self._answered(cmd)
-        if self._slow or self.state is State.CLOSED:
+        if cmd.pending:  # _answered(), inlined: once per reply
+            cmd.pending = False
+            self._inflight -= 1
+            if self._queue and not self._pumping:
+                self._pump()
+        if self._slow or self.state is _CLOSED:
             return  # it could not be delivered: do not even encode it
         try:
             data = self.codec.encode_reply(cmd.id, cmd.method, result)
         except ClientError as exc:
             self.fail(cmd, exc)
             return
-        stats = self.node.metrics
-        stats.sent("reply", len(data))
-        stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)
-        self.write_reply(data)
+        self.node.metrics.replied(cmd.method, len(data), time.perf_counter() - cmd.received_at)
+        send = self.push_now
+        if send is not None and self._reply_now:
+            send(data)  # nothing is queued ahead of it (else push_now is None): straight out
+            return
+        self._write(data)
 
     def answer(self, cmd: Command, on_result: Callable[[Any], None]) -> Callable[[Any, ClientError | None], None]:
         """An engine ``done`` callback for ``cmd``: errors are classified by :meth:`fail`,
         results go to ``on_result``; nothing is written once the connection is closed."""
         def done(result: Any, error: ClientError | None) -> None:
-            if self.state is State.CLOSED:
+            if self.state is _CLOSED:
                 return
             if error is not None:
                 self.fail(cmd, error)
@@ -571,7 +606,7 @@ class Session:
         self._ping_timer = self.node.timers.call_later(delay, self._send_ping)
 
     def _send_ping(self) -> None:
-        if self.state is not State.CONNECTED:
+        if self.state is not _CONNECTED:
             return
         ping = self.codec.ping
         self.write_push(ping)
@@ -583,7 +618,7 @@ class Session:
         self._schedule_ping()
 
     def _on_pong(self) -> None:
-        if self.state is not State.CONNECTED or not self._ping_outstanding:
+        if self.state is not _CONNECTED or not self._ping_outstanding:
             self.close(Disconnect(3501, "bad request: unexpected pong"))
             return
         self._ping_outstanding = False
@@ -611,7 +646,7 @@ class Session:
 
     def _refresh_due(self) -> None:
         self.expire_timer = None
-        if self.state is State.CONNECTED and self.handlers.proxy_refresh is not None:
+        if self.state is _CONNECTED and self.handlers.proxy_refresh is not None:
             self.handlers.proxy_refresh(self)
 
     def _check_expired(self) -> None:
@@ -717,7 +752,7 @@ class Session:
 
     def _sub_refresh_due(self, channel: str) -> None:
         sub = self.subs.get(channel)
-        if sub is None or self.state is not State.CONNECTED or self.handlers.proxy_sub_refresh is None:
+        if sub is None or self.state is not _CONNECTED or self.handlers.proxy_sub_refresh is None:
             return
         sub.timer = None
         self.handlers.proxy_sub_refresh(self, channel)
@@ -766,7 +801,7 @@ class Session:
 
     def server_refresh(self, request: dict[str, Any]) -> None:
         """The server API changed this connection's expiry or info."""
-        if self.state is not State.CONNECTED:
+        if self.state is not _CONNECTED:
             return
         if request.get("expired"):
             self.close(DISCONNECT_EXPIRED)
@@ -798,7 +833,7 @@ class Session:
 
     def close(self, disconnect: Disconnect) -> None:
         """Flush what is queued, send CLOSE with the code, and release everything."""
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
         if disconnect.code >= 3000:
             self.node.metrics.disconnected(disconnect.code)
@@ -817,10 +852,10 @@ class Session:
         self._release()
 
     def _release(self) -> None:
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
-        was_connected = self.state is State.CONNECTED
-        self.state = State.CLOSED
+        was_connected = self.state is _CONNECTED
+        self.state = _CLOSED
         self.push_now = None
         self._out = []
         self._out_bytes = 0

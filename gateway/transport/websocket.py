@@ -355,6 +355,18 @@ class ClientConnection(FrameListener):
         send = functools.partial(transport.send, self._msg_type) if self._deflater is None else self.send_text
         self.session.set_fast_send(send, transport.underlying_transport.get_write_buffer_limits()[1])
 
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # Most frames are one whole, plain message of the connection's type: straight to the
+        # session, without the two Python frames of the general path (once per message).
+        if frame.msg_type is self._msg_type and frame.fin and self._frag is None \
+                and not (frame.rsv1 or frame.rsv2 or frame.rsv3) and not transport.is_close_frame_sent:
+            try:
+                self.session.on_message(frame.get_payload_as_bytes())
+            except Disconnect as exc:
+                self._fail(exc)
+            return
+        FrameListener.on_ws_frame(self, transport, frame)
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)
         self.session.on_transport_closed()
@@ -409,6 +421,9 @@ class UniClientConnection(ClientConnection):
             self._send(WSMsgType.TEXT, self.session.codec.encode_push("", "disconnect",
                                                                       {"code": code, "reason": reason}))
         super().close(code, reason)
+
+    # Every frame through the general path, whose message handler is the one below.
+    on_ws_frame = FrameListener.on_ws_frame
 
     def _on_message(self, op: WSMsgType, data: bytes) -> None:
         if self._got_connect:

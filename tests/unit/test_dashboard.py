@@ -21,7 +21,8 @@ def _exported_names() -> set[str]:
               "pending_requests": 0, "uptime": 1, "process": {"rss": 1, "cpu": 0.0, "cpu_seconds": 1.0}}
     stats = Stats()
     stats.sent("publication", 10)
-    stats.received("publish", 10)
+    stats.messages_in["publish"] = 1
+    stats.bytes_in += 10
     stats.reply_error("publish", 103)
     stats.disconnected(3501)
     stats.subscribed(True, True)
