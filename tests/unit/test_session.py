@@ -452,3 +452,56 @@ async def test_closed_session_is_never_written_through(
     assert sub.push_now is None
     sub.set_fast_send(lambda data: None, 64 * 1024)  # a late wiring does not arm a closed session
     assert sub.push_now is None
+
+
+# -- the request path's direct reply ---------------------------------------------------------------
+
+
+async def test_only_command_is_answered_straight_through_and_a_batch_in_one_write(
+        make_session: Callable[..., tuple[Session, FakeTransport]], node: Node) -> None:
+    session, transport = make_session()
+    direct = _with_fast_send(session, transport)
+    session.on_message(cmd(2, "subscribe", channel=CHAT))
+    assert [orjson.loads(d)["id"] for d in direct] == [2]  # written while handled, not queued
+    assert session.push_now is not None  # and the queue is still bypassed for pushes
+    session.on_message(message(cmd(3, "history", channel=CHAT), cmd(4, "presence", channel=CHAT)))
+    assert [sorted(orjson.loads(line)["id"] for line in d.split(b"\n")) for d in direct[1:]] == [[3, 4]]
+    # Two commands of 20 bytes in a 41-byte message: its bytes count once.
+    before = node.metrics.bytes_in
+    data = message(cmd(5, "history", channel=CHAT), cmd(6, "history", channel=CHAT))
+    session.on_message(data)
+    assert node.metrics.bytes_in - before == len(data)
+    assert node.metrics.snapshot()["messages_out"]["reply"] >= 6
+
+
+async def test_direct_reply_waits_behind_what_is_queued(
+        make_session: Callable[..., tuple[Session, FakeTransport]]) -> None:
+    session, transport = make_session()
+    direct = _with_fast_send(session, transport)
+    session.pause()  # the socket is full: the reply must queue, in order, until it drains
+    session.on_message(cmd(2, "subscribe", channel=CHAT))
+    assert direct == [] and session.push_now is None
+    session.resume()
+    await tick()
+    assert [orjson.loads(line)["id"] for d in direct for line in d.split(b"\n")] == [2]
+
+
+async def test_rpc_handlers_get_one_context_per_session_until_conn_info_changes(node: Node) -> None:
+    seen: list[Any] = []
+
+    def record(ctx: Any, data: Any) -> Any:
+        seen.append(ctx)
+        return data
+
+    node.rpc.register("record", record)
+    session = Session(node, FakeTransport(), HANDLERS)
+    session.on_message(b'{"id":1,"connect":{}}')
+    session.on_message(b'{"id":2,"rpc":{"method":"record","data":1}}')
+    session.on_message(b'{"id":3,"rpc":{"method":"record","data":2}}')
+    session.set_conn_info({"plan": "pro"})
+    session.on_message(b'{"id":4,"rpc":{"method":"record","data":3}}')
+    assert seen[0] is seen[1] and seen[2] is not seen[0]
+    assert (seen[0].client, seen[2].conn_info) == (session.client_id, {"plan": "pro"})
+    with pytest.raises(AttributeError):
+        seen[0].user = "someone else"  # frozen: shared by the session's calls
+    session.on_transport_closed()
