@@ -32,7 +32,7 @@ from gateway.transport.framing import (
     uni_connect_command,
 )
 from gateway.transport.streaming import EmulationHub, StreamConnection
-from gateway.transport.websocket import RefusedOriginLog, origin_allowed
+from gateway.transport.upgrade import RefusedOriginLog, origin_allowed
 
 if TYPE_CHECKING:
     from gateway.node import Node

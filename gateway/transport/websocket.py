@@ -14,21 +14,21 @@ repeated ``Host`` or ``Sec-WebSocket-Key``). A request head beyond picows' fixed
 All of that frame handling lives in :class:`FrameListener`; :class:`ClientConnection` (the
 Centrifugo endpoint) and :class:`EchoConnection` (``websocket.conformance_echo_path``, off by
 default, the target of the Autobahn TestSuite run by ``python -m tools.conformance``) differ only
-in what they do with a complete message.
+in what they do with a complete message. What an upgrade request decides without picows (the
+Origin rule, the codec, forwarded headers, the demo pages, a plain-HTTP hand-over) is
+:mod:`gateway.transport.upgrade`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import fnmatch
 import functools
 import logging
 import ssl
 from collections.abc import Callable
-from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import aiofastnet
 import aiofastnet.transport
@@ -56,79 +56,34 @@ from gateway.core.errors import (
 )
 from gateway.core.limits import ConnectionGate
 from gateway.node import Node
-from gateway.obs.logs import RateLimit
 from gateway.protocol.centrifuge_json import JSON
-from gateway.protocol.centrifuge_protobuf import PROTOBUF
-from gateway.protocol.centrifuge_protobuf import SUBPROTOCOL as _PROTOBUF_SUBPROTOCOL
 from gateway.protocol.centrifuge_uni import UNI_JSON
 from gateway.protocol.codec import Codec
 from gateway.session.handlers import HANDLERS
 from gateway.session.session import Session
 from gateway.transport.deflate import Deflater, inflate, negotiate
 from gateway.transport.framing import BadRequest, uni_connect_command
+from gateway.transport.upgrade import (
+    RefusedOriginLog,
+    demo_pages,
+    forwarded_headers,
+    negotiate_codec,
+    origin_allowed,
+    plain_http_path,
+    valid_close_code,
+)
 
-__all__ = ["start_client_server", "CLIENT_PATH", "origin_allowed", "FrameListener", "ClientConnection",
+__all__ = ["start_client_server", "CLIENT_PATH", "FrameListener", "ClientConnection",
            "EchoConnection", "UniClientConnection", "PlainHttp", "MessageConnection", "MessageEndpoint",
            "MessageEndpoints"]
 
 log = logging.getLogger("shardgate.ws")
 
 CLIENT_PATH = b"/connection/websocket"
-_JSON_SUBPROTOCOL = "centrifuge-json"
 
 
 # How long a close we started waits for the peer's CLOSE before dropping the connection.
 _CLOSE_HANDSHAKE_TIMEOUT = 1.0
-
-
-def _valid_close_code(code: int) -> bool:
-    """RFC 6455 §7.4: codes a peer may send in a CLOSE frame."""
-    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
-        3000 <= code <= 4999)
-
-
-def origin_allowed(origin: str | None, host: str | None, patterns: tuple[str, ...]) -> bool:
-    """No Origin (non-browser clients) is allowed; otherwise the patterns decide, or, when
-    none are configured, the Origin must name the host the request was sent to."""
-    if not origin:
-        return True
-    origin = origin.lower()
-    if patterns:
-        return any(fnmatch.fnmatchcase(origin, p.lower()) for p in patterns)
-    return bool(host) and urlsplit(origin).netloc == (host or "").lower()
-
-
-class RefusedOriginLog:
-    """One warning per refused Origin (per worker): a refused browser page retries forever, so
-    a line per attempt would flood the log, and none at all leaves a bare 403 to puzzle over.
-
-    Bounded: at most ``max_seen`` Origins are remembered (then the memory starts over), and new
-    lines share a rate limit, so a client sending a fresh Origin each time cannot fill the disk.
-    """
-
-    def __init__(self, patterns: tuple[str, ...], max_seen: int = 1024,
-                 limit: RateLimit | None = None) -> None:
-        self._patterns = patterns
-        self._max_seen = max_seen
-        self._seen: set[str] = set()
-        self._limit = limit or RateLimit(burst=20, period=60.0)
-
-    def refused(self, origin: str, host: str | None) -> None:
-        origin = origin[:256]
-        key = origin.lower()
-        if key in self._seen or not self._limit.allow():
-            return
-        if len(self._seen) >= self._max_seen:
-            self._seen.clear()
-        self._seen.add(key)
-        rule = (f"allowed: {', '.join(self._patterns)}" if self._patterns
-                else "none set, so only an Origin naming the Host is allowed")
-        suppressed = self._limit.take_suppressed()
-        more = f" ({suppressed} more refused Origins not logged)" if suppressed else ""
-        log.warning("refused WebSocket upgrade with HTTP 403: Origin %r is not allowed for Host %r "
-                    "(client.allowed_origins: %s); add it to client.allowed_origins (or serve "
-                    "--allowed-origin) to allow it; logged once per Origin%s",
-                    origin, (host or "")[:256], rule, more)
 
 
 class FrameListener(WSListener):
@@ -304,7 +259,7 @@ class FrameListener(WSListener):
         reply: Any = WSCloseCode.OK
         if frame.payload_size >= 2:
             code = int(frame.get_close_code().value)
-            if not _valid_close_code(code):
+            if not valid_close_code(code):
                 reply = WSCloseCode.PROTOCOL_ERROR
             else:
                 try:
@@ -479,30 +434,6 @@ def _handshake_refusal(headers: Any) -> Any:
     return None
 
 
-# ``admin.demo_page`` (on in the development default): plain GETs on the client port.
-_DEMO_FILES = {b"/": ("demo.html", "text/html; charset=utf-8"),
-               b"/centrifuge.js": ("centrifuge.js", "text/javascript; charset=utf-8")}
-
-
-def _demo_pages() -> dict[bytes, Any]:
-    """path -> a ready 200 response: the demo chat page and the vendored centrifuge-js (MIT)."""
-    static = resources.files("gateway.transport").joinpath("static")
-    return {path: (static.joinpath(name).read_bytes(), {"Content-Type": ctype, "Cache-Control": "no-cache",
-                                                          "X-Content-Type-Options": "nosniff"})
-            for path, (name, ctype) in _DEMO_FILES.items()}
-
-
-def _proxy_headers(headers: Any, wanted: frozenset[str]) -> dict[str, str]:
-    """The upgrade request's headers some proxy forwards (``http_headers``), lower-case names;
-    a repeated header keeps its first value."""
-    kept: dict[str, str] = {}
-    for name, value in headers.items():
-        key = str(name).lower()
-        if key in wanted and key not in kept:
-            kept[key] = str(value)
-    return kept
-
-
 class MessageEndpoint(Protocol):
     """Another protocol on WebSocket messages (Socket.IO's Engine.IO): it gets each complete
     message and sends through the :class:`MessageConnection` handed to ``on_open``."""
@@ -558,30 +489,12 @@ class MessageConnection(FrameListener):
         self.endpoint.on_closed()
 
 
-def _negotiate(path: bytes, offered: str | None) -> tuple[Codec, str | None]:
-    """The connection's codec and the subprotocol to answer (PROTOCOL.md §1.1): as
-    Centrifugo, ``centrifuge-json`` is preferred when both are offered; protobuf is also
-    chosen by the query ``format=protobuf`` or ``cf_protocol=protobuf``; the JSON SDKs
-    offer no subprotocol at all."""
-    protocols = [p.strip() for p in offered.split(",")] if offered else []
-    if _JSON_SUBPROTOCOL in protocols:
-        return JSON, _JSON_SUBPROTOCOL
-    if _PROTOBUF_SUBPROTOCOL in protocols:
-        return PROTOBUF, _PROTOBUF_SUBPROTOCOL
-    _, _, query = path.partition(b"?")
-    if query:
-        params = parse_qs(query.decode("latin-1"))
-        if "protobuf" in params.get("format", ()) or "protobuf" in params.get("cf_protocol", ()):
-            return PROTOBUF, None
-    return JSON, None
-
-
 def _client_factory(node: Node, more: MessageEndpoints | None = None) -> Callable[[WSUpgradeRequest], Any]:
     origins = node.config.client.allowed_origins
     refused_origins = RefusedOriginLog(origins)
     ws_cfg = node.config.websocket
     echo_path = ws_cfg.conformance_echo_path.encode() if ws_cfg.conformance_echo_path else None
-    demo = _demo_pages() if node.config.admin.demo_page else {}
+    demo = demo_pages() if node.config.admin.demo_page else {}
     # One deflater per window size this worker was asked for (normally just 15).
     deflaters: dict[int, Deflater] = {}
 
@@ -611,7 +524,7 @@ def _client_factory(node: Node, more: MessageEndpoints | None = None) -> Callabl
             refused_origins.refused(headers.get("Origin") or "", headers.get("Host"))
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_error_response(403, b"origin not allowed"), None)
-        kept = _proxy_headers(headers, proxy_headers) if proxy_headers else None
+        kept = forwarded_headers(headers, proxy_headers) if proxy_headers else None
         endpoint = more.ws_endpoint(request.path, kept)
         if endpoint is None:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(400, b"bad request"), None)
@@ -647,10 +560,10 @@ def _client_factory(node: Node, more: MessageEndpoints | None = None) -> Callabl
         if path != CLIENT_PATH:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
                                                  EchoConnection(ws_cfg.message_size_limit, deflate))
-        codec, subprotocol = _negotiate(request.path, headers.get("Sec-WebSocket-Protocol"))
+        codec, subprotocol = negotiate_codec(request.path, headers.get("Sec-WebSocket-Protocol"))
         if subprotocol:
             extra["Sec-WebSocket-Protocol"] = subprotocol
-        kept = _proxy_headers(headers, proxy_headers) if proxy_headers else None
+        kept = forwarded_headers(headers, proxy_headers) if proxy_headers else None
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
                                              ClientConnection(node, kept, deflate, codec))
 
@@ -669,7 +582,7 @@ def _uni_upgrade(node: Node, request: WSUpgradeRequest, extra: dict[str, str],
                 connect = uni_connect_command(raw[0])
             except BadRequest:
                 return _refuse(400, b"invalid connect request")
-    kept = _proxy_headers(request.headers, proxy_headers) if proxy_headers else None
+    kept = forwarded_headers(request.headers, proxy_headers) if proxy_headers else None
     return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra_headers=extra),
                                          UniClientConnection(node, kept, deflate, connect))
 
@@ -745,20 +658,6 @@ class PlainHttp(Protocol):
     def wants(self, path: bytes) -> bool: ...
 
     def new_protocol(self) -> asyncio.BaseProtocol: ...
-
-
-def _plain_http_path(head: bytes | bytearray) -> bytes | None:
-    """The path of a request head that is not a WebSocket upgrade (None for an upgrade or a
-    request line that does not parse: picows answers those)."""
-    line_end = head.find(b"\r\n")
-    parts = bytes(head[:line_end]).split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-        return None
-    for line in bytes(head[line_end + 2:]).split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
-            return None
-    return parts[1].split(b"?", 1)[0]
 
 
 class _HandedOver(asyncio.Protocol):
@@ -852,7 +751,7 @@ class _GatedProtocol(WSProtocol):  # type: ignore[misc]
             self._refuse_head()
             return
         if end >= 0 and self.plain_http is not None:
-            path = _plain_http_path(head[:end])
+            path = plain_http_path(head[:end])
             if path is not None and self.plain_http.wants(path):
                 self._hand_over(self.plain_http.new_protocol(), bytes(head))
                 return

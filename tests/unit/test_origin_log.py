@@ -11,7 +11,7 @@ import pytest
 from gateway.cli import _build_parser
 from gateway.config import Config
 from gateway.obs.logs import RateLimit
-from gateway.transport.websocket import RefusedOriginLog, origin_allowed
+from gateway.transport.upgrade import RefusedOriginLog, origin_allowed
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
