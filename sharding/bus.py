@@ -27,7 +27,7 @@ from typing import cast
 
 import zmq
 
-from sharding.envelope import Envelope, EnvelopeError, decode, encode
+from sharding.envelope import Envelope, EnvelopeError, Kind, decode, encode, encode_batch, split_batch
 
 __all__ = ["ZmqBus", "endpoint_path"]
 
@@ -100,6 +100,18 @@ class ZmqBus:
             return False
         return True
 
+    def send_frames(self, slot: int, frames: list[bytes]) -> bool:
+        """Send encoded envelopes to ``slot`` as one message (a BATCH when more than one)."""
+        sock = self._push.get(slot)
+        if sock is None:
+            return False
+        frame = frames[0] if len(frames) == 1 else encode_batch(frames)
+        try:
+            sock.send(frame, flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return False
+        return True
+
     def send_all_to(self, path: str, envelopes: list[Envelope], timeout: float) -> bool:
         """Deliver ``envelopes`` in order to the worker bound at ``path`` (a reload successor),
         blocking until they left this process or ``timeout`` passed."""
@@ -127,16 +139,18 @@ class ZmqBus:
                 frame = pull.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
-            count += 1
             try:
                 env = decode(frame)
+                if env.kind is Kind.BATCH:
+                    for one in split_batch(env.payload):
+                        count += 1
+                        self._handle(decode(one))
+                    continue
             except EnvelopeError as exc:
                 log.warning("dropped a bad bus message: %s", exc)
                 continue
-            try:
-                self._on_envelope(env)
-            except Exception:
-                log.exception("bus message handler failed")
+            count += 1
+            self._handle(env)
         else:
             # More may be waiting; the edge-triggered FD will not tell us again, so come
             # back after letting the rest of the loop run.
@@ -145,6 +159,12 @@ class ZmqBus:
                 self._loop.call_soon(self._drain)
         if count and self._on_batch is not None:
             self._on_batch(count)
+
+    def _handle(self, env: Envelope) -> None:
+        try:
+            self._on_envelope(env)
+        except Exception:
+            log.exception("bus message handler failed")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -9,6 +9,10 @@ the publication in its packed binary form (``gateway.core.model.pack_publication
 unpacked by slicing), and each receiving worker's hub encodes the client push once per
 codec. Requests carry their operation in ``flags``, so nothing on the bus is keyed by
 method strings.
+
+The deliveries one worker sends another within one loop tick travel as one BATCH frame (a
+header, then each encoded envelope after its 4-byte length): one zmq send and one receive
+for the tick instead of one per publication per peer.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["VERSION", "Kind", "Envelope", "EnvelopeError", "encode", "decode",
+__all__ = ["VERSION", "Kind", "Envelope", "EnvelopeError", "encode", "decode", "encode_batch", "split_batch",
            "FLAG_HELLO_ANSWER", "FLAG_HELLO_HANDOFF", "FLAG_HANDOFF_DONE"]
 
 VERSION = 3
 # version, kind, flags, origin slot, correlation id, offset, sent at, channel length, epoch length
 _HEADER = struct.Struct("!BBBHIQdIB")
+_LENGTH = struct.Struct("!I")  # before each envelope inside a BATCH
 
 # HELLO flags: an answer to a HELLO (do not answer it), and a successor that took over its
 # predecessor's state in a reload (peers keep what they know about the slot).
@@ -41,6 +46,7 @@ class Kind(IntEnum):
     NOTIFY = 6  # one-way: flags = operation, channel, payload = its typed body
     HANDOFF = 7  # reload: a retiring worker's channel state for its successor (flags 1 = last one)
     LEAVE = 8  # channel, payload = packed ClientInfo
+    BATCH = 9  # payload = envelopes (deliveries of one tick to one slot), each after its 4-byte length
 
 
 _KINDS = {int(k): k for k in Kind}
@@ -93,3 +99,35 @@ def decode(frame: bytes) -> Envelope:
                         frame[epoch_at:payload_at].decode("ascii") if epoch_len else "", frame[payload_at:], ts)
     except UnicodeDecodeError as exc:
         raise EnvelopeError(str(exc)) from None
+
+
+def encode_batch(frames: list[bytes]) -> bytes:
+    """One BATCH frame holding ``frames`` (encoded envelopes), in order. Its own header names
+    no origin (0): each envelope inside names its own."""
+    parts = [_HEADER.pack(VERSION, Kind.BATCH, 0, 0, 0, 0, 0.0, 0, 0)]
+    pack = _LENGTH.pack
+    for frame in frames:
+        parts.append(pack(len(frame)))
+        parts.append(frame)
+    return b"".join(parts)
+
+
+def split_batch(payload: bytes) -> list[bytes]:
+    """The encoded envelopes of a BATCH's payload.
+
+    Raises:
+        EnvelopeError: a length that runs past the payload.
+    """
+    frames: list[bytes] = []
+    at, end, size = 0, len(payload), _LENGTH.size
+    unpack = _LENGTH.unpack_from
+    while at < end:
+        if at + size > end:
+            raise EnvelopeError("batch: a length cut short")
+        (length,) = unpack(payload, at)
+        at += size
+        if at + length > end:
+            raise EnvelopeError("batch: an envelope runs past the frame")
+        frames.append(payload[at:at + length])
+        at += length
+    return frames

@@ -59,6 +59,10 @@ class Bus(Protocol):
         """Queue ``env`` for ``slot``; False when the peer is not reachable right now."""
         ...
 
+    def send_frames(self, slot: int, frames: list[bytes]) -> bool:
+        """Queue encoded envelopes for ``slot`` as one message, in order; False as :meth:`send`."""
+        ...
+
     def connect_peer(self, slot: int, path: str) -> None:
         """Point the link to ``slot`` at the endpoint a (new) incarnation announced."""
         ...
@@ -98,6 +102,10 @@ class Router:
         self._hello_unsent: dict[int, int] = {}  # slot -> HELLO flags still to deliver
         self._hello_retrying = False
         self._sweeper: asyncio.TimerHandle | None = None
+        # Deliveries of this loop tick, encoded, per slot: sent at the end of the tick as one
+        # bus message per slot (see deliver()).
+        self._outbox: dict[int, list[bytes]] = {}
+        self._outbox_due = False
         # Set by the node: who handles what arrives.
         self.on_request: RequestHandler | None = None
         self.on_notify: NotifyHandler | None = None
@@ -139,6 +147,7 @@ class Router:
         for slot, flags in list(self._hello_unsent.items()):
             hello = Envelope(Kind.HELLO, self.slot, corr=self.incarnation, flags=flags,
                              payload=self.bus.endpoint.encode())
+            self._flush_slot(slot)
             if self.bus.send(slot, hello):
                 del self._hello_unsent[slot]
         if self._hello_unsent:
@@ -164,6 +173,7 @@ class Router:
             return
         self._corr = (self._corr + 1) & 0xFFFFFFFF or 1
         env = Envelope(Kind.REQUEST, self.slot, corr=self._corr, flags=op, channel=channel, payload=payload)
+        self._flush_slot(slot)
         if not self.bus.send(slot, env):
             reply(None, ERROR_SHARD_UNAVAILABLE)
             return
@@ -173,15 +183,48 @@ class Router:
     def notify(self, slot: int, op: int, channel: str, payload: bytes) -> None:
         """A one-way operation on ``slot`` (no answer)."""
         env = Envelope(Kind.NOTIFY, self.slot, flags=op, channel=channel, payload=payload)
+        self._flush_slot(slot)
         if self.bus is None or not self.bus.send(slot, env):
             self.stats.bus_dropped += 1
 
     def send(self, slot: int, env: Envelope) -> None:
-        """A delivery (publication, join, leave) to ``slot``. A peer whose queue is full or
-        that is down loses it; a positioned subscriber there sees the gap by offset and
-        resubscribes with recovery."""
+        """``env`` to ``slot`` now, after this tick's deliveries to it (a reply: the pipe's order
+        is what places a subscribe answer among the channel's publications). A peer whose queue
+        is full or that is down loses it."""
+        self._flush_slot(slot)
         if self.bus is None or not self.bus.send(slot, env):
             self.stats.bus_dropped += 1
+
+    def deliver(self, slot: int, frame: bytes) -> None:
+        """A delivery (an encoded publication, join or leave envelope) to ``slot``, sent with
+        the others of this loop tick to that slot as one bus message: one zmq send and one
+        receive per tick and peer, not per publication. A peer whose queue is full or that is
+        down loses them; a positioned subscriber there sees the gap by offset and resubscribes
+        with recovery."""
+        box = self._outbox.get(slot)
+        if box is not None:
+            box.append(frame)
+            return
+        self._outbox[slot] = [frame]
+        if not self._outbox_due:
+            self._outbox_due = True
+            self.loop.call_soon(self.flush_outbox)
+
+    def flush_outbox(self) -> None:
+        """Send every slot's deliveries of this tick (also before closing)."""
+        self._outbox_due = False
+        outbox, self._outbox = self._outbox, {}
+        for slot, frames in outbox.items():
+            self._send_frames(slot, frames)
+
+    def _flush_slot(self, slot: int) -> None:
+        frames = self._outbox.pop(slot, None)
+        if frames is not None:
+            self._send_frames(slot, frames)
+
+    def _send_frames(self, slot: int, frames: list[bytes]) -> None:
+        if self.bus is None or not self.bus.send_frames(slot, frames):
+            self.stats.bus_dropped += len(frames)
 
     # -- timeouts -------------------------------------------------------------------------------
 
@@ -201,6 +244,7 @@ class Router:
         self._schedule_sweep()
 
     def close(self) -> None:
+        self.flush_outbox()
         if self._sweeper is not None:
             self._sweeper.cancel()
         pending, self._pending = self._pending, {}

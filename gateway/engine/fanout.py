@@ -4,9 +4,10 @@ subscribers of it, in structured form.
 Both engines use it: the memory engine's owner shard after it ordered a publication, the
 Redis engine's owner worker for what its Redis subscription receives. A delivery to this
 worker goes straight to its hub; to another worker it is one PUBLICATION/JOIN/LEAVE
-envelope with the packed publication (or client info), built once however many workers
-get it. The receiving side (:meth:`NodeFanout.handle_delivery`) unpacks and hands it to
-its hub, which encodes once per codec.
+envelope with the packed publication (or client info), encoded once however many workers
+get it, and sent with that worker's other deliveries of the loop tick (Router.deliver).
+The receiving side (:meth:`NodeFanout.handle_delivery`) unpacks and hands it to its hub,
+which encodes once per codec.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from gateway.core.model import (
 )
 from gateway.engine.base import BrokerEventHandler
 from gateway.obs.stats import Stats
-from sharding.envelope import Envelope, Kind
+from sharding.envelope import Envelope, Kind, encode
 
 __all__ = ["NodeFanout"]
 
@@ -46,16 +47,16 @@ class NodeFanout:
 
     def publication(self, channel: str, slots: tuple[int, ...], pub: Publication,
                     position: StreamPosition | None) -> None:
-        env: Envelope | None = None
+        frame: bytes | None = None
         for slot in slots:
             if slot == self.slot:
                 self.handler.handle_publication(channel, pub, position)
                 continue
-            if env is None:
+            if frame is None:
                 offset, epoch = (position.offset, position.epoch) if position is not None else (0, "")
-                env = Envelope(Kind.PUBLICATION, self.slot, offset=offset, channel=channel, epoch=epoch,
-                               payload=pack_publication(pub), ts=self.clock())
-            self.router.send(slot, env)
+                frame = encode(Envelope(Kind.PUBLICATION, self.slot, offset=offset, channel=channel, epoch=epoch,
+                                        payload=pack_publication(pub), ts=self.clock()))
+            self.router.deliver(slot, frame)
 
     def join(self, channel: str, slots: tuple[int, ...], info: ClientInfo) -> None:
         self._event(Kind.JOIN, channel, slots, info)
@@ -64,7 +65,7 @@ class NodeFanout:
         self._event(Kind.LEAVE, channel, slots, info)
 
     def _event(self, kind: Kind, channel: str, slots: tuple[int, ...], info: ClientInfo) -> None:
-        env: Envelope | None = None
+        frame: bytes | None = None
         for slot in slots:
             if slot == self.slot:
                 if kind is Kind.JOIN:
@@ -72,9 +73,9 @@ class NodeFanout:
                 else:
                     self.handler.handle_leave(channel, info)
                 continue
-            if env is None:
-                env = Envelope(kind, self.slot, channel=channel, payload=pack_client_info(info))
-            self.router.send(slot, env)
+            if frame is None:
+                frame = encode(Envelope(kind, self.slot, channel=channel, payload=pack_client_info(info)))
+            self.router.deliver(slot, frame)
 
     def handle_delivery(self, env: Envelope) -> None:
         """A delivery another worker sent us."""

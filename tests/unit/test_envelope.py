@@ -13,6 +13,8 @@ from sharding.envelope import (
     Kind,
     decode,
     encode,
+    encode_batch,
+    split_batch,
 )
 
 
@@ -103,7 +105,7 @@ def test_bad_version(version: int) -> None:
         decode(bytes([version]) + frame[1:])
 
 
-@pytest.mark.parametrize("kind", [0, 9, 255])
+@pytest.mark.parametrize("kind", [0, 10, 255])
 def test_unknown_kind(kind: int) -> None:
     frame = encode(_sample(Kind.REQUEST))
     with pytest.raises(EnvelopeError):
@@ -130,3 +132,26 @@ def test_header_is_network_order() -> None:
     frame = encode(Envelope(Kind.PUBLICATION, origin=0x0102, corr=0x03040506, offset=0x0708, flags=1,
                             ts=1.5, channel="ab"))
     assert frame == struct.pack("!BBBHIQdIB", VERSION, 4, 1, 0x0102, 0x03040506, 0x0708, 1.5, 2, 0) + b"ab"
+
+
+# -- BATCH: one tick's deliveries to one slot ------------------------------------------------------
+
+
+def test_batch_round_trip_keeps_order_and_bytes() -> None:
+    frames = [encode(_sample(kind)) for kind in (Kind.PUBLICATION, Kind.JOIN, Kind.LEAVE)] + [b""]
+    batch = decode(encode_batch(frames))
+    assert (batch.kind, batch.origin, batch.channel) == (Kind.BATCH, 0, "")
+    assert split_batch(batch.payload) == frames
+    assert [decode(f) for f in split_batch(batch.payload)[:3]] == [decode(f) for f in frames[:3]]
+
+
+def test_batch_layout() -> None:
+    frames = [b"abc", b"de"]
+    assert encode_batch(frames)[HEADER.size:] == b"\x00\x00\x00\x03abc\x00\x00\x00\x02de"
+
+
+@pytest.mark.parametrize("payload", [b"\x00\x00", b"\x00\x00\x00\x05abcd", b"\x00\x00\x00\x01a\x00"],
+                         ids=["length-cut", "envelope-past-end", "trailing-cut"])
+def test_truncated_batch_raises(payload: bytes) -> None:
+    with pytest.raises(EnvelopeError):
+        split_batch(payload)

@@ -29,7 +29,7 @@ from gateway.core.model import (
 from gateway.engine.memory import MemoryEngine
 from gateway.engine.owner import EMPTY_STREAM_GRACE
 from gateway.obs.stats import Stats
-from sharding.envelope import Envelope, Kind, decode, encode
+from sharding.envelope import Envelope, Kind, decode, encode, encode_batch, split_batch
 from sharding.hashing import owner
 
 STREAM = StreamOptions(100, 300.0, 3600.0)
@@ -100,10 +100,14 @@ class Network:
         self.routers: dict[int, Router] = {}
         self.queues: dict[tuple[int, int], deque[Envelope]] = {}
         self.dead: set[int] = set()
+        self.messages = 0  # bus messages carrying deliveries (one per slot and tick)
+        self.loop: FakeLoop | None = None  # its due callbacks (the routers' outbox flushes) run first
 
-    def pump(self, pairs: list[tuple[int, int]] | None = None, limit: int = 10_000) -> int:
+    def pump(self, pairs: list[tuple[int, int]] | None = None, limit: int = 10_000, run_loop: bool = True) -> int:
         delivered = 0
         while delivered < limit:
+            if self.loop is not None and run_loop:
+                self.loop.advance(0.0)
             ready = [k for k, q in self.queues.items() if q and (pairs is None or k in pairs)]
             if not ready:
                 return delivered
@@ -126,6 +130,20 @@ class FakeBus:
             return False
         # Through the real frame codec, as ZeroMQ would carry it.
         self.net.queues.setdefault((self.slot, slot), deque()).append(decode(encode(env)))
+        return True
+
+    def send_frames(self, slot: int, frames: list[bytes]) -> bool:
+        if slot in self.net.dead:
+            return False
+        self.net.messages += 1
+        # As ZmqBus sends them: one message, a BATCH when more than one, split on arrival.
+        message = frames[0] if len(frames) == 1 else encode_batch(frames)
+        env = decode(message)
+        queue = self.net.queues.setdefault((self.slot, slot), deque())
+        if env.kind is Kind.BATCH:
+            queue.extend(decode(f) for f in split_batch(env.payload))
+        else:
+            queue.append(env)
         return True
 
     def connect_peer(self, slot: int, path: str) -> None:
@@ -190,6 +208,7 @@ class Cluster:
         self.clock = FakeClock()
         self.loop = FakeLoop(self.clock)
         self.net = Network()
+        self.net.loop = self.loop
         self.engines: dict[int, MemoryEngine] = {}
         self.handlers: dict[int, Recorder] = {}
         for slot in range(workers):
@@ -210,7 +229,7 @@ class Cluster:
         self.engines[slot] = engine
         self.handlers[slot] = handler
         if self.workers > 1:
-            router.attach(FakeBus(self.net, slot))  # type: ignore[arg-type]
+            router.attach(FakeBus(self.net, slot))
         return engine
 
     def pump(self) -> None:
@@ -268,6 +287,38 @@ def test_subscribe_answer_precedes_later_publication(two: Cluster) -> None:
     assert answer.position.offset == 1
     assert [e[0] for e in events] == ["done", "pub"]
     assert events[1][2:] == ("after", 2, StreamPosition(2, answer.position.epoch))
+
+
+def test_deliveries_of_one_tick_to_a_slot_are_one_bus_message(three: Cluster) -> None:
+    ch = channel_owned_by(1, 3)
+    for slot in (0, 2):
+        three.engines[slot].subscribe(ch, positioned(), Done())
+    three.pump()
+    before = three.net.messages
+    for i in range(5):
+        three.engines[1].publish(ch, publication(i), PublishOptions(STREAM), Done())
+    assert three.net.messages == before  # held until the end of the loop tick
+    three.pump()
+    assert three.net.messages == before + 2  # one BATCH per subscribed slot, not one per publication
+    for slot in (0, 2):
+        assert three.handlers[slot].pubs(ch) == [0, 1, 2, 3, 4]
+
+
+def test_reply_follows_the_deliveries_queued_before_it(two: Cluster) -> None:
+    """A reply leaves after what the tick queued for that slot: the pipe's order is what the
+    subscribe answer's position relies on."""
+    ch = channel_owned_by(1, 2)
+    events = two.handlers[0].events
+    two.engines[0].subscribe(ch, positioned(), Done())
+    two.pump()
+    done = Done(events)
+    two.engines[0].subscribe(channel_owned_by(1, 2, prefix="other"), positioned(), done)  # a request to the owner
+    two.loop.advance(0.0)
+    two.engines[1].publish(ch, publication("queued"), PublishOptions(STREAM), Done())  # into the outbox
+    two.net.pump([(0, 1)], run_loop=False)  # the owner answers before its end of tick: the outbox goes first
+    assert [e.kind for e in two.net.queues[(1, 0)]] == [Kind.PUBLICATION, Kind.REPLY]
+    two.pump()
+    assert [e[0] for e in events] == ["pub", "done"]
 
 
 def test_every_slot_receives_every_publication_once(three: Cluster) -> None:

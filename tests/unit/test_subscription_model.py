@@ -26,7 +26,7 @@ from gateway.core.model import ClientInfo
 from gateway.node import Node
 from gateway.session.handlers import HANDLERS
 from gateway.session.session import Session
-from sharding.envelope import Envelope, decode, encode
+from sharding.envelope import Envelope, Kind, decode, encode, encode_batch, split_batch
 from sharding.hashing import owner
 
 CONFIG = parse_config({
@@ -56,6 +56,20 @@ class LoopBus:
         def deliver() -> None:
             self.in_flight -= 1
             self._nodes[slot].router.on_envelope(decode(frame))
+
+        self._loop.call_soon(deliver)
+        return True
+
+    def send_frames(self, slot: int, frames: list[bytes]) -> bool:
+        # As ZmqBus sends them: one message, a BATCH when more than one, split on arrival.
+        message = frames[0] if len(frames) == 1 else encode_batch(frames)
+        self.in_flight += 1
+
+        def deliver() -> None:
+            self.in_flight -= 1
+            env = decode(message)
+            for frame in split_batch(env.payload) if env.kind is Kind.BATCH else [message]:
+                self._nodes[slot].router.on_envelope(decode(frame))
 
         self._loop.call_soon(deliver)
         return True
