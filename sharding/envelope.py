@@ -10,9 +10,9 @@ unpacked by slicing), and each receiving worker's hub encodes the client push on
 codec. Requests carry their operation in ``flags``, so nothing on the bus is keyed by
 method strings.
 
-The deliveries one worker sends another within one loop tick travel as one BATCH frame (a
-header, then each encoded envelope after its 4-byte length): one zmq send and one receive
-for the tick instead of one per publication per peer.
+A burst of deliveries one worker sends another within one loop tick (after the first, which
+goes at once) travels as one BATCH frame (a header, then each encoded envelope after its
+4-byte length): one zmq send and one receive instead of one per publication per peer.
 """
 
 from __future__ import annotations

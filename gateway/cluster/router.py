@@ -102,9 +102,10 @@ class Router:
         self._hello_unsent: dict[int, int] = {}  # slot -> HELLO flags still to deliver
         self._hello_retrying = False
         self._sweeper: asyncio.TimerHandle | None = None
-        # Deliveries of this loop tick, encoded, per slot: sent at the end of the tick as one
-        # bus message per slot (see deliver()).
+        # Deliveries held back in this loop tick, encoded, per slot, and the slots that already
+        # got one sent at once (see deliver()).
         self._outbox: dict[int, list[bytes]] = {}
+        self._sent_this_tick: set[int] = set()
         self._outbox_due = False
         # Set by the node: who handles what arrives.
         self.on_request: RequestHandler | None = None
@@ -196,23 +197,29 @@ class Router:
             self.stats.bus_dropped += 1
 
     def deliver(self, slot: int, frame: bytes) -> None:
-        """A delivery (an encoded publication, join or leave envelope) to ``slot``, sent with
-        the others of this loop tick to that slot as one bus message: one zmq send and one
-        receive per tick and peer, not per publication. A peer whose queue is full or that is
-        down loses them; a positioned subscriber there sees the gap by offset and resubscribes
-        with recovery."""
+        """A delivery (an encoded publication, join or leave envelope) to ``slot``. The first
+        of a loop tick goes at once (a lone publication waits for nothing); the rest of the
+        tick's to that slot go together at its end, or before anything else sent there, as
+        one bus message: one zmq send and one receive per burst and peer, not per publication.
+        A peer whose queue is full or that is down loses them; a positioned subscriber there
+        sees the gap by offset and resubscribes with recovery."""
         box = self._outbox.get(slot)
         if box is not None:
             box.append(frame)
             return
-        self._outbox[slot] = [frame]
         if not self._outbox_due:
             self._outbox_due = True
-            self.loop.call_soon(self.flush_outbox)
+            self.loop.call_soon(self.flush_outbox)  # the tick's end
+        if slot in self._sent_this_tick:
+            self._outbox[slot] = [frame]
+            return
+        self._sent_this_tick.add(slot)
+        self._send_frames(slot, [frame])
 
     def flush_outbox(self) -> None:
-        """Send every slot's deliveries of this tick (also before closing)."""
+        """Send every slot's held deliveries (at the end of the tick, and before closing)."""
         self._outbox_due = False
+        self._sent_this_tick.clear()
         outbox, self._outbox = self._outbox, {}
         for slot, frames in outbox.items():
             self._send_frames(slot, frames)
@@ -223,8 +230,12 @@ class Router:
             self._send_frames(slot, frames)
 
     def _send_frames(self, slot: int, frames: list[bytes]) -> None:
+        stats = self.stats
         if self.bus is None or not self.bus.send_frames(slot, frames):
-            self.stats.bus_dropped += len(frames)
+            stats.bus_dropped += len(frames)
+            return
+        stats.bus_deliveries_sent += len(frames)
+        stats.bus_delivery_messages_sent += 1
 
     # -- timeouts -------------------------------------------------------------------------------
 

@@ -85,6 +85,11 @@ class _SurveyCollector(Collector):
                                          labels=["slot", "recovered"])
         dropped = CounterMetricFamily("shardgate_bus_dropped_messages",
                                       "Cross-shard messages dropped (peer down or queue full).", labels=["slot"])
+        bus_sent = CounterMetricFamily("shardgate_bus_deliveries_sent",
+                                       "Publications, joins and leaves sent to other workers.", labels=["slot"])
+        bus_messages = CounterMetricFamily("shardgate_bus_delivery_messages_sent",
+                                           "Bus messages that carried them (a burst in one loop tick shares one).",
+                                           labels=["slot"])
         gap_filled = CounterMetricFamily("shardgate_gap_filled_publications",
                                          "Publications pub/sub skipped, read back from the stream in order.",
                                          labels=["slot"])
@@ -150,6 +155,8 @@ class _SurveyCollector(Collector):
                 recoveries.add_metric([s, recovered], n)
             dropped.add_metric([s], st["bus_dropped"])
             gap_filled.add_metric([s], st.get("gap_filled", 0))
+            bus_sent.add_metric([s], st.get("bus_deliveries_sent", 0))  # .get: a worker of an older version
+            bus_messages.add_metric([s], st.get("bus_delivery_messages_sent", 0))
             for what, n in st.get("deflate", {}).items():
                 deflate.add_metric([s, what], n)
             for key, n in st["api_errors"].items():
@@ -174,8 +181,8 @@ class _SurveyCollector(Collector):
         yield up
         yield from gauges.values()
         yield from (cpu, accepted, msgs_in, bytes_in, msgs_out, bytes_out, errors, disconnects, recoveries,
-                    dropped, gap_filled, deflate, api_errors, commands, api, latency, batch, consumed, failed, lag,
-                    events_out, events_buffered)
+                    dropped, bus_sent, bus_messages, gap_filled, deflate, api_errors, commands, api, latency, batch,
+                    consumed, failed, lag, events_out, events_buffered)
 
 
 def render(survey: Survey) -> bytes:

@@ -88,6 +88,10 @@ class Stats:
         self.api_errors: Counter[tuple[str, int]] = Counter()
         self.bus_dropped = 0
         self.bus_bad_envelopes = 0
+        # Deliveries (publications, joins, leaves) sent to other workers, and the bus messages
+        # that carried them: a burst within a loop tick shares one message.
+        self.bus_deliveries_sent = 0
+        self.bus_delivery_messages_sent = 0
         self.gap_filled = 0  # publications pub/sub skipped, read back from the stream (Redis engine)
         # permessage-deflate: messages compressed (once per message, however many receive it)
         self.deflate_messages = 0
@@ -170,6 +174,8 @@ class Stats:
             "api_errors": {f"{m}:{c}": v for (m, c), v in self.api_errors.items()},
             "bus_dropped": self.bus_dropped,
             "bus_bad_envelopes": self.bus_bad_envelopes,
+            "bus_deliveries_sent": self.bus_deliveries_sent,
+            "bus_delivery_messages_sent": self.bus_delivery_messages_sent,
             "gap_filled": self.gap_filled,
             "deflate": {"messages": self.deflate_messages, "bytes_in": self.deflate_bytes_in,
                         "bytes_out": self.deflate_bytes_out},

@@ -248,6 +248,10 @@ async def test_metrics_cover_all_workers_and_move(gateway: Gateway) -> None:
         assert after["shardgate_reply_errors_total[102]"] == 1
         assert after["shardgate_command_duration_seconds_count"] >= 4
         assert after["shardgate_bus_delivery_latency_seconds_count"] >= 1  # owner 0 -> subscriber on 1
+        sent = after["shardgate_bus_deliveries_sent_total"] - before["shardgate_bus_deliveries_sent_total"]
+        messages = (after["shardgate_bus_delivery_messages_sent_total"]
+                    - before["shardgate_bus_delivery_messages_sent_total"])
+        assert 1 <= messages <= sent
         assert after["shardgate_process_resident_memory_bytes"] > 0
         assert owner(channel, 2) == 0
     finally:
