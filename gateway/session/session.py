@@ -537,8 +537,10 @@ class Session:
             return
         self.node.metrics.replied(cmd.method, len(data), time.perf_counter() - cmd.received_at)
         send = self.push_now
-        if send is not None and self._reply_now:
-            send(data)  # nothing is queued ahead of it (else push_now is None): straight out
+        if send is not None and self._reply_now and len(data) + self._send_bound <= self._queue_max:
+            # Nothing is queued ahead of it (else push_now is None), and it cannot take the socket
+            # past the queue's bound (a bigger one goes through _write, which enforces it): out now.
+            send(data)
             return
         self._write(data)
 

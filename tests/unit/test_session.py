@@ -505,3 +505,20 @@ async def test_rpc_handlers_get_one_context_per_session_until_conn_info_changes(
     with pytest.raises(AttributeError):
         seen[0].user = "someone else"  # frozen: shared by the session's calls
     session.on_transport_closed()
+
+
+async def test_direct_reply_is_bounded_by_the_default_queue(
+        make_session: Callable[..., tuple[Session, FakeTransport]], node: Node) -> None:
+    """A reply that could take the socket past client.queue_max_size (1 MiB by default) goes
+    through the queue, which closes the connection 3008, as it did before replies went direct."""
+    limit = node.config.client.queue_max_size
+    assert limit == 1024 * 1024
+    node.rpc.register("sized", lambda ctx, data: "x" * data)
+    session, transport = make_session()
+    direct = _with_fast_send(session, transport)
+    small = limit - 64 * 1024 - 100  # with the socket's 64 KiB high-water mark, within the bound
+    session.on_message(b'{"id":2,"rpc":{"method":"sized","data":%d}}' % small)
+    assert len(direct) == 1 and transport.closes == []
+    session.on_message(b'{"id":3,"rpc":{"method":"sized","data":%d}}' % limit)
+    assert len(direct) == 1  # not written through
+    assert [code for code, _ in transport.closes] == [3008]
