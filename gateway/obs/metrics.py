@@ -106,7 +106,7 @@ class _SurveyCollector(Collector):
         latency = HistogramMetricFamily("shardgate_bus_delivery_latency_seconds",
                                         "Owner publish to delivery on another worker.", labels=["slot"])
         batch = HistogramMetricFamily("shardgate_bus_receive_batch_size",
-                                      "Bus messages read per wake-up (a queue depth signal).", labels=["slot"])
+                                      "Bus envelopes read per wake-up (a queue depth signal).", labels=["slot"])
         consumed = CounterMetricFamily("shardgate_consumer_applied",
                                        "Consumed messages applied (acked, outbox rows deleted).",
                                        labels=["slot", "consumer"])
