@@ -199,6 +199,7 @@ def test_compare_socketio_fanout() -> None:
             assert res[key] > 0, (name, job)
             assert res["lost"] == 0 and res["errors"] == 0 and res["disconnects"] == 0, (name, job, res)
         assert row["fanout"]["server_cpu_us_per_delivery"] > 0, row["fanout"]
+        assert row["echo"]["server_cpu_us_per_round_trip"] > 0, row["echo"]
     assert rows["socketio"]["fanout_ratio"] > 0 and rows["socketio"]["echo_ratio"] > 0
 
 

@@ -123,13 +123,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
     """shardgate/peer per job (for the node socket.io peer: shardgate's Socket.IO endpoint when it
-    ran), and the server CPU per fan-out delivery."""
+    ran), and the server CPU per fan-out delivery and per echo round trip (the comparison that
+    holds with ``--rate``/``--rpc-rate``, where every server runs at the same rate)."""
     base = next((r for r in rows if r["target"] == "shardgate"), None)
     sio = next((r for r in rows if r["target"] == SIO_TARGET), None)
     for row in rows:
         fan = row.get("fanout")
         if isinstance(fan, dict) and fan.get("server_cpu_pct") and fan.get("deliveries_per_s"):
             fan["server_cpu_us_per_delivery"] = round(fan["server_cpu_pct"] * 1e4 / fan["deliveries_per_s"], 3)
+        echo = row.get("echo")
+        if isinstance(echo, dict) and echo.get("server_cpu_pct") and echo.get("rpc_per_s"):
+            echo["server_cpu_us_per_round_trip"] = round(echo["server_cpu_pct"] * 1e4 / echo["rpc_per_s"], 3)
         if row["target"] == SIO_TARGET:
             continue
         ref = sio if row["target"] == "socketio" and sio is not None else base
@@ -185,6 +189,11 @@ def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace)
            if isinstance(r.get("fanout"), dict) and "server_cpu_us_per_delivery" in r["fanout"]}
     if cpu:
         notes.append("server CPU per fan-out delivery: " + ", ".join(f"{t} {v:.2f} us" for t, v in cpu.items()))
+    # Listed per row, not by target: a target may be run more than once (alternated runs).
+    rtt = [(r["target"], r["echo"]["server_cpu_us_per_round_trip"]) for r in rows
+           if isinstance(r.get("echo"), dict) and "server_cpu_us_per_round_trip" in r["echo"]]
+    if rtt:
+        notes.append("server CPU per echo round trip: " + ", ".join(f"{t} {v:.2f} us" for t, v in rtt))
     widths = [max(len(str(ln[i])) for ln in lines) for i in range(len(head))]
     out = [f"shardgate bench compare: fanout {args.subscribers} subscribers, echo {args.connections} connections, "
            f"payload {args.payload} B, {args.duration:g} s per job, {args.clients} client processes, "
