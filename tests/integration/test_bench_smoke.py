@@ -149,7 +149,7 @@ def test_scaling_steps() -> None:
 def test_table_output(gw: Gateway) -> None:
     proc = bench("rpc", *common(gw), "--connections", "2", "--quiet")
     assert proc.returncode == 0, proc.stderr
-    for word in ("round trips/s", "round trip ms", "p99", "client", "server"):
+    for word in ("round trips/s", "us per round trip", "round trip ms", "p99", "client", "server"):
         assert word in proc.stdout
 
 

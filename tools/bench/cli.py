@@ -245,7 +245,9 @@ def summary_table(r: dict[str, Any]) -> str:
     elif sc == "rpc":
         rows.append(("connections", f"{r['connections']:,} (setup failures {r['setup_failed']})"))
         rows.append(("calls", f"{r['calls']:,} sent, {r['replies']:,} answered, lost {r['lost']:,}"))
-        rows.append(("round trips/s", f"{r['rpc_per_s']:,.0f}"))
+        per = (f"   server CPU {r['server_cpu_pct'] * 1e4 / r['rpc_per_s']:.2f} us per round trip"
+               if r.get("server_cpu_pct") and r["rpc_per_s"] else "")
+        rows.append(("round trips/s", f"{r['rpc_per_s']:,.0f}{per}"))
     elif sc == "connect":
         rows.append(("connections", f"{r['connections']:,} opened, {r['failed']:,} failed, in "
                                     f"{r['connect_span_s']:.2f} s"))
