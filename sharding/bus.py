@@ -91,21 +91,16 @@ class ZmqBus:
             old.close(linger=0)
 
     def send(self, slot: int, env: Envelope) -> bool:
-        sock = self._push.get(slot)
-        if sock is None:
-            return False
-        try:
-            sock.send(encode(env), flags=zmq.NOBLOCK, copy=True)
-        except zmq.Again:
-            return False
-        return True
+        return self._send(slot, encode(env))
 
     def send_frames(self, slot: int, frames: list[bytes]) -> bool:
         """Send encoded envelopes to ``slot`` as one message (a BATCH when more than one)."""
+        return self._send(slot, frames[0] if len(frames) == 1 else encode_batch(frames))
+
+    def _send(self, slot: int, frame: bytes) -> bool:
         sock = self._push.get(slot)
         if sock is None:
             return False
-        frame = frames[0] if len(frames) == 1 else encode_batch(frames)
         try:
             sock.send(frame, flags=zmq.NOBLOCK, copy=True)
         except zmq.Again:

@@ -148,8 +148,7 @@ class Router:
         for slot, flags in list(self._hello_unsent.items()):
             hello = Envelope(Kind.HELLO, self.slot, corr=self.incarnation, flags=flags,
                              payload=self.bus.endpoint.encode())
-            self._flush_slot(slot)
-            if self.bus.send(slot, hello):
+            if self._send_now(slot, hello):
                 del self._hello_unsent[slot]
         if self._hello_unsent:
             if not retry_scheduled:
@@ -174,8 +173,7 @@ class Router:
             return
         self._corr = (self._corr + 1) & 0xFFFFFFFF or 1
         env = Envelope(Kind.REQUEST, self.slot, corr=self._corr, flags=op, channel=channel, payload=payload)
-        self._flush_slot(slot)
-        if not self.bus.send(slot, env):
+        if not self._send_now(slot, env):
             reply(None, ERROR_SHARD_UNAVAILABLE)
             return
         deadline = self.clock() + (timeout or self.timeout)
@@ -183,18 +181,19 @@ class Router:
 
     def notify(self, slot: int, op: int, channel: str, payload: bytes) -> None:
         """A one-way operation on ``slot`` (no answer)."""
-        env = Envelope(Kind.NOTIFY, self.slot, flags=op, channel=channel, payload=payload)
-        self._flush_slot(slot)
-        if self.bus is None or not self.bus.send(slot, env):
-            self.stats.bus_dropped += 1
+        self.send(slot, Envelope(Kind.NOTIFY, self.slot, flags=op, channel=channel, payload=payload))
 
     def send(self, slot: int, env: Envelope) -> None:
-        """``env`` to ``slot`` now, after this tick's deliveries to it (a reply: the pipe's order
-        is what places a subscribe answer among the channel's publications). A peer whose queue
-        is full or that is down loses it."""
-        self._flush_slot(slot)
-        if self.bus is None or not self.bus.send(slot, env):
+        """``env`` (a reply, a notify) to ``slot`` now. A peer whose queue is full or that is
+        down loses it."""
+        if not self._send_now(slot, env):
             self.stats.bus_dropped += 1
+
+    def _send_now(self, slot: int, env: Envelope) -> bool:
+        """``env`` to ``slot`` after the deliveries this tick holds for it: the pipe's order is
+        what places a subscribe answer among the channel's publications."""
+        self._flush_slot(slot)
+        return self.bus is not None and self.bus.send(slot, env)
 
     def deliver(self, slot: int, frame: bytes) -> None:
         """A delivery (an encoded publication, join or leave envelope) to ``slot``. The first

@@ -123,18 +123,6 @@ class Stats:
         messages[kind] = messages.get(kind, 0) + count
         sizes[kind] = sizes.get(kind, 0) + size * count
 
-    def replied(self, method: str, size: int, seconds: float) -> None:
-        """A command answered with a reply of ``size`` bytes, ``seconds`` after it arrived."""
-        messages, sizes = self.messages_out, self.bytes_out
-        messages["reply"] = messages.get("reply", 0) + 1
-        sizes["reply"] = sizes.get("reply", 0) + size
-        hist = self.commands.get(method)
-        if hist is None:
-            hist = self.commands[method] = Histogram(DURATION_BUCKETS)
-        hist.counts[bisect.bisect_left(hist.bounds, seconds)] += 1  # observe(), inlined: once per reply
-        hist.total += seconds
-        hist.count += 1
-
     def command_done(self, method: str, seconds: float) -> None:
         hist = self.commands.get(method)
         if hist is None:

@@ -115,11 +115,7 @@ def _command(line: bytes, received_at: float) -> Command:
 
 
 def encode_reply(cmd_id: int, method: str, result: dict[str, Any]) -> bytes:
-    """Raises ClientError 107 as :func:`dumps` does (its body inlined: once per reply)."""
-    try:
-        return orjson.dumps({"id": cmd_id, method: result}, default=_default, option=orjson.OPT_PASSTHROUGH_DATACLASS)
-    except orjson.JSONEncodeError:
-        raise ERROR_BAD_REQUEST from None
+    return dumps({"id": cmd_id, method: result})
 
 
 def encode_error(cmd_id: int, error: ClientError) -> bytes:

@@ -395,9 +395,7 @@ class Session:
                         if cmd.id:
                             self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
                         continue
-                state: State = self.state  # (a command before may have closed it)
-                if self._queue is None and not self._pumping and self._inflight < self._max_inflight \
-                        and state is not _CLOSED and not self._slow and not (state is _CONNECTING and self._inflight):
+                if self._queue is None and not self._pumping and self._can_start():
                     # Nothing waits ahead of it: run it now, without the queue (most messages
                     # carry one command; this is the request path's common case).
                     self._pumping = True
@@ -437,21 +435,28 @@ class Session:
             if not queue:
                 self._queue = None
 
+    def _can_start(self) -> bool:
+        """Whether a command may be dispatched now (the conditions of :meth:`_pump`'s loop)."""
+        state = self.state
+        return (self._inflight < self._max_inflight and state is not _CLOSED and not self._slow
+                and not (state is _CONNECTING and self._inflight))
+
     def _start(self, cmd: Command) -> None:
         cmd.pending = True
         self._inflight += 1
-        # The common case first, with the outcome _dispatch's checks would reach: a command
-        # with an id, other than connect, on a connected and usable connection.
         method = cmd.method
-        if cmd.id and self.state is _CONNECTED and method != "connect" and not self.unusable:
+        # Most commands (an id, not connect, on a connected and usable connection) pass every
+        # check of _admitted(): they skip it.
+        if (cmd.id and self.state is _CONNECTED and method != "connect" and not self.unusable) \
+                or self._admitted(cmd):
             handler = self.handlers.commands.get(method)
-            if handler is not None:
+            if handler is None:
+                self.close(Disconnect(3501, f"bad request: unsupported method {method}"))
+            else:
                 try:
                     handler(self, cmd)
                 except Exception as exc:
                     self.fail(cmd, exc)
-                return  # its reply or error answers it
-        self._dispatch(cmd)
         if cmd.id == 0:
             self._answered(cmd)  # a pong or a send: no reply is owed
 
@@ -462,35 +467,30 @@ class Session:
             if self._queue and not self._pumping:
                 self._pump()
 
-    def _dispatch(self, cmd: Command) -> None:
+    def _admitted(self, cmd: Command) -> bool:
+        """Whether ``cmd`` goes to its handler; a pong is taken here, and a command this state
+        refuses closes the connection (3501)."""
         method = cmd.method
         if method == "":
             if cmd.id:
                 self.close(Disconnect(3501, "bad request: no method"))
             else:
                 self._on_pong()
-            return
+            return False
         if self.unusable:
             self.close(Disconnect(3501, "bad request: connection unusable"))
-            return
+            return False
         if method == "connect":
             if self.state is not _CONNECTING:
                 self.close(Disconnect(3501, "bad request: client already authenticated"))
-                return
+                return False
         elif self.state is _CONNECTING:
             self.close(Disconnect(3501, "bad request: connect first"))
-            return
+            return False
         if method != "send" and cmd.id == 0:
             self.close(Disconnect(3501, "bad request: command without id"))
-            return
-        handler = self.handlers.commands.get(method)
-        if handler is None:
-            self.close(Disconnect(3501, f"bad request: unsupported method {method}"))
-            return
-        try:
-            handler(self, cmd)
-        except Exception as exc:
-            self.fail(cmd, exc)
+            return False
+        return True
 
     def fail(self, cmd: Command, exc: BaseException) -> None:
         """The one place a command's failure becomes what the peer sees.
@@ -523,11 +523,7 @@ class Session:
         self._answered(cmd)
 
     def reply(self, cmd: Command, result: dict[str, Any]) -> None:
-        if cmd.pending:  # _answered(), inlined: once per reply
-            cmd.pending = False
-            self._inflight -= 1
-            if self._queue and not self._pumping:
-                self._pump()
+        self._answered(cmd)
         if self._slow or self.state is _CLOSED:
             return  # it could not be delivered: do not even encode it
         try:
@@ -535,7 +531,9 @@ class Session:
         except ClientError as exc:
             self.fail(cmd, exc)
             return
-        self.node.metrics.replied(cmd.method, len(data), time.perf_counter() - cmd.received_at)
+        stats = self.node.metrics
+        stats.sent("reply", len(data))
+        stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)
         send = self.push_now
         if send is not None and self._reply_now and len(data) + self._send_bound <= self._queue_max:
             # Nothing is queued ahead of it (else push_now is None), and it cannot take the socket
