@@ -1,5 +1,5 @@
 """Loading a config: files (TOML, JSON, YAML) with ``SHARDGATE_*`` environment overrides, and
-the embedded development default. Parsing and validation are :func:`gateway.config.schema.parse_config`."""
+the embedded development default. Parsing and validation are :func:`gateway.config.parse.parse_config`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway.config.admin import AdminConfig
 from gateway.config.env import apply_env
+from gateway.config.parse import known_keys, parse_config
 from gateway.config.schema import (
     ChannelConfig,
     ChannelOptions,
@@ -20,8 +21,6 @@ from gateway.config.schema import (
     HttpApiConfig,
     ShardgateConfig,
     TokenConfig,
-    known_keys,
-    parse_config,
 )
 from gateway.config.table import ConfigError
 
