@@ -163,7 +163,7 @@ def test_compare() -> None:
     targets = ["shardgate", "picows", "picows-centrifugo", "websockets", "aiohttp"]
     node_ok = shutil.which("node") is not None and (PEERS / "node_modules").is_dir()
     if node_ok:
-        targets += ["node-ws", "socketio", "uws"]
+        targets += ["node-ws", "node-ws-centrifugo", "socketio", "uws"]
     out = bench_json("compare", "--targets", ",".join(targets), "--subscribers", "10", "--connections", "2",
                      "--duration", "0.3", "--clients", "1", "--window", "4", "--drain", str(scaled(5)),
                      timeout=180)

@@ -134,6 +134,10 @@ def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
         echo = row.get("echo")
         if isinstance(echo, dict) and echo.get("server_cpu_pct") and echo.get("rpc_per_s"):
             echo["server_cpu_us_per_round_trip"] = round(echo["server_cpu_pct"] * 1e4 / echo["rpc_per_s"], 3)
+        if isinstance(echo, dict) and echo.get("client_cpu_pct") and echo.get("rpc_per_s"):
+            # The client's share: on a machine where the clients and the server share the cores,
+            # a dialect that is cheaper for the client leaves the server more CPU in closed loop.
+            echo["client_cpu_us_per_round_trip"] = round(echo["client_cpu_pct"] * 1e4 / echo["rpc_per_s"], 3)
         if row["target"] == SIO_TARGET:
             continue
         ref = sio if row["target"] == "socketio" and sio is not None else base
@@ -194,6 +198,10 @@ def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace)
            if isinstance(r.get("echo"), dict) and "server_cpu_us_per_round_trip" in r["echo"]]
     if rtt:
         notes.append("server CPU per echo round trip: " + ", ".join(f"{t} {v:.2f} us" for t, v in rtt))
+    crt = [(r["target"], r["echo"]["client_cpu_us_per_round_trip"]) for r in rows
+           if isinstance(r.get("echo"), dict) and "client_cpu_us_per_round_trip" in r["echo"]]
+    if crt:
+        notes.append("client CPU per echo round trip: " + ", ".join(f"{t} {v:.2f} us" for t, v in crt))
     widths = [max(len(str(ln[i])) for ln in lines) for i in range(len(head))]
     out = [f"shardgate bench compare: fanout {args.subscribers} subscribers, echo {args.connections} connections, "
            f"payload {args.payload} B, {args.duration:g} s per job, {args.clients} client processes, "

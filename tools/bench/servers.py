@@ -215,10 +215,13 @@ PY_PEERS = {
 }
 NODE_PEERS = {
     "node-ws": ("raw", "ws_peer.mjs", "ws", "node ws, send() per subscriber"),
+    "node-ws-centrifugo": ("centrifugo", "ws_centrifugo_peer.mjs", "ws",
+                           "node ws speaking the Centrifugo JSON protocol (JSON.parse per command)"),
     "socketio": ("socketio", "socketio_peer.mjs", "socket.io", "node socket.io, room broadcast"),
     "uws": ("raw", "uws_peer.mjs", "uwebsockets", "uWS.js (npm uwebsockets), pub/sub publish()"),
 }
-PEER_ORDER = ["picows", "picows-centrifugo", "websockets", "aiohttp", "node-ws", "socketio", "uws"]
+PEER_ORDER = ["picows", "picows-centrifugo", "websockets", "aiohttp", "node-ws", "node-ws-centrifugo",
+              "socketio", "uws"]
 READY_RE = r"PEER READY port=(\d+)"
 
 
