@@ -14,7 +14,7 @@ import orjson
 
 from gateway.core.errors import DISCONNECT_BAD_REQUEST, ERROR_BAD_REQUEST, WS_INVALID_TEXT, ClientError, Disconnect
 from gateway.core.model import ClientInfo, DeltaPayload, Publication
-from gateway.protocol.codec import Command
+from gateway.protocol.codec import NEWLINE, Command
 
 __all__ = [
     "METHODS",
@@ -69,7 +69,7 @@ def decode_commands(data: bytes, max_commands: int, received_at: float = 0.0) ->
             runs only on the error path); 3501 for malformed JSON, a non-object command, a bad ``id``, an
             unknown method or more than ``max_commands`` commands in one message.
     """
-    if b"\n" not in data:
+    if NEWLINE not in data:
         return [_command(data, received_at)] if data else []  # one command: most messages
     lines = data.split(b"\n")
     if lines[-1] == b"":
@@ -160,7 +160,7 @@ def encode_model_publication(pub: Publication) -> bytes:
     has them only as whitespace, and data published over protobuf is any bytes, while a
     newline here would split the message in two."""
     data = pub.data
-    if b"\n" in data:
+    if NEWLINE in data:
         data = data.replace(b"\n", b"")
     out = b'{"data":' + data
     if pub.info is not None:

@@ -17,7 +17,13 @@ from typing import Any, Protocol
 from gateway.core.errors import ClientError
 from gateway.core.model import ClientInfo, DeltaPayload, Publication
 
-__all__ = ["Codec", "Command"]
+__all__ = ["Codec", "Command", "NEWLINE"]
+
+#: ``NEWLINE in data`` looks for a newline byte. An int operand, not ``b"\n"``: bytes'
+#: ``__contains__`` first tries its operand as an integer, and for a bytes operand that
+#: raises (and formats) a TypeError before the substring search; with an int it is one
+#: memchr, a tenth of the time, once per message on the request path.
+NEWLINE = 0x0A
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is several times slower per command

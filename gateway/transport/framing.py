@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from gateway.engine.wire import pack_parts, unpack_parts
+from gateway.protocol.codec import NEWLINE
 
 __all__ = ["BadRequest", "EmulationRequest", "parse_emulation_request", "emulation_node", "slot_of_node",
            "new_session_id", "sse_events", "json_lines", "uni_connect_command", "pack_forward",
@@ -105,7 +106,7 @@ def new_session_id() -> str:
 
 def sse_events(data: bytes) -> bytes:
     """One ``data:`` event per message of ``data`` (JSON messages joined by ``\\n``)."""
-    if b"\n" not in data:
+    if NEWLINE not in data:
         return b"data: " + data + b"\n\n"
     return b"".join(b"data: " + line + b"\n\n" for line in data.split(b"\n") if line)
 
