@@ -1,5 +1,5 @@
-"""One client connection: protocol state, the outbound queue, command dispatch,
-subscriptions and timers.
+"""One client connection: protocol state, the outbound queue, command dispatch and timers;
+its subscriptions are the :class:`~gateway.session.membership.Memberships` part.
 
 The edge (``gateway.transport.websocket``) hands complete text messages to
 :meth:`Session.on_message` and implements :class:`Transport`. Command handlers live in
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import orjson
 
-from gateway.core import delta, subscription
 from gateway.core.errors import (
     DISCONNECT_EXPIRED,
     DISCONNECT_INTERNAL,
@@ -36,15 +35,12 @@ from gateway.core.errors import (
     DISCONNECT_TOO_MANY_REQUESTS,
     ERROR_INTERNAL,
     ERROR_TOO_MANY_REQUESTS,
-    UNSUBSCRIBE_EXPIRED,
-    UNSUBSCRIBE_INSUFFICIENT_STATE,
     ClientError,
     Disconnect,
-    Unsubscribe,
     classify,
 )
 from gateway.core.limits import TokenBucket, Verdict
-from gateway.core.model import ClientInfo, StreamOptions, StreamPosition, SubscribeAnswer
+from gateway.core.model import ClientInfo
 from gateway.core.wheel import Deadline
 from gateway.obs.logs import RateLimit
 from gateway.protocol.centrifuge_json import JSON
@@ -52,13 +48,14 @@ from gateway.protocol.codec import Codec, Command
 from gateway.proxy.caller import CallHandle
 from gateway.proxy.messages import ConnInfo
 from gateway.proxy.service import ProxyDone
+from gateway.session.membership import Memberships, Sub
 from gateway.session.rpc import RpcContext
 
 if TYPE_CHECKING:
     from gateway.config import ChannelOptions
     from gateway.node import Node
 
-__all__ = ["Session", "Transport", "State", "SubStatus", "Handlers", "SubscribeDone"]
+__all__ = ["Session", "Transport", "State", "Handlers"]
 
 log = logging.getLogger("shardgate.client")
 
@@ -71,9 +68,6 @@ _DISCONNECT_LOG = RateLimit(burst=100, period=10.0)
 # any other error code: 3004 internal server error.
 _UNI_CONNECT_DISCONNECT = {110: DISCONNECT_EXPIRED, 109: DISCONNECT_EXPIRED,
                            111: DISCONNECT_TOO_MANY_REQUESTS, 103: DISCONNECT_PERMISSION_DENIED}
-
-#: ``done(result, None)`` with the SubscribeResult, or ``done(None, error)``.
-SubscribeDone = Callable[[dict[str, Any] | None, ClientError | None], None]
 
 
 class Transport(Protocol):
@@ -117,30 +111,13 @@ _OK: Final = Verdict.OK
 _ABUSE: Final = Verdict.ABUSE
 
 
-class SubStatus(IntEnum):
-    SUBSCRIBING = 0
-    SUBSCRIBED = 1
-
-
-@dataclass(slots=True)
-class _Sub:
-    status: SubStatus
-    positioned: bool
-    chan_info: bytes | None
-    expire_at: int | None = None
-    timer: Deadline | None = None
-    presence: bool = False  # added to the channel's presence (remove it on leaving)
-    join_leave: bool = False  # the namespace emits join/leave
-    server_refresh: bool = False  # expiry is refreshed through the namespace's sub_refresh proxy
-
-
 _UNBOUNDED = 1 << 62
 # Shared and read-only: most connections have no forwarded or emulated headers (a dict each
 # would be 64 bytes per connection for nothing).
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
-class Session:
+class Session(Memberships):
     """The server side of one Centrifugo connection."""
 
     # Slots: a worker holds one Session per connection (tens of thousands); an instance
@@ -210,7 +187,7 @@ class Session:
         self.emulated_headers: Mapping[str, str] = _NO_HEADERS
         self._calls: list[CallHandle] | None = None  # proxy calls in flight, cancelled on close
         self.proxy_subscribing: set[str] | None = None  # channels whose subscribe proxy has not answered
-        self.subs: dict[str, _Sub] = {}
+        self.subs: dict[str, Sub] = {}
         self.paused = False
         self.unusable = False  # a failed connect: any further command closes 3501
         # Set by one-way transports (uni_*): no pongs expected, a failed connect disconnects.
@@ -653,148 +630,6 @@ class Session:
         if self.expire_at is not None and self.expire_at <= self.node.clock():
             self.close(DISCONNECT_EXPIRED)
 
-    # -- subscriptions --------------------------------------------------------------------------
-
-    def stream_options(self, opts: ChannelOptions) -> StreamOptions | None:
-        return subscription.stream_options(opts, self.node.config.channel.history_meta_ttl)
-
-    def start_subscription(self, params: subscription.SubscribeParams, opts: ChannelOptions,
-                           done: SubscribeDone) -> None:
-        """Ask the engine, join the local fan-out at exactly the answered position, then
-        enter the channel's presence and announce the join.
-
-        ``done`` is called exactly once. A subscription dropped while the engine was
-        answering (an unsubscribe or a disconnect came first) still gets its answer, as
-        if the commands had run one after another, but is not registered anywhere.
-        """
-        node = self.node
-        engine = node.engine
-        channel = params.channel
-        sub = _Sub(SubStatus.SUBSCRIBING, params.positioned, params.chan_info, params.expire_at,
-                   server_refresh=params.server_refresh)
-        self.subs[channel] = sub
-        request = subscription.engine_request(params, self.stream_options(opts),
-                                              node.config.client.recovery_max_publication_limit, self._queue_max)
-
-        def on_answer(answer: SubscribeAnswer | None, error: ClientError | None) -> None:
-            try:
-                answered(answer, error)
-            finally:
-                node.hub.end_subscribe(channel)
-
-        def answered(answer: SubscribeAnswer | None, error: ClientError | None) -> None:
-            live = self.subs.get(channel) is sub
-            if error is not None or answer is None:
-                if live:
-                    del self.subs[channel]
-                done(None, error or ERROR_INTERNAL)
-                return
-            try:
-                result = subscription.result(params, answer, node.clock())
-            except ClientError as exc:
-                if live:
-                    del self.subs[channel]
-                engine.unsubscribe(channel)
-                done(None, exc)
-                return
-            if not live:
-                engine.unsubscribe(channel)  # the engine counted this subscriber: undo that
-                done(result, None)
-                return
-            if params.expire_at is not None:
-                self._schedule_sub_expiry(channel, sub, params.expire_at, node.clock())
-            node.metrics.subscribed(params.recover, answer.recovered)
-            sub.status = SubStatus.SUBSCRIBED
-            position = answer.position
-            if answer.recovered and position is not None:
-                # Publications that arrived meanwhile join the recovered ones in the reply.
-                merged = node.hub.arrived_after(channel, position)
-                if merged:
-                    result["publications"] = [*result.get("publications", ()), *merged]
-                    position = StreamPosition(merged[-1].offset, position.epoch)
-            last = None
-            if params.delta and result.get("publications"):
-                # Deltas from the first recovered publication on (Centrifugo does the same).
-                pubs = result["publications"]
-                last = pubs[-1]
-                result["publications"] = delta.recovered(pubs, not self.codec.binary)
-            # The reply (with any recovered publications) goes out first; then the hub adds
-            # the subscriber and writes what arrived after the answered position meanwhile.
-            done(result, None)
-            if self.subs.get(channel) is not sub:
-                return  # the reply closed the connection (or left the channel): drop_sub undid it
-            node.hub.subscribe(channel, self, params.join_leave, position, params.delta, last)
-            info = self.client_info(params.chan_info)
-            if opts.presence:
-                sub.presence = True
-                engine.add_presence(channel, info)
-            if opts.join_leave:
-                sub.join_leave = True
-                engine.publish_join(channel, info)
-            events = node.events
-            if events is not None and events.join_leave:
-                events.join(channel, info)
-
-        node.hub.begin_subscribe(channel)
-        engine.subscribe(channel, request, on_answer)
-
-    def _check_sub_expired(self, channel: str) -> None:
-        sub = self.subs.get(channel)
-        if sub is not None and sub.expire_at is not None and sub.expire_at <= self.node.clock():
-            self.server_unsubscribe(channel, UNSUBSCRIBE_EXPIRED)
-
-    def _schedule_sub_expiry(self, channel: str, sub: _Sub, expire_at: int, now: float) -> None:
-        if sub.server_refresh and self.handlers.proxy_sub_refresh is not None:
-            sub.timer = self.node.timers.call_later(max(0.0, expire_at - now), self._sub_refresh_due, channel)
-            return
-        delay = expire_at - now + self.node.config.client.expired_sub_close_delay
-        sub.timer = self.node.timers.call_later(max(0.0, delay), self._check_sub_expired, channel)
-
-    def _sub_refresh_due(self, channel: str) -> None:
-        sub = self.subs.get(channel)
-        if sub is None or self.state is not _CONNECTED or self.handlers.proxy_sub_refresh is None:
-            return
-        sub.timer = None
-        self.handlers.proxy_sub_refresh(self, channel)
-
-    def refresh_sub_expiry(self, channel: str, expire_at: int | None, now: float, result: dict[str, Any]) -> None:
-        sub = self.subs[channel]
-        sub.expire_at = expire_at
-        if sub.timer is not None:
-            sub.timer.cancel()
-            sub.timer = None
-        if expire_at is not None:
-            if not sub.server_refresh:
-                result["expires"] = True
-                result["ttl"] = max(1, int(expire_at - now))
-            self._schedule_sub_expiry(channel, sub, expire_at, now)
-
-    def drop_sub(self, channel: str) -> bool:
-        """Leave ``channel``: local fan-out, engine interest, presence, a leave push."""
-        sub = self.subs.pop(channel, None)
-        if sub is None:
-            return False
-        if sub.timer is not None:
-            sub.timer.cancel()
-        if sub.status is SubStatus.SUBSCRIBED:
-            engine = self.node.engine
-            self.node.hub.unsubscribe(channel, self)
-            engine.unsubscribe(channel)
-            if sub.presence:
-                engine.remove_presence(channel, self.client_id, self.user)
-            if sub.join_leave:
-                engine.publish_leave(channel, self.client_info(sub.chan_info))
-            events = self.node.events
-            if events is not None and events.join_leave:
-                events.leave(channel, self.client_info(sub.chan_info))
-        return True
-
-    def server_unsubscribe(self, channel: str, reason: Unsubscribe) -> None:
-        """Drop a subscription and tell the client (a 2xxx unsubscribe push)."""
-        if self.drop_sub(channel):
-            self.write_push(self.codec.encode_push(channel, "unsubscribe",
-                                                   {"code": reason.code, "reason": reason.reason}))
-
     def server_subscribe(self, channel: str, request: dict[str, Any]) -> None:
         """A subscription made by the server API: the client learns of it from a push."""
         self.handlers.server_subscribe(self, channel, request)
@@ -811,19 +646,6 @@ class Session:
         expire_at = request.get("expire_at")
         if type(expire_at) is int:
             self.set_expiry(expire_at if expire_at > 0 else None, self.node.clock(), {})
-
-    def on_stream_gap(self, channel: str) -> None:
-        sub = self.subs.get(channel)
-        if sub is not None and sub.positioned:
-            self.server_unsubscribe(channel, UNSUBSCRIBE_INSUFFICIENT_STATE)
-
-    def is_subscribed(self, channel: str) -> bool:
-        sub = self.subs.get(channel)
-        return sub is not None and sub.status is SubStatus.SUBSCRIBED
-
-    def chan_info(self, channel: str) -> bytes | None:
-        sub = self.subs.get(channel)
-        return sub.chan_info if sub is not None else None
 
     def push_message(self, data: Any) -> None:
         """An async ``message`` push to this connection."""

@@ -1,6 +1,6 @@
 """The subscribe, sub_refresh and unsubscribe commands (PROTOCOL.md §1.4, §1.11):
 permissions and subscription tokens; the subscription itself is
-:meth:`gateway.session.session.Session.start_subscription`."""
+:meth:`gateway.session.membership.Memberships.start_subscription`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from gateway.protocol.centrifuge_json import Command
 from gateway.proxy.messages import SubRefreshResult, SubscribeResult
 from gateway.proxy.service import ProxyClient
 from gateway.session import server_subs
-from gateway.session.session import Session, SubStatus
+from gateway.session.membership import SubStatus
+from gateway.session.session import Session
 
 __all__ = ["subscribe", "sub_refresh", "unsubscribe", "may_subscribe", "proxy_sub_refresh"]
 
