@@ -19,11 +19,20 @@ from enum import IntEnum
 import orjson
 
 __all__ = ["PacketType", "Packet", "EngineIOError", "decode_ws", "decode_payload", "encode_payload",
-           "open_packet", "MAX_PACKETS_PER_PAYLOAD", "SEPARATOR", "PING", "PONG", "NOOP", "PROBE_PONG"]
+           "open_packet", "MAX_PACKETS_PER_PAYLOAD", "SEPARATOR", "PING", "PONG", "NOOP", "PROBE_PONG",
+           "TEXT_PLAIN", "UNKNOWN_TRANSPORT", "UNKNOWN_SID", "BAD_HANDSHAKE", "BAD_REQUEST"]
 
 SEPARATOR = b"\x1e"
 #: Most packets one polling POST may carry (each one runs through the parser).
 MAX_PACKETS_PER_PAYLOAD = 1000
+
+#: The content type of a polling answer, and the JSON bodies of the server's errors
+#: (engine.io ``Server.errors``: codes 0-3, with HTTP 400).
+TEXT_PLAIN = "text/plain; charset=UTF-8"
+UNKNOWN_TRANSPORT = orjson.dumps({"code": 0, "message": "Transport unknown"})
+UNKNOWN_SID = orjson.dumps({"code": 1, "message": "Session ID unknown"})
+BAD_HANDSHAKE = orjson.dumps({"code": 2, "message": "Bad handshake method"})
+BAD_REQUEST = orjson.dumps({"code": 3, "message": "Bad request"})
 
 
 class PacketType(IntEnum):
