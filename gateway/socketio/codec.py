@@ -129,7 +129,8 @@ class SioCodec:
     def decode_commands(self, data: bytes, max_commands: int, received_at: float = 0.0) -> list[Command]:
         # The session adapter hands Socket.IO events over as Centrifugo JSON commands, and
         # custom events as {"id", "sio_event": {"event"}} (their arguments wait in the session).
-        if b'"sio_event"' in data[:40]:
+        # (find, not ``in``: bytes' ``in`` raises a TypeError inside before it searches.)
+        if data.find(b'"sio_event"', 0, 40) >= 0:
             obj = orjson.loads(data)
             return [Command(int(obj["id"]), "sio_event", obj["sio_event"], received_at)]
         return decode_commands(data, max_commands, received_at)
