@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import secrets
+import statistics
 import sys
 from typing import Any
 
@@ -124,10 +125,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
     """shardgate/peer per job (for the node socket.io peer: shardgate's Socket.IO endpoint when it
     ran), and the server CPU per fan-out delivery and per echo round trip (the comparison that
-    holds with ``--rate``/``--rpc-rate``, where every server runs at the same rate)."""
+    holds with ``--rate``/``--rpc-rate``, where every server runs at the same rate).
+
+    A peer is compared with the shardgate run closest before it (the first one when the peer ran
+    first): with alternated targets (``shardgate,node-ws,shardgate,node-ws``) each ratio pairs
+    runs minutes apart, not the whole session, on a box whose speed drifts."""
     base = next((r for r in rows if r["target"] == "shardgate"), None)
     sio = next((r for r in rows if r["target"] == SIO_TARGET), None)
     for row in rows:
+        if "skipped" not in row:
+            if row["target"] == "shardgate":
+                base = row
+            elif row["target"] == SIO_TARGET:
+                sio = row
         fan = row.get("fanout")
         if isinstance(fan, dict) and fan.get("server_cpu_pct") and fan.get("deliveries_per_s"):
             fan["server_cpu_us_per_delivery"] = round(fan["server_cpu_pct"] * 1e4 / fan["deliveries_per_s"], 3)
@@ -148,6 +158,21 @@ def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
             if (isinstance(mine, dict) and key in mine and isinstance(theirs, dict) and key in theirs
                     and theirs[key]):
                 row[f"{job}_ratio"] = round(mine[key] / theirs[key], 2)
+
+
+def paired_summary(rows: list[dict[str, Any]], jobs: list[str]) -> list[str]:
+    """One line per peer and job that ran more than once: the median and range of its ratios."""
+    out = []
+    for job in jobs:
+        by_peer: dict[str, list[float]] = {}
+        for row in rows:
+            if row["target"] not in ("shardgate", SIO_TARGET) and f"{job}_ratio" in row:
+                by_peer.setdefault(row["target"], []).append(row[f"{job}_ratio"])
+        for peer, ratios in by_peer.items():
+            if len(ratios) > 1:
+                out.append(f"{job} shardgate/{peer} over {len(ratios)} pairs: median {statistics.median(ratios):.2f} "
+                           f"({min(ratios):.2f}-{max(ratios):.2f})")
+    return out
 
 
 def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace) -> str:
@@ -189,10 +214,11 @@ def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace)
             notes.append(f"{row['target']}: {row['note']}")
         if row["target"] == "socketio" and any(r["target"] == SIO_TARGET for r in rows):
             notes.append(f"socketio: shardgate/peer compares {SIO_TARGET} with it (the same Socket.IO dialect)")
-    cpu = {r["target"]: r["fanout"]["server_cpu_us_per_delivery"] for r in rows
-           if isinstance(r.get("fanout"), dict) and "server_cpu_us_per_delivery" in r["fanout"]}
+    notes += paired_summary(rows, jobs)
+    cpu = [(r["target"], r["fanout"]["server_cpu_us_per_delivery"]) for r in rows
+           if isinstance(r.get("fanout"), dict) and "server_cpu_us_per_delivery" in r["fanout"]]
     if cpu:
-        notes.append("server CPU per fan-out delivery: " + ", ".join(f"{t} {v:.2f} us" for t, v in cpu.items()))
+        notes.append("server CPU per fan-out delivery: " + ", ".join(f"{t} {v:.2f} us" for t, v in cpu))
     # Listed per row, not by target: a target may be run more than once (alternated runs).
     rtt = [(r["target"], r["echo"]["server_cpu_us_per_round_trip"]) for r in rows
            if isinstance(r.get("echo"), dict) and "server_cpu_us_per_round_trip" in r["echo"]]
