@@ -1,7 +1,7 @@
 """Server-side subscriptions: from the connection token's ``channels`` claim (answered in
 the connect reply's ``subs``) and from the server API (announced by ``subscribe`` pushes).
 
-Both go through :meth:`gateway.session.session.Session.start_subscription`, like
+Both go through :meth:`gateway.session.membership.Memberships.start_subscription`, like
 client-side subscribes, so they get the same positions, recovery, presence and join/leave.
 """
 
