@@ -87,10 +87,9 @@ class Timers:
     def _tick(self) -> None:
         self._handle = None
         for deadline in self.wheel.due(self._loop.time()):
-            callback, args = deadline.callback, deadline.args
+            callback, args = deadline.take()
             if callback is None:
                 continue  # cancelled by an earlier callback of this tick
-            deadline.cancel()
             try:
                 callback(*args)
             except Exception:

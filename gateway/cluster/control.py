@@ -151,6 +151,7 @@ class Control:
             "num_owned_channels": node.engine.owned_channels(),
             "num_owned_streams": node.engine.owned_streams(),
             "pending_requests": node.router.pending,
+            "timer_entries": node.timers.wheel.pending,
             "process": {"cpu": cpu_percent, "rss": rss, "cpu_seconds": cpu_times.user + cpu_times.system},
             "stats": node.metrics.snapshot(),
         }

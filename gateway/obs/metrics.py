@@ -62,6 +62,9 @@ class _SurveyCollector(Collector):
                                          labels=["slot"]),
             "pending": GaugeMetricFamily("shardgate_bus_pending_requests",
                                          "Cross-shard requests waiting for an answer.", labels=["slot"]),
+            "timers": GaugeMetricFamily("shardgate_timer_entries",
+                                        "Deadlines (pings, pongs, expiries) held by the worker's timer wheel, "
+                                        "cancelled ones until swept.", labels=["slot"]),
             "rss": GaugeMetricFamily("shardgate_process_resident_memory_bytes", "Worker RSS.", labels=["slot"]),
             "uptime": GaugeMetricFamily("shardgate_process_uptime_seconds", "Worker uptime.", labels=["slot"]),
         }
@@ -135,6 +138,7 @@ class _SurveyCollector(Collector):
             gauges["owned"].add_metric([s], report["num_owned_channels"])
             gauges["streams"].add_metric([s], report.get("num_owned_streams", 0))
             gauges["pending"].add_metric([s], report["pending_requests"])
+            gauges["timers"].add_metric([s], report.get("timer_entries", 0))
             gauges["rss"].add_metric([s], report["process"]["rss"])
             gauges["uptime"].add_metric([s], report["uptime"])
             cpu.add_metric([s], report["process"]["cpu_seconds"])

@@ -15,6 +15,7 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.core.wheel import COMPACT_MIN
 from tests.conftest import SECRET, Gateway, base_config, scaled, wait_for
 from tools.token import mint_token
 
@@ -71,9 +72,15 @@ async def _soak(gw: Gateway, cycles: int) -> dict[str, float]:
         return g["shardgate_connections"] == 0 and g["shardgate_subscriptions"] == 0 and g["shardgate_channels"] == 0
 
     await wait_for(settled, timeout=15, what="gauges back to zero")
+    # Each connection's token expiry (an hour away) was cancelled when it left: the wheels keep
+    # at most COMPACT_MIN cancelled entries each (beyond that, no more than the live ones), not
+    # one per connection ever made.
+    timers = _gauges(gw)["shardgate_timer_entries"]
+    assert timers <= len(pids) * (COMPACT_MIN + 64), f"timer wheels hold {timers} entries after {cycles} cycles"
     rss1, fds1 = _footprint(pids)
     assert gw.worker_pids() == pids, "a worker restarted"
     figures = {"cycles": cycles, "seconds": round(elapsed, 1), "cycles_per_s": round(cycles / elapsed),
+               "timer_entries": timers,
                "rss_before_mib": round(rss0 / 2**20, 1), "rss_after_mib": round(rss1 / 2**20, 1),
                "rss_growth_pct": round(100 * (rss1 - rss0) / rss0, 2), "fds_before": fds0, "fds_after": fds1}
     print("soak:", json.dumps(figures))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.wheel import TimerWheel
+from gateway.core.wheel import COMPACT_MIN, Deadline, TimerWheel
 
 
 def test_fires_never_early_and_at_most_one_bucket_late() -> None:
@@ -60,3 +60,53 @@ def test_a_long_stall_visits_only_existing_buckets() -> None:
 def test_resolution_must_be_positive() -> None:
     with pytest.raises(ValueError):
         TimerWheel(0)
+
+
+def test_churn_with_long_deadlines_does_not_pile_up_cancelled_entries() -> None:
+    # A connection's token expiry an hour away, cancelled when it leaves: 100,000 of them.
+    wheel = TimerWheel(0.1)
+    live = [wheel.add(0.0, 60.0 + i, print, "live") for i in range(10)]
+    now = 0.0
+    for _ in range(100_000):
+        now += 0.001
+        wheel.add(now, 3600.0, print, "expiry").cancel()
+        assert wheel.pending <= max(2 * COMPACT_MIN, 2 * len(live)) + 2
+    assert all(not d.cancelled() for d in live)
+    assert sorted(d.args[0] for d in wheel.due(4000.0)) == ["live"] * 10
+
+
+def test_a_sweep_keeps_live_deadlines_in_their_buckets_and_order() -> None:
+    wheel = TimerWheel(1.0)
+    keep = [wheel.add(0.0, 5.5, print, n) for n in range(3)]
+    doomed = [wheel.add(0.0, 5.5, print, "x") for _ in range(COMPACT_MIN + 1)]
+    for d in doomed[:-1]:
+        d.cancel()
+    assert wheel.pending == COMPACT_MIN + 4 and wheel.cancelled == COMPACT_MIN  # not yet: at most COMPACT_MIN
+    doomed[-1].cancel()
+    assert wheel.pending == 3 and wheel.cancelled == 0  # swept: over COMPACT_MIN, and outnumbering the live
+    assert wheel.due(5.0) == []  # never early
+    assert [d.args[0] for d in wheel.due(6.0)] == [0, 1, 2] and keep[0].callback is print
+
+
+def test_taking_a_due_deadline_is_not_a_cancellation() -> None:
+    wheel = TimerWheel(0.1)
+    (d,) = [wheel.add(0.0, 0.1, print, 1)]
+    (due,) = wheel.due(1.0)
+    assert due.take() == (print, (1,)) and due.take() == (None, ())
+    d.cancel()  # its owner cancels it after it fired: nothing to count
+    assert wheel.cancelled == 0 and d.cancelled()
+
+
+def test_cancelled_entries_leaving_with_their_bucket_are_uncounted() -> None:
+    wheel = TimerWheel(0.1)
+    for _ in range(5):
+        wheel.add(0.0, 0.2, print).cancel()
+    assert wheel.cancelled == 5 and wheel.pending == 5
+    assert wheel.due(1.0) == []
+    assert wheel.cancelled == 0 and wheel.pending == 0
+
+
+def test_a_deadline_made_outside_a_wheel_cancels_alone() -> None:
+    d = Deadline(print, ("x",))
+    d.cancel()
+    assert d.cancelled()
