@@ -20,6 +20,7 @@ from gateway import __version__
 from gateway.cluster.nodes import ClusterDirectory
 from gateway.cluster.router import Router
 from gateway.core.errors import ERROR_BAD_REQUEST, ERROR_METHOD_NOT_FOUND, UNSUBSCRIBE_SERVER, server_disconnect
+from gateway.core.wheel import TimerWheel
 from gateway.engine.base import NodeEngine
 from gateway.hub import Hub, Subscriber
 from gateway.obs.stats import Stats
@@ -49,6 +50,11 @@ def _str(body: dict[str, Any], key: str, required: bool = False) -> str:
     return value
 
 
+class Timers(Protocol):
+    @property
+    def wheel(self) -> TimerWheel: ...
+
+
 class Worker(Protocol):
     """What the control actions read of their worker (``gateway.node.Node`` is one); a
     protocol rather than the node class, so this module does not import the node."""
@@ -63,6 +69,9 @@ class Worker(Protocol):
     router: Router
     engine: NodeEngine
     cluster: ClusterDirectory | None
+
+    @property
+    def timers(self) -> Timers: ...
 
     def clock(self) -> float: ...
 
