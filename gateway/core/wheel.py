@@ -44,13 +44,9 @@ class Deadline:
         self.args = args
 
     def cancel(self) -> None:
-        if self.callback is None:
-            return  # fired, or cancelled before
-        self.callback = None
-        self.args = ()
-        wheel = self.wheel
-        if wheel is not None:
-            wheel.cancelled_one()
+        callback, _ = self.take()
+        if callback is not None and self.wheel is not None:  # not fired, nor cancelled before
+            self.wheel.cancelled_one()
 
     def take(self) -> tuple[Callable[..., Any] | None, tuple[Any, ...]]:
         """The callback and its arguments, once (None after that or after a cancel): how the

@@ -122,6 +122,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0 if any(isinstance(r.get(j), dict) and "scenario" in r[j] for r in rows for j in jobs) else 1
 
 
+#: (job, whose CPU, rate key, result key) of the CPU-per-unit figures.
+_CPU_PER_UNIT = (("fanout", "server", "deliveries_per_s", "server_cpu_us_per_delivery"),
+                 ("echo", "server", "rpc_per_s", "server_cpu_us_per_round_trip"),
+                 ("echo", "client", "rpc_per_s", "client_cpu_us_per_round_trip"))
+
+
 def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
     """shardgate/peer per job (for the node socket.io peer: shardgate's Socket.IO endpoint when it
     ran), and the server CPU per fan-out delivery and per echo round trip (the comparison that
@@ -138,16 +144,13 @@ def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
                 base = row
             elif row["target"] == SIO_TARGET:
                 sio = row
-        fan = row.get("fanout")
-        if isinstance(fan, dict) and fan.get("server_cpu_pct") and fan.get("deliveries_per_s"):
-            fan["server_cpu_us_per_delivery"] = round(fan["server_cpu_pct"] * 1e4 / fan["deliveries_per_s"], 3)
-        echo = row.get("echo")
-        if isinstance(echo, dict) and echo.get("server_cpu_pct") and echo.get("rpc_per_s"):
-            echo["server_cpu_us_per_round_trip"] = round(echo["server_cpu_pct"] * 1e4 / echo["rpc_per_s"], 3)
-        if isinstance(echo, dict) and echo.get("client_cpu_pct") and echo.get("rpc_per_s"):
-            # The client's share: on a machine where the clients and the server share the cores,
-            # a dialect that is cheaper for the client leaves the server more CPU in closed loop.
-            echo["client_cpu_us_per_round_trip"] = round(echo["client_cpu_pct"] * 1e4 / echo["rpc_per_s"], 3)
+        # CPU microseconds per unit: the comparison that holds at a fixed rate. The client's
+        # share too for echo: on a machine where the clients and the server share the cores, a
+        # dialect that is cheaper for the client leaves the server more CPU in closed loop.
+        for job, who, rate, key in _CPU_PER_UNIT:
+            r = row.get(job)
+            if isinstance(r, dict) and r.get(f"{who}_cpu_pct") and r.get(rate):
+                r[key] = round(r[f"{who}_cpu_pct"] * 1e4 / r[rate], 3)
         if row["target"] == SIO_TARGET:
             continue
         ref = sio if row["target"] == "socketio" and sio is not None else base
@@ -215,19 +218,12 @@ def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace)
         if row["target"] == "socketio" and any(r["target"] == SIO_TARGET for r in rows):
             notes.append(f"socketio: shardgate/peer compares {SIO_TARGET} with it (the same Socket.IO dialect)")
     notes += paired_summary(rows, jobs)
-    cpu = [(r["target"], r["fanout"]["server_cpu_us_per_delivery"]) for r in rows
-           if isinstance(r.get("fanout"), dict) and "server_cpu_us_per_delivery" in r["fanout"]]
-    if cpu:
-        notes.append("server CPU per fan-out delivery: " + ", ".join(f"{t} {v:.2f} us" for t, v in cpu))
     # Listed per row, not by target: a target may be run more than once (alternated runs).
-    rtt = [(r["target"], r["echo"]["server_cpu_us_per_round_trip"]) for r in rows
-           if isinstance(r.get("echo"), dict) and "server_cpu_us_per_round_trip" in r["echo"]]
-    if rtt:
-        notes.append("server CPU per echo round trip: " + ", ".join(f"{t} {v:.2f} us" for t, v in rtt))
-    crt = [(r["target"], r["echo"]["client_cpu_us_per_round_trip"]) for r in rows
-           if isinstance(r.get("echo"), dict) and "client_cpu_us_per_round_trip" in r["echo"]]
-    if crt:
-        notes.append("client CPU per echo round trip: " + ", ".join(f"{t} {v:.2f} us" for t, v in crt))
+    for job, who, _, key in _CPU_PER_UNIT:
+        per_run = [(r["target"], r[job][key]) for r in rows if isinstance(r.get(job), dict) and key in r[job]]
+        if per_run:
+            unit = "fan-out delivery" if job == "fanout" else "echo round trip"
+            notes.append(f"{who} CPU per {unit}: " + ", ".join(f"{t} {v:.2f} us" for t, v in per_run))
     widths = [max(len(str(ln[i])) for ln in lines) for i in range(len(head))]
     out = [f"shardgate bench compare: fanout {args.subscribers} subscribers, echo {args.connections} connections, "
            f"payload {args.payload} B, {args.duration:g} s per job, {args.clients} client processes, "
