@@ -7,7 +7,7 @@ through a bus survey, instead of the hot path calling into a metrics library.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from collections import Counter
 from typing import Any
 
@@ -31,7 +31,7 @@ class Histogram:
         self.count = 0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
         self.count += 1
 
@@ -83,6 +83,8 @@ class Stats:
         self.bytes_in = 0
         self.messages_out: dict[str, int] = {}  # by type: reply, error, pub, join, leave, ping, ...
         self.bytes_out: dict[str, int] = {}
+        self.replies = 0  # messages_out["reply"] and bytes_out["reply"], kept apart (see replied)
+        self.reply_bytes = 0
         self.commands: dict[str, Histogram] = {}
         self.api: dict[str, Histogram] = {}
         self.api_errors: Counter[tuple[str, int]] = Counter()
@@ -129,6 +131,20 @@ class Stats:
             hist = self.commands[method] = Histogram(DURATION_BUCKETS)
         hist.observe(seconds)
 
+    def replied(self, size: int, method: str, seconds: float) -> None:
+        """A command's reply of ``size`` bytes went out ``seconds`` after its message arrived:
+        ``sent("reply", size)`` and :meth:`command_done` in one call, on two plain counters and
+        with the histogram's observe inlined (once per command: two Python frames and ~40% of
+        the bytecode of the three calls). :meth:`snapshot` reports them under ``reply``."""
+        self.replies += 1
+        self.reply_bytes += size
+        hist = self.commands.get(method)
+        if hist is None:
+            hist = self.commands[method] = Histogram(DURATION_BUCKETS)
+        hist.counts[bisect_left(hist.bounds, seconds)] += 1
+        hist.total += seconds
+        hist.count += 1
+
     def api_done(self, method: str, seconds: float) -> None:
         hist = self.api.get(method)
         if hist is None:
@@ -155,8 +171,8 @@ class Stats:
             "subscriptions_accepted": self.subscriptions_accepted,
             "messages_in": dict(self.messages_in),
             "bytes_in": self.bytes_in,
-            "messages_out": dict(self.messages_out),
-            "bytes_out": dict(self.bytes_out),
+            "messages_out": _plus(self.messages_out, "reply", self.replies),
+            "bytes_out": _plus(self.bytes_out, "reply", self.reply_bytes),
             "commands": {m: h.snapshot() for m, h in self.commands.items()},
             "api": {m: h.snapshot() for m, h in self.api.items()},
             "api_errors": {f"{m}:{c}": v for (m, c), v in self.api_errors.items()},
@@ -172,3 +188,11 @@ class Stats:
             "consumers": {name: c.snapshot() for name, c in self.consumers.items()},
             "events_out": self.events_out.snapshot(),
         }
+
+
+def _plus(counts: dict[str, int], key: str, n: int) -> dict[str, int]:
+    """A copy of ``counts`` with ``n`` more under ``key`` (absent while ``n`` is 0)."""
+    out = dict(counts)
+    if n:
+        out[key] = out.get(key, 0) + n
+    return out

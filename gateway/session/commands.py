@@ -167,8 +167,9 @@ def rpc(session: Session, cmd: Command) -> None:
     """A method registered in this worker (``shardgate.rpc_handlers``, ``echo``) runs here;
     any other goes to its RPC namespace's proxy when one is enabled (Centrifugo: an unknown
     namespace is 104, a namespace without proxy 108)."""
-    method = cmd.body.get("method", "")
-    handler = session.node.rpc.get(method) if isinstance(method, str) else None
+    body = cmd.body
+    method = body.get("method", "")
+    handler = session.node.rpc.get(method) if type(method) is str else None
     if handler is None:
         rpc_cfg = session.node.config.rpc
         client = session.node.proxy
@@ -184,7 +185,7 @@ def rpc(session: Session, cmd: Command) -> None:
     ctx = session.rpc_context
     if ctx is None:
         ctx = session.rpc_context = RpcContext(session.client_id, session.user, session.conn_info)
-    result = handler(ctx, cmd.body.get("data"))
+    result = handler(ctx, body.get("data"))
     if hasattr(result, "__await__"):  # a coroutine or future: finish it without blocking the loop
         task = asyncio.ensure_future(result)
         task.add_done_callback(lambda t: _rpc_done(session, cmd, t))

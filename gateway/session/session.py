@@ -15,11 +15,11 @@ different methods, so they are told apart by type. Errors are classified in one 
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from time import perf_counter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
@@ -345,52 +345,93 @@ class Session(Memberships):
         if self.state is _CLOSED:
             return
         try:
-            commands = self.codec.decode_commands(data, self._max_commands, time.perf_counter())
+            commands = self.codec.decode_commands(data, self._max_commands, perf_counter())
         except Disconnect as exc:
             self.close(exc)
             return
         stats = self.node.metrics
         stats.bytes_in += len(data)
-        bucket = self._bucket
-        now = self.node.clock() if bucket is not None else 0.0
+        received = stats.messages_in
         # Replies to this message go out in one write as soon as it is handled, not a loop
         # tick later through the flusher (request/response latency); the reply to a message's
         # only command (most messages) is written the moment it is encoded.
         self._direct = True
-        self._reply_now = len(commands) == 1
         try:
-            received = stats.messages_in
-            for cmd in commands:
-                method = cmd.method or "pong"
-                received[method] = received.get(method, 0) + 1
-                if bucket is not None and cmd.method:
-                    verdict = bucket.take(now)
-                    if verdict is not _OK:
-                        if verdict is _ABUSE:
-                            self.close(DISCONNECT_TOO_MANY_REQUESTS)
-                            return
-                        if cmd.id:
-                            self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
-                        continue
-                if self._queue is None and not self._pumping and self._can_start():
-                    # Nothing waits ahead of it: run it now, without the queue (most messages
-                    # carry one command; this is the request path's common case).
-                    self._pumping = True
-                    try:
-                        self._start(cmd)
-                    finally:
-                        self._pumping = False
-                    continue
-                if self._queue is None:
-                    self._queue = deque()
-                self._queue.append(cmd)
-            if self._queue:
-                self._pump()
+            if len(commands) == 1:
+                self._reply_now = True
+                cmd = commands[0]
+                method = cmd.method
+                # The request path's common case, checked and dispatched here in one frame: a
+                # command with an id (not connect) on a connected, usable connection, with nothing
+                # queued or running ahead of it and room in flight. These are the conditions of
+                # _can_start() and of _start()'s shortcut past _admitted(), together; the rest of
+                # the handling is _on_commands()'s for one command.
+                if cmd.id and self.state is _CONNECTED and self._queue is None and not self._pumping \
+                        and self._inflight < self._max_inflight and not self._slow and not self.unusable \
+                        and method != "connect":
+                    handler = self.handlers.commands.get(method)
+                    if handler is not None:  # (else the general path closes 3501)
+                        received[method] = received.get(method, 0) + 1
+                        bucket = self._bucket
+                        if bucket is not None:
+                            verdict = bucket.take(self.node.clock())
+                            if verdict is not _OK:
+                                if verdict is _ABUSE:
+                                    self.close(DISCONNECT_TOO_MANY_REQUESTS)
+                                else:
+                                    self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
+                                return
+                        cmd.pending = True
+                        self._inflight += 1
+                        self._pumping = True
+                        try:
+                            handler(self, cmd)
+                        except Exception as exc:
+                            self.fail(cmd, exc)
+                        finally:
+                            self._pumping = False
+                        if self._queue:
+                            self._pump()
+                        return
+            else:
+                self._reply_now = False
+            self._on_commands(commands, received)
         finally:
             self._direct = False
             self._reply_now = False
-        if self._out or self._slow:
-            self.flush()
+            if self._out or self._slow:
+                self.flush()
+
+    def _on_commands(self, commands: list[Command], received: dict[str, int]) -> None:
+        """Dispatch a message's commands (the general case of :meth:`on_message`): each is
+        counted, rate-limited, then run now or queued behind those still waiting."""
+        bucket = self._bucket
+        now = self.node.clock() if bucket is not None else 0.0
+        for cmd in commands:
+            method = cmd.method or "pong"
+            received[method] = received.get(method, 0) + 1
+            if bucket is not None and cmd.method:
+                verdict = bucket.take(now)
+                if verdict is not _OK:
+                    if verdict is _ABUSE:
+                        self.close(DISCONNECT_TOO_MANY_REQUESTS)
+                        return
+                    if cmd.id:
+                        self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
+                    continue
+            if self._queue is None and not self._pumping and self._can_start():
+                # Nothing waits ahead of it: run it now, without the queue.
+                self._pumping = True
+                try:
+                    self._start(cmd)
+                finally:
+                    self._pumping = False
+                continue
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(cmd)
+        if self._queue:
+            self._pump()
 
     def _pump(self) -> None:
         """Dispatch queued commands in order while fewer than the bound are in flight;
@@ -495,12 +536,16 @@ class Session(Memberships):
         stats.reply_error(cmd.method, err.code)
         data = self.codec.encode_error(cmd.id, err)
         stats.sent("error", len(data))
-        stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)
+        stats.command_done(cmd.method, perf_counter() - cmd.received_at)
         self.write_reply(data)
         self._answered(cmd)
 
     def reply(self, cmd: Command, result: dict[str, Any]) -> None:
-        self._answered(cmd)
+        if cmd.pending:  # _answered(cmd), inlined: once per reply
+            cmd.pending = False
+            self._inflight -= 1
+            if self._queue and not self._pumping:
+                self._pump()
         if self._slow or self.state is _CLOSED:
             return  # it could not be delivered: do not even encode it
         try:
@@ -508,9 +553,7 @@ class Session(Memberships):
         except ClientError as exc:
             self.fail(cmd, exc)
             return
-        stats = self.node.metrics
-        stats.sent("reply", len(data))
-        stats.command_done(cmd.method, time.perf_counter() - cmd.received_at)
+        self.node.metrics.replied(len(data), cmd.method, perf_counter() - cmd.received_at)
         send = self.push_now
         if send is not None and self._reply_now and len(data) + self._send_bound <= self._queue_max:
             # Nothing is queued ahead of it (else push_now is None), and it cannot take the socket

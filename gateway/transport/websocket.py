@@ -335,6 +335,20 @@ class ClientConnection(FrameListener):
 
     # -- FrameListener hooks --------------------------------------------------------------------
 
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # The request path's common case in one Python frame: FrameListener.on_ws_frame's first
+        # branch with _on_message's type check folded in (one whole, plain message of this
+        # connection's type, no fragmented one in progress, not closing). Anything else goes
+        # through the general path, which discards, refuses or reassembles it.
+        if frame.msg_type is self._msg_type and frame.fin and self._frag is None \
+                and not (frame.rsv1 or frame.rsv2 or frame.rsv3) and not transport.is_close_frame_sent:
+            try:
+                self.session.on_message(frame.get_payload_as_bytes())
+            except Disconnect as exc:
+                self._fail(exc)
+            return
+        FrameListener.on_ws_frame(self, transport, frame)
+
     def _fail(self, exc: Disconnect) -> None:
         self.session.close(exc)
 
@@ -356,6 +370,10 @@ class UniClientConnection(ClientConnection):
     and a ``disconnect`` push precedes the CLOSE frame, as Centrifugo's uni_websocket does."""
 
     __slots__ = ("_connect", "_got_connect")
+
+    # Every frame through the general path to this class's _on_message (ClientConnection's fast
+    # path hands messages straight to the session).
+    on_ws_frame = FrameListener.on_ws_frame
 
     def __init__(self, node: Node, headers: dict[str, str] | None, deflate: tuple[Deflater, int] | None,
                  connect: bytes | None) -> None:

@@ -4,11 +4,14 @@ channel name rules (107), user-limited channels, the client channel limit (106).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.request
 
 import websockets
+from websockets.exceptions import ConnectionClosed
 
+from gateway.config.schema import ShardgateConfig
 from tests.conftest import API_KEY, SECRET, base_config, scaled
 from tests.integration.rawclient import RawWS
 from tests.integration.test_lifecycle import close_code, raw_connect
@@ -38,6 +41,35 @@ async def test_command_rate_111_then_3013(gateway_factory) -> None:  # type: ign
     # A client that ignores the refusals is disconnected.
     await ws.send("\n".join(json.dumps({"id": 100 + i, "rpc": {"method": "echo"}}) for i in range(20)))
     assert await close_code(ws) == (3013, "too many requests")
+
+
+async def test_command_rate_at_its_default_one_command_per_message(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    """The default limit (1000/s, burst 2000) on commands sent one per message, the request path's
+    common case: the burst passes, then 111, and a client that keeps going is closed 3013."""
+    defaults = ShardgateConfig()
+    rate, burst = defaults.command_rate, defaults.command_burst
+    assert (rate, burst) == (1000.0, 2000)
+    gw = gateway_factory(base_config(), workers=1)
+    ws, _ = await raw_connect(gw.url)
+    calls = 3 * burst
+    started = asyncio.get_running_loop().time()
+    for i in range(calls):
+        await ws.send(f'{{"id":{i + 2},"rpc":{{"method":"echo","data":{i}}}}}')
+    codes: list[int] = []
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(scaled(20)):
+            while True:
+                for line in str(await ws.recv()).split("\n"):
+                    reply = json.loads(line)
+                    codes.append(reply["error"]["code"] if "error" in reply else 0)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert ws.close_code == 3013, (ws.close_code, len(codes))
+    ok, refused = codes.count(0), codes.count(111)
+    assert ok + refused == len(codes)
+    assert codes[:burst - 1] == [0] * (burst - 1), ok  # the burst (less the connect's token) passed first
+    assert refused, "no error 111 before the close"
+    assert ok <= burst + rate * elapsed + 1, (ok, elapsed)
+    assert refused <= burst + rate * elapsed + 1, (refused, elapsed)
 
 
 async def test_connection_limit_3504(gateway_factory) -> None:  # type: ignore[no-untyped-def]

@@ -220,6 +220,35 @@ def test_null_body_only_is_unknown() -> None:
     assert _disconnect(b'{"id":1,"connect":null}').code == 3501
 
 
+# Two-key commands with the id first take a shortcut in the decoder; with the id second they go
+# through the general loop. Both orders must decode alike: the same command, or the same refusal.
+_TWO_KEY_IDS: list[Any] = [1, 7, 0, 2**32 - 1, 2**32, -1, True, False, None, "1", 1.0]
+_TWO_KEY_METHODS = [*METHODS, "Connect", "bogus", "id2"]
+_TWO_KEY_BODIES: list[Any] = [{}, {"channel": "x"}, None, [], 1, "x", True]
+
+
+def _decoded(obj_json: bytes) -> Command | tuple[int, str]:
+    try:
+        (cmd,) = decode_commands(obj_json, MAX)
+    except Disconnect as exc:
+        return (exc.code, exc.reason)
+    return cmd
+
+
+@pytest.mark.parametrize("cmd_id", _TWO_KEY_IDS, ids=repr)
+@pytest.mark.parametrize("method", _TWO_KEY_METHODS)
+def test_two_key_command_decodes_alike_in_either_key_order(cmd_id: Any, method: str) -> None:
+    for body in _TWO_KEY_BODIES:
+        id_first = orjson.dumps({"id": cmd_id, method: body})
+        id_second = orjson.dumps({method: body, "id": cmd_id})
+        assert _decoded(id_first) == _decoded(id_second), (id_first, id_second)
+
+
+def test_two_key_command_shortcut_result() -> None:
+    assert decode_commands(b'{"id":3,"rpc":{"method":"echo","data":1}}', MAX, 5.0) == [
+        Command(3, "rpc", {"method": "echo", "data": 1}, 5.0)]
+
+
 def test_disconnect_reason_fits_close_frame() -> None:
     for data in (b"{", b"[]", b'{"id":-1}', b'{"id":1,"x":{}}'):
         assert len(_disconnect(data).reason.encode()) < 123
