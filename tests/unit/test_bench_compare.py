@@ -16,7 +16,22 @@ def test_alternated_runs_pair_with_the_shardgate_run_before() -> None:
     rows = [_row("shardgate", 40_000), _row("node-ws", 50_000), _row("shardgate", 45_000), _row("node-ws", 45_000)]
     _ratios(rows, ["echo"])
     assert [r["echo_ratio"] for r in rows] == [1.0, 0.8, 1.0, 1.0]  # not 45,000 / the first run's 40,000
-    assert paired_summary(rows, ["echo"]) == ["echo shardgate/node-ws over 2 pairs: median 0.90 (0.80-1.00)"]
+    assert paired_summary(rows, ["echo"]) == [
+        "echo shardgate/node-ws over 2 pairs: median 0.90 (0.80-1.00)",
+        # every run at 90% server CPU: CPU per round trip follows the rate
+        "echo server CPU per round trip, node-ws/shardgate over 2 pairs: median 0.90 (0.80-1.00)"]
+
+
+def test_server_cpu_ratio_apart_from_throughput() -> None:
+    """Closed loop on shared cores: a peer may run faster on more server CPU per round trip
+    (a cheaper client left it more); the CPU ratio says which server is cheaper."""
+    rows = [_row("shardgate", 90_000, server_cpu_pct=90.0), _row("node-ws", 100_000, server_cpu_pct=120.0),
+            _row("shardgate", 90_000, server_cpu_pct=90.0), _row("node-ws", 100_000, server_cpu_pct=100.0)]
+    _ratios(rows, ["echo"])
+    assert [r["echo_ratio"] for r in rows[1::2]] == [0.9, 0.9]
+    assert [r["echo_cpu_ratio"] for r in rows[1::2]] == [1.2, 1.0]  # 12 and 10 us against 10
+    assert paired_summary(rows, ["echo"])[1] == \
+        "echo server CPU per round trip, node-ws/shardgate over 2 pairs: median 1.10 (1.00-1.20)"
 
 
 def test_a_peer_that_ran_first_uses_the_first_shardgate_run() -> None:

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 _CPU_PER_UNIT = (("fanout", "server", "deliveries_per_s", "server_cpu_us_per_delivery"),
                  ("echo", "server", "rpc_per_s", "server_cpu_us_per_round_trip"),
                  ("echo", "client", "rpc_per_s", "client_cpu_us_per_round_trip"))
+_SERVER_CPU_PER_UNIT = {job: key for job, who, _, key in _CPU_PER_UNIT if who == "server"}
 
 
 def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
@@ -136,6 +137,14 @@ def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
     A peer is compared with the shardgate run closest before it (the first one when the peer ran
     first): with alternated targets (``shardgate,node-ws,shardgate,node-ws``) each ratio pairs
     runs minutes apart, not the whole session, on a box whose speed drifts."""
+    # CPU microseconds per unit: the comparison that holds at a fixed rate. The client's share
+    # too for echo: on a machine where the clients and the server share the cores, a dialect that
+    # is cheaper for the client leaves the server more CPU in closed loop.
+    for row in rows:
+        for job, who, rate, key in _CPU_PER_UNIT:
+            r = row.get(job)
+            if isinstance(r, dict) and r.get(f"{who}_cpu_pct") and r.get(rate):
+                r[key] = round(r[f"{who}_cpu_pct"] * 1e4 / r[rate], 3)
     base = next((r for r in rows if r["target"] == "shardgate"), None)
     sio = next((r for r in rows if r["target"] == SIO_TARGET), None)
     for row in rows:
@@ -144,13 +153,6 @@ def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
                 base = row
             elif row["target"] == SIO_TARGET:
                 sio = row
-        # CPU microseconds per unit: the comparison that holds at a fixed rate. The client's
-        # share too for echo: on a machine where the clients and the server share the cores, a
-        # dialect that is cheaper for the client leaves the server more CPU in closed loop.
-        for job, who, rate, key in _CPU_PER_UNIT:
-            r = row.get(job)
-            if isinstance(r, dict) and r.get(f"{who}_cpu_pct") and r.get(rate):
-                r[key] = round(r[f"{who}_cpu_pct"] * 1e4 / r[rate], 3)
         if row["target"] == SIO_TARGET:
             continue
         ref = sio if row["target"] == "socketio" and sio is not None else base
@@ -161,20 +163,29 @@ def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
             if (isinstance(mine, dict) and key in mine and isinstance(theirs, dict) and key in theirs
                     and theirs[key]):
                 row[f"{job}_ratio"] = round(mine[key] / theirs[key], 2)
+                # The peer's server CPU per unit over shardgate's (above 1: shardgate is cheaper):
+                # what the pair says about the servers alone, whatever the shared client did.
+                cpu = _SERVER_CPU_PER_UNIT[job]
+                if mine.get(cpu) and theirs.get(cpu):
+                    row[f"{job}_cpu_ratio"] = round(theirs[cpu] / mine[cpu], 2)
 
 
 def paired_summary(rows: list[dict[str, Any]], jobs: list[str]) -> list[str]:
-    """One line per peer and job that ran more than once: the median and range of its ratios."""
+    """Lines for each peer and job that ran more than once: the median and range of its ratios,
+    in throughput and in server CPU per unit."""
     out = []
     for job in jobs:
-        by_peer: dict[str, list[float]] = {}
-        for row in rows:
-            if row["target"] not in ("shardgate", SIO_TARGET) and f"{job}_ratio" in row:
-                by_peer.setdefault(row["target"], []).append(row[f"{job}_ratio"])
-        for peer, ratios in by_peer.items():
-            if len(ratios) > 1:
-                out.append(f"{job} shardgate/{peer} over {len(ratios)} pairs: median {statistics.median(ratios):.2f} "
-                           f"({min(ratios):.2f}-{max(ratios):.2f})")
+        unit = "delivery" if job == "fanout" else "round trip"
+        for field, what in ((f"{job}_ratio", f"{job} shardgate/{{peer}}"),
+                            (f"{job}_cpu_ratio", f"{job} server CPU per {unit}, {{peer}}/shardgate")):
+            by_peer: dict[str, list[float]] = {}
+            for row in rows:
+                if row["target"] not in ("shardgate", SIO_TARGET) and field in row:
+                    by_peer.setdefault(row["target"], []).append(row[field])
+            for peer, ratios in by_peer.items():
+                if len(ratios) > 1:
+                    out.append(f"{what.format(peer=peer)} over {len(ratios)} pairs: median "
+                               f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
     return out
 
 
