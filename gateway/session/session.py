@@ -376,10 +376,7 @@ class Session(Memberships):
                         if bucket is not None:
                             verdict = bucket.take(self.node.clock())
                             if verdict is not _OK:
-                                if verdict is _ABUSE:
-                                    self.close(DISCONNECT_TOO_MANY_REQUESTS)
-                                else:
-                                    self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
+                                self._refuse(cmd, verdict)
                                 return
                         cmd.pending = True
                         self._inflight += 1
@@ -413,11 +410,8 @@ class Session(Memberships):
             if bucket is not None and cmd.method:
                 verdict = bucket.take(now)
                 if verdict is not _OK:
-                    if verdict is _ABUSE:
-                        self.close(DISCONNECT_TOO_MANY_REQUESTS)
-                        return
-                    if cmd.id:
-                        self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
+                    if not self._refuse(cmd, verdict):
+                        return  # closed: the rest of the message is not read
                     continue
             if self._queue is None and not self._pumping and self._can_start():
                 # Nothing waits ahead of it: run it now, without the queue.
@@ -432,6 +426,16 @@ class Session(Memberships):
             self._queue.append(cmd)
         if self._queue:
             self._pump()
+
+    def _refuse(self, cmd: Command, verdict: Verdict) -> bool:
+        """A command over the rate limit: error 111 (to a command with an id), or, for a client
+        that overdrew the burst once more, the end of the connection (3013). Whether it is still open."""
+        if verdict is _ABUSE:
+            self.close(DISCONNECT_TOO_MANY_REQUESTS)
+            return False
+        if cmd.id:
+            self.fail(cmd, ERROR_TOO_MANY_REQUESTS)
+        return True
 
     def _pump(self) -> None:
         """Dispatch queued commands in order while fewer than the bound are in flight;

@@ -122,11 +122,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0 if any(isinstance(r.get(j), dict) and "scenario" in r[j] for r in rows for j in jobs) else 1
 
 
-#: (job, whose CPU, rate key, result key) of the CPU-per-unit figures.
-_CPU_PER_UNIT = (("fanout", "server", "deliveries_per_s", "server_cpu_us_per_delivery"),
-                 ("echo", "server", "rpc_per_s", "server_cpu_us_per_round_trip"),
-                 ("echo", "client", "rpc_per_s", "client_cpu_us_per_round_trip"))
-_SERVER_CPU_PER_UNIT = {job: key for job, who, _, key in _CPU_PER_UNIT if who == "server"}
+#: Each job's rate in its result, and the unit that rate counts.
+_RATE = {"fanout": "deliveries_per_s", "echo": "rpc_per_s"}
+_UNIT = {"fanout": "delivery", "echo": "round trip"}
+#: (job, whose CPU, result key) of the CPU-per-unit figures.
+_CPU_PER_UNIT = (("fanout", "server", "server_cpu_us_per_delivery"),
+                 ("echo", "server", "server_cpu_us_per_round_trip"),
+                 ("echo", "client", "client_cpu_us_per_round_trip"))
+_SERVER_CPU_PER_UNIT = {job: key for job, who, key in _CPU_PER_UNIT if who == "server"}
 
 
 def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
@@ -141,10 +144,10 @@ def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
     # too for echo: on a machine where the clients and the server share the cores, a dialect that
     # is cheaper for the client leaves the server more CPU in closed loop.
     for row in rows:
-        for job, who, rate, key in _CPU_PER_UNIT:
+        for job, who, key in _CPU_PER_UNIT:
             r = row.get(job)
-            if isinstance(r, dict) and r.get(f"{who}_cpu_pct") and r.get(rate):
-                r[key] = round(r[f"{who}_cpu_pct"] * 1e4 / r[rate], 3)
+            if isinstance(r, dict) and r.get(f"{who}_cpu_pct") and r.get(_RATE[job]):
+                r[key] = round(r[f"{who}_cpu_pct"] * 1e4 / r[_RATE[job]], 3)
     base = next((r for r in rows if r["target"] == "shardgate"), None)
     sio = next((r for r in rows if r["target"] == SIO_TARGET), None)
     for row in rows:
@@ -157,7 +160,7 @@ def _ratios(rows: list[dict[str, Any]], jobs: list[str]) -> None:
             continue
         ref = sio if row["target"] == "socketio" and sio is not None else base
         for job in jobs:
-            key = "deliveries_per_s" if job == "fanout" else "rpc_per_s"
+            key = _RATE[job]
             mine = ref.get(job) if ref else None
             theirs = row.get(job)
             if (isinstance(mine, dict) and key in mine and isinstance(theirs, dict) and key in theirs
@@ -175,9 +178,8 @@ def paired_summary(rows: list[dict[str, Any]], jobs: list[str]) -> list[str]:
     in throughput and in server CPU per unit."""
     out = []
     for job in jobs:
-        unit = "delivery" if job == "fanout" else "round trip"
         for field, what in ((f"{job}_ratio", f"{job} shardgate/{{peer}}"),
-                            (f"{job}_cpu_ratio", f"{job} server CPU per {unit}, {{peer}}/shardgate")):
+                            (f"{job}_cpu_ratio", f"{job} server CPU per {_UNIT[job]}, {{peer}}/shardgate")):
             by_peer: dict[str, list[float]] = {}
             for row in rows:
                 if row["target"] not in ("shardgate", SIO_TARGET) and field in row:
@@ -205,7 +207,7 @@ def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace)
             continue
         for job in jobs:
             r = row.get(job)
-            key = "deliveries_per_s" if job == "fanout" else "rpc_per_s"
+            key = _RATE[job]
             if not isinstance(r, dict) or key not in r:
                 line += ["failed", "", "", ""]
                 if isinstance(r, dict) and r.get("error"):
@@ -230,10 +232,10 @@ def table(rows: list[dict[str, Any]], jobs: list[str], args: argparse.Namespace)
             notes.append(f"socketio: shardgate/peer compares {SIO_TARGET} with it (the same Socket.IO dialect)")
     notes += paired_summary(rows, jobs)
     # Listed per row, not by target: a target may be run more than once (alternated runs).
-    for job, who, _, key in _CPU_PER_UNIT:
+    for job, who, key in _CPU_PER_UNIT:
         per_run = [(r["target"], r[job][key]) for r in rows if isinstance(r.get(job), dict) and key in r[job]]
         if per_run:
-            unit = "fan-out delivery" if job == "fanout" else "echo round trip"
+            unit = ("fan-out " if job == "fanout" else "echo ") + _UNIT[job]
             notes.append(f"{who} CPU per {unit}: " + ", ".join(f"{t} {v:.2f} us" for t, v in per_run))
     widths = [max(len(str(ln[i])) for ln in lines) for i in range(len(head))]
     out = [f"shardgate bench compare: fanout {args.subscribers} subscribers, echo {args.connections} connections, "
