@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, cast
 
+from mypy_extensions import mypyc_attr
+
 from gateway.core import delta, subscription
 from gateway.core.errors import (
     ERROR_INTERNAL,
@@ -55,33 +57,44 @@ class Sub:
     server_refresh: bool = False  # expiry is refreshed through the namespace's sub_refresh proxy
 
 
+# Compiled (tools/native.py), a native class must allow interpreted subclasses: SioSession
+# subclasses Session in Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Memberships:
     """The subscription methods of :class:`~gateway.session.session.Session`."""
 
     __slots__ = ()
 
-    if TYPE_CHECKING:  # the session's attributes and methods these use
-        node: Node
-        subs: dict[str, Sub]
-        codec: Codec
-        handlers: Handlers
-        client_id: str
-        user: str
-        push_now: Callable[[bytes], None] | None
-        _queue_max: int
+    # The session's attributes and methods these use. Declared for real, not under TYPE_CHECKING:
+    # the compiled build (mypyc) lays the class out and dispatches through them. Session sets the
+    # attributes (in its slots) and overrides every method below.
+    node: Node
+    subs: dict[str, Sub]
+    codec: Codec
+    handlers: Handlers
+    client_id: str
+    user: str
+    push_now: Callable[[bytes], None] | None
+    _queue_max: int
 
-        @property
-        def connected(self) -> bool: ...
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
 
-        def client_info(self, chan_info: bytes | None = None) -> ClientInfo: ...
+    def client_info(self, chan_info: bytes | None = None) -> ClientInfo:
+        raise NotImplementedError
 
-        def write_push(self, data: bytes) -> None: ...
+    def write_push(self, data: bytes) -> None:
+        raise NotImplementedError
 
-        def close(self, disconnect: Disconnect) -> None: ...
+    def close(self, disconnect: Disconnect) -> None:
+        raise NotImplementedError
 
-        def server_subscribe(self, channel: str, request: dict[str, Any]) -> None: ...
+    def server_subscribe(self, channel: str, request: dict[str, Any]) -> None:
+        raise NotImplementedError
 
-        def server_refresh(self, request: dict[str, Any]) -> None: ...
+    def server_refresh(self, request: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def stream_options(self, opts: ChannelOptions) -> StreamOptions | None:
         return subscription.stream_options(opts, self.node.config.channel.history_meta_ttl)

@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from gateway.core.errors import (
     DISCONNECT_EXPIRED,
@@ -117,6 +118,7 @@ _UNBOUNDED = 1 << 62
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # SioSession, when compiled (tools/native.py)
 class Session(Memberships):
     """The server side of one Centrifugo connection."""
 
