@@ -11,7 +11,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__
+from gateway import __version__, native
 from gateway.config import Config, ConfigError, dev_config, load_config
 from gateway.obs.logs import setup_logging
 
@@ -130,6 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"shardgate {__version__} ready: {sup.workers} workers",
             f"  clients   ws{secure}://{_url_host(sup.host)}:{sup.port}/connection/websocket",
             f"  internal  http{secure}://{_url_host(sup.internal_host)}:{sup.internal_port}/health",
+            f"  build     {native.summary()}",
         ]
         if dev_secret is not None:
             lines += [
@@ -254,6 +255,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         parser.error(f"a command comes first, e.g. shardgate serve {' '.join(argv)}")
+    stale = native.problems()
+    if stale and argv[0] not in ("-h", "--help", "--version"):
+        # An extension module shadows its source: an edit since `tools.native build` would not run.
+        for line in stale:
+            print(f"shardgate: compiled build out of date: {line}", file=sys.stderr)
+        print("shardgate: rebuild it (python -m tools.native build) or remove it (python -m tools.native clean)",
+              file=sys.stderr)
+        return 2
     if argv[0] in _TOOL_COMMANDS:
         # Their parsers own the rest of the line. argparse.REMAINDER under a subparser cannot
         # do this: it refuses a tail that starts with an option (`token --secret S`).

@@ -31,6 +31,15 @@ SECRET = "shardgate-test-secret-0123456789abcdef"
 API_KEY = "shardgate-test-api-key"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A compiled build older than its sources would test the old code: refuse, say how to fix."""
+    from gateway import native
+    stale = native.problems()
+    if stale:
+        pytest.exit("compiled build out of date: " + "; ".join(stale)
+                    + " (python -m tools.native build, or clean)", returncode=2)
+
+
 def scaled(seconds: float) -> float:
     return seconds * SCALE
 
