@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gateway import native
 from tests.conftest import ROOT, SECRET, Gateway, base_config, scaled
 
 PEERS = ROOT / "tools" / "bench" / "peers"
@@ -144,6 +145,7 @@ def test_scaling_steps() -> None:
     assert rows[0]["efficiency"] == 1.0
     assert rows[1]["efficiency"] > 0 and isinstance(rows[1]["meets_target"], bool)
     assert out["target_efficiency"] == 0.8
+    assert out["build"] == native.summary()  # which build the steps ran (pure, or tools.native's)
 
 
 def test_table_output(gw: Gateway) -> None:

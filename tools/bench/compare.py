@@ -17,6 +17,7 @@ import statistics
 import sys
 from typing import Any
 
+from gateway import native
 from tools.bench import servers
 
 JOBS = ("fanout", "echo")
@@ -69,12 +70,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         try:
             if target == "shardgate":
                 server = servers.start_shardgate(secret, args.workers)
-                proto, note = "centrifugo", f"{args.workers} worker(s), JSON protocol"
+                proto, note = "centrifugo", f"{args.workers} worker(s), JSON protocol, {native.summary()}"
             elif target == SIO_TARGET:
                 server = servers.start_shardgate(secret, args.workers,
                                                  servers.shardgate_socketio_config(secret, args.workers))
-                proto, note = "socketio", (f"{args.workers} worker(s), Socket.IO over WebSocket, the node "
-                                           "socket.io peer's events (tools/bench/sio_events.py)")
+                proto, note = "socketio", (f"{args.workers} worker(s), {native.summary()}, Socket.IO over "
+                                           "WebSocket, the node socket.io peer's events (tools/bench/sio_events.py)")
             else:
                 server = servers.start_peer(target)
                 proto, note = servers.peer_proto(target), servers.peer_note(target)

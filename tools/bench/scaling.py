@@ -22,6 +22,7 @@ import secrets
 import sys
 from typing import Any
 
+from gateway import native
 from tools.bench import servers
 
 TARGET_EFFICIENCY = 0.80
@@ -115,7 +116,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     efficiency(rows)
     if args.json:
         print(json.dumps({"command": "shardgate bench " + " ".join(args.argv), "cpus": len(cpus),
-                          "target_efficiency": TARGET_EFFICIENCY, "results": rows}, indent=2))
+                          "build": native.summary(), "target_efficiency": TARGET_EFFICIENCY, "results": rows},
+                         indent=2))
     else:
         print(table(rows, len(cpus)))
     failed = [r for r in rows if "error" in r]

@@ -47,7 +47,7 @@ run)
     "$python" - "$out/scaling.json" <<'EOF' | tee -a "$out/scaling.txt"
 import json, sys
 doc = json.load(open(sys.argv[1]))
-print(doc["command"])
+print(doc["command"], "|", doc.get("build", "?"))
 for r in doc["results"]:
     if "error" in r:
         print(f"{r['workers']} workers: error {r['error']}")
