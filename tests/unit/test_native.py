@@ -79,9 +79,10 @@ def test_this_checkout_is_consistent() -> None:
 def test_leftover_of_an_earlier_build_is_refused(tree: Path) -> None:
     """A module compiled by an earlier build and since dropped from MODULES still shadows its source."""
     _compile(tree)
-    (tree / "gateway" / "hub.py").write_text("")
-    (tree / "gateway" / ("hub" + SUFFIX)).write_bytes(b"\x7fELF")
-    assert native.problems(tree) == [f"gateway/hub{SUFFIX} is not from the last build"]
+    assert "gateway.node" not in native.MODULES
+    (tree / "gateway" / "node.py").write_text("")
+    (tree / "gateway" / ("node" + SUFFIX)).write_bytes(b"\x7fELF")
+    assert native.problems(tree) == [f"gateway/node{SUFFIX} is not from the last build"]
 
 
 def test_tool_help_and_status() -> None:
