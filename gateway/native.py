@@ -95,8 +95,7 @@ def problems(root: Path = _ROOT) -> list[str]:
 
 def summary(root: Path = _ROOT) -> str:
     """One line for banners and ``tools.native status``."""
-    built = compiled(root)
-    if not built:
-        return "pure Python"
     bad = problems(root)
-    return f"compiled (mypyc): {len(built)} modules" + (f", STALE: {'; '.join(bad)}" if bad else "")
+    built = compiled(root)
+    what = f"compiled (mypyc): {len(built)} modules" if built else "pure Python"
+    return what + (f", STALE: {'; '.join(bad)}" if bad else "")

@@ -267,3 +267,23 @@ async def test_reload_and_stop_with_options_first(gateway_factory: Any, tmp_path
     assert f"sent SIGTERM (graceful stop) to shardgate supervisor pid {gw.proc.pid}" in out
     assert await asyncio.to_thread(gw.proc.wait, scaled(15)) == 0
     assert not pid_file.exists()
+
+
+def test_serve_refuses_a_compiled_build_that_does_not_match_its_sources(tmp_path: Path) -> None:
+    """An extension module in the package that the last `tools.native build` did not write (or with
+    no build at all) would shadow its source: `shardgate serve` exits 2 and says how to fix it, and
+    `python -m tools.native status` agrees. A probe file, removed after; nothing imports it."""
+    import importlib.machinery
+
+    probe = ROOT / "gateway" / ("_stale_probe" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    probe.write_bytes(b"\x7fELF")
+    try:
+        served = sg("serve", "--port", "0", "--internal-port", "0", "--workers", "1", cwd=tmp_path)
+        assert served.returncode == 2, served
+        assert "compiled build out of date" in served.stderr and "tools.native clean" in served.stderr, served.stderr
+        status = subprocess.run([sys.executable, "-m", "tools.native", "status"], cwd=ROOT, env=_env(),
+                                capture_output=True, text=True, timeout=scaled(30))
+        assert status.returncode == 1 and "STALE" in status.stdout, status
+    finally:
+        probe.unlink()
+    assert ok(sg("--help")).startswith("usage: shardgate")
