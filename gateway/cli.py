@@ -72,6 +72,12 @@ _TOOL_COMMANDS = {
 }
 
 
+# The commands that run the gateway's code (serve; bench starts it and imports its model). The
+# others only talk to a running gateway or mint tokens, and stay usable on a checkout whose compiled
+# build went stale after a `git pull`: `shardgate stop` must still stop the old supervisor.
+_RUNS_THE_GATEWAY = frozenset({"serve", "bench"})
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardgate", description="A sharded WebSocket gateway speaking the Centrifugo client protocol.",
@@ -255,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         parser.error(f"a command comes first, e.g. shardgate serve {' '.join(argv)}")
-    stale = native.problems()
-    if stale and argv[0] not in ("-h", "--help", "--version"):
+    stale = native.problems() if argv[0] in _RUNS_THE_GATEWAY else []
+    if stale:
         # An extension module shadows its source: an edit since `tools.native build` would not run.
         for line in stale:
             print(f"shardgate: compiled build out of date: {line}", file=sys.stderr)

@@ -271,19 +271,44 @@ async def test_reload_and_stop_with_options_first(gateway_factory: Any, tmp_path
 
 def test_serve_refuses_a_compiled_build_that_does_not_match_its_sources(tmp_path: Path) -> None:
     """An extension module in the package that the last `tools.native build` did not write (or with
-    no build at all) would shadow its source: `shardgate serve` exits 2 and says how to fix it, and
-    `python -m tools.native status` agrees. A probe file, removed after; nothing imports it."""
+    no build at all) would shadow its source: `shardgate serve` and `bench` exit 2 and say how to fix
+    it, `python -m tools.native status` agrees, and the commands that only talk to a running gateway
+    or mint tokens still work (`stop` must reach the old supervisor after a `git pull`). On a copy of
+    the packages that the installed script imports through PYTHONPATH, so a stray probe file can
+    never block this checkout."""
     import importlib.machinery
+    import shutil
 
-    probe = ROOT / "gateway" / ("_stale_probe" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    copy = tmp_path / "src"
+    for package in ("gateway", "sharding", "tools"):
+        shutil.copytree(ROOT / package, copy / package,
+                        ignore=shutil.ignore_patterns("node_modules", "__pycache__", "*.so", "_native.json"))
+    probe = copy / "gateway" / ("_stale_probe" + importlib.machinery.EXTENSION_SUFFIXES[0])
     probe.write_bytes(b"\x7fELF")
-    try:
-        served = sg("serve", "--port", "0", "--internal-port", "0", "--workers", "1", cwd=tmp_path)
-        assert served.returncode == 2, served
-        assert "compiled build out of date" in served.stderr and "tools.native clean" in served.stderr, served.stderr
-        status = subprocess.run([sys.executable, "-m", "tools.native", "status"], cwd=ROOT, env=_env(),
-                                capture_output=True, text=True, timeout=scaled(30))
-        assert status.returncode == 1 and "STALE" in status.stdout, status
-    finally:
-        probe.unlink()
-    assert ok(sg("--help")).startswith("usage: shardgate")
+    env = {**_env(), "PYTHONPATH": str(copy)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(SHARDGATE), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=scaled(30))
+
+    where = subprocess.run([sys.executable, "-c", "import gateway; print(gateway.__file__)"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=scaled(20))
+    assert Path(ok(where).strip()).is_relative_to(copy), where.stdout
+    for command in (["serve", "--port", "0", "--internal-port", "0", "--workers", "1"],
+                    ["bench", "fanout", "--duration", "1"]):
+        refused = run(*command)
+        assert refused.returncode == 2, refused
+        assert f"compiled build out of date: extension modules (gateway/{probe.name}) without a readable" \
+            in refused.stderr, refused.stderr
+        assert "tools.native clean" in refused.stderr, refused.stderr
+    status = subprocess.run([sys.executable, "-m", "tools.native", "status"], cwd=copy, env=env,
+                            capture_output=True, text=True, timeout=scaled(30))
+    assert status.returncode == 1 and status.stdout.startswith("STALE compiled build: "), status
+    assert ok(run("--help")).startswith("usage: shardgate")
+    assert ok(run("--version")).strip()
+    assert ok(run("token", "--secret", "s", "--user", "u")).count(".") == 2  # a JWT
+    stopped = run("stop", "--pid-file", str(tmp_path / "none.pid"))
+    assert "compiled build out of date" not in stopped.stderr and "none.pid" in stopped.stderr, stopped
+    cleaned = subprocess.run([sys.executable, "-m", "tools.native", "clean"], cwd=copy, env=env,
+                             capture_output=True, text=True, timeout=scaled(30))
+    assert ok(cleaned).strip() == f"removed gateway/{probe.name}" and not probe.exists()
