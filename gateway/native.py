@@ -5,7 +5,9 @@
 import system prefers an extension module to the source beside it. So a source edited after the
 build would silently not run: :func:`problems` compares the source of every extension module in the
 package with the hash the build recorded in :data:`MANIFEST_NAME`, and ``shardgate serve`` and the
-test suite refuse to start on a mismatch. Pure: files and hashes only.
+test suite refuse to start on a mismatch. Only those sources: mypyc also writes other modules'
+``Final`` constants into the compiled code, so the compiled modules use none (a test checks it).
+Pure: files and hashes only.
 """
 
 from __future__ import annotations

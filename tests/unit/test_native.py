@@ -3,6 +3,7 @@ file checks on a scratch tree. The real compiler runs in CI (.ci/run builds, the
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.machinery
 import json
@@ -222,3 +223,31 @@ def test_tool_help_and_status() -> None:
                             text=True, timeout=60)
     assert status.returncode == 0, status.stderr  # the suite refuses a stale checkout (tests/conftest.py)
     assert status.stdout.strip() in ("pure Python", f"compiled (mypyc): {len(native.MODULES)} modules")
+
+
+def _final_names(source: str) -> set[str]:
+    """Names a module declares ``Final`` (``X: Final = ...``, ``X: Final[T] = ...``)."""
+    def is_final(annotation: ast.expr) -> bool:
+        node = annotation.value if isinstance(annotation, ast.Subscript) else annotation
+        return (isinstance(node, ast.Name) and node.id == "Final") or \
+            (isinstance(node, ast.Attribute) and node.attr == "Final")
+    return {n.target.id for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name) and is_final(n.annotation)}
+
+
+def test_compiled_modules_use_no_final_of_an_uncompiled_module() -> None:
+    """mypyc writes the value of another module's ``Final`` constant into the compiled code (even of
+    a module it does not compile), and the manifest hashes only the compiled modules' sources: an
+    edit to such a constant would not reach the build and would not be caught. So none is used."""
+    compiled = {native.source_path(ROOT, m) for m in native.MODULES}
+    finals = {name: path for package in ("gateway", "sharding") for path in (ROOT / package).rglob("*.py")
+              if path not in compiled for name in _final_names(path.read_text())}
+    assert finals, "the scan found no Final at all: it no longer reads what it should"
+    for path in compiled:
+        tree = ast.parse(path.read_text())
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} \
+            | {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} \
+            | {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        clash = sorted(f"{name} ({finals[name].relative_to(ROOT)})" for name in used & finals.keys())
+        assert not clash, f"{path.relative_to(ROOT)} uses Final constants of uncompiled modules: {clash}; " \
+                          "drop the Final, or compile that module too"
